@@ -1,0 +1,226 @@
+"""The recurrent language model: embedding -> stacked RNN layers -> dropout -> decoder.
+
+Cells are torch's fused recurrent layers (cuDNN on a GPU, oneDNN on a CPU), one
+`nn.LSTM`/`nn.GRU`/`nn.RNN` per layer so that locked dropout and weight drop can
+sit between and inside layers. A recurrent state is always a tuple of tensors,
+each (L, B, H): `(h, c)` for the LSTM, `(h,)` for the GRU and the Elman RNN, so
+carrying, detaching, resetting and reordering it is the same for every cell.
+
+`forward` runs whole windows (training, evaluation, prompt warm-up); `step` runs
+one token through the cell functions with the same weights, which avoids the
+large per-call overhead that oneDNN's fused layer has at T = 1 on a CPU
+(see shared/PERFORMANCE.md: about 10x).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from charlm.dropout import drop_weight, embedding_dropout, seq_dropout
+from charlm.errors import ConfigError
+
+State = tuple[torch.Tensor, ...]
+
+CELLS = ("lstm", "gru", "rnn")
+_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model's shape; stored in every checkpoint."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    num_layers: int = 2
+    hidden_size: int = 512
+    emb_size: int = 64
+    dropout: float = 0.0  # on the last layer's output and between layers
+    dropout_input: float = 0.0  # on the embeddings fed to the first layer
+    dropout_embed: float = 0.0  # whole word types dropped from the embedding matrix
+    weight_drop: float = 0.0  # DropConnect on each layer's hidden-to-hidden matrix
+    locked_dropout: bool = False  # one dropout mask per sequence (variational) instead of per element
+    tie_weights: bool = False  # decoder shares the embedding matrix (projection if H != E)
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ConfigError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        for name in ("vocab_size", "num_layers", "hidden_size", "emb_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("dropout", "dropout_input", "dropout_embed", "weight_drop"):
+            p = getattr(self, name)
+            if not 0.0 <= p < 1.0:
+                raise ConfigError(f"{name.replace('_', '-')} must be in [0, 1), got {p}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown model options {sorted(unknown)}; was this checkpoint made by a newer charlm?")
+        return cls(**d)
+
+
+class RNNLanguageModel(nn.Module):
+    """A stacked LSTM/GRU/Elman language model over a fixed vocabulary."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.emb_size)
+        self.layers = nn.ModuleList(
+            _MODULES[c.cell](c.emb_size if i == 0 else c.hidden_size, c.hidden_size, batch_first=True)
+            for i in range(c.num_layers)
+        )
+        # With tying, the decoder reads E-sized features; project when H != E.
+        self.projection = nn.Linear(c.hidden_size, c.emb_size, bias=False) if c.tie_weights and c.hidden_size != c.emb_size else None
+        self.decoder = nn.Linear(c.emb_size if c.tie_weights else c.hidden_size, c.vocab_size)
+        if c.tie_weights:
+            self.decoder.weight = self.embedding.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        if not self.config.tie_weights:
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        if self.config.cell == "lstm":
+            # Forget-gate bias 1: remember by default (Jozefowicz et al., 2015).
+            H = self.config.hidden_size
+            for layer in self.layers:
+                for name in ("bias_ih_l0", "bias_hh_l0"):
+                    getattr(layer, name).data[H : 2 * H].fill_(0.5)
+
+    @property
+    def num_state_tensors(self) -> int:
+        return 2 if self.config.cell == "lstm" else 1
+
+    # ----------------------------------------------------------------- state
+    def init_state(self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> State:
+        """The zero state for `batch_size` sequences."""
+        p = self.embedding.weight
+        shape = (self.config.num_layers, batch_size, self.config.hidden_size)
+        return tuple(
+            torch.zeros(shape, device=device or p.device, dtype=dtype or p.dtype) for _ in range(self.num_state_tensors)
+        )
+
+    # --------------------------------------------------------------- forward
+    def features(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Run the embedding and the recurrent stack over a window.
+
+        ids: (B, T) int64 -> features (B, T, D) before the decoder, and the new state.
+        """
+        c = self.config
+        B = ids.size(0)
+        if state is None:
+            state = self.init_state(B)
+        weight = embedding_dropout(self.embedding.weight, c.dropout_embed, self.training)
+        x = F.embedding(ids, weight)  # (B, T, E)
+        x = seq_dropout(x, c.dropout_input, self.training, c.locked_dropout)
+        new_state: list[list[torch.Tensor]] = [[] for _ in state]
+        for i, layer in enumerate(self.layers):
+            layer_state = tuple(s[i : i + 1].contiguous() for s in state)  # each (1, B, H)
+            hx = layer_state if c.cell == "lstm" else layer_state[0]
+            if c.weight_drop > 0.0 and self.training:
+                w_hh = drop_weight(layer.weight_hh_l0, c.weight_drop, True)
+                x, hy = functional_call(layer, {"weight_hh_l0": w_hh}, (x, hx))  # (B, T, H)
+            else:
+                x, hy = layer(x, hx)  # (B, T, H)
+            hy = hy if isinstance(hy, tuple) else (hy,)
+            for slot, t in zip(new_state, hy):
+                slot.append(t)
+            # Dropout on non-recurrent connections only (Zaremba et al.): between layers and on the output.
+            x = seq_dropout(x, c.dropout, self.training, c.locked_dropout)
+        if self.projection is not None:
+            x = self.projection(x)  # (B, T, E)
+        return x, tuple(torch.cat(slot, 0) for slot in new_state)
+
+    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """ids: (B, T) int64 -> logits (B, T, V) and the state after the last step."""
+        x, state = self.features(ids, state)
+        return self.decoder(x), state  # (B, T, V)
+
+    @torch.no_grad()
+    def step(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """One decoding step in eval mode, through the cell functions.
+
+        ids: (B,) int64 -> logits (B, V) and the new state. Equal to
+        `forward(ids[:, None], state)` in eval mode, without oneDNN's per-call cost.
+        """
+        c = self.config
+        if state is None:
+            state = self.init_state(ids.size(0))
+        x = self.embedding(ids)  # (B, E)
+        new_state: list[list[torch.Tensor]] = [[] for _ in state]
+        for i, layer in enumerate(self.layers):
+            w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
+            if c.cell == "lstm":
+                h, cc = torch.lstm_cell(x, (state[0][i], state[1][i]), w_ih, w_hh, b_ih, b_hh)  # (B, H) each
+                new_state[0].append(h)
+                new_state[1].append(cc)
+            elif c.cell == "gru":
+                h = torch.gru_cell(x, state[0][i], w_ih, w_hh, b_ih, b_hh)  # (B, H)
+                new_state[0].append(h)
+            else:
+                h = torch.rnn_tanh_cell(x, state[0][i], w_ih, w_hh, b_ih, b_hh)  # (B, H)
+                new_state[0].append(h)
+            x = h
+        if self.projection is not None:
+            x = self.projection(x)  # (B, E)
+        return self.decoder(x), tuple(torch.stack(slot, 0) for slot in new_state)  # (B, V), each (L, B, H)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self) -> float:
+        """Forward multiply-adds x 2 per token (matrix products only); training ~ 3x this."""
+        c = self.config
+        gates = {"lstm": 4, "gru": 3, "rnn": 1}[c.cell]
+        total = 0
+        for i in range(c.num_layers):
+            inp = c.emb_size if i == 0 else c.hidden_size
+            total += gates * c.hidden_size * (inp + c.hidden_size)
+        if self.projection is not None:
+            total += c.hidden_size * c.emb_size
+        total += self.decoder.in_features * c.vocab_size
+        return 2.0 * total
+
+
+# ------------------------------------------------------------------ state ops
+def detach_state(state: State) -> State:
+    """Keep the values, cut the graph: the edge of a truncated-BPTT window.
+
+    window k:   x_1 .. x_T  ->  h_T ──detach──▶ h_0 of window k+1
+    Gradients of window k+1 stop at its h_0, so memory stays O(T), not O(corpus).
+    """
+    return tuple(s.detach() for s in state)
+
+
+def reorder_state(state: State, index: torch.Tensor) -> State:
+    """Select/duplicate sequences along the batch: each (L, B, H) -> (L, len(index), H).
+
+    Beam search uses this to follow each surviving hypothesis's parent.
+    """
+    return tuple(s.index_select(1, index) for s in state)
+
+
+def reset_state(state: State, mask: torch.Tensor) -> State:
+    """Zero the state of the sequences where mask (B,) is True, keep the others."""
+    keep = (~mask).to(state[0].dtype)[None, :, None]  # (1, B, 1)
+    return tuple(s * keep for s in state)
+
+
+def init_loss(vocab_size: int) -> float:
+    """The loss of a uniform prediction, ln(V): what an untrained model should start near."""
+    return math.log(vocab_size)
