@@ -1,0 +1,141 @@
+"""Training throughput and model FLOP utilisation (issue 3), run by hand.
+
+    python benchmarks/bench_train.py [--steps 40] [--out benchmarks/results_train.md]
+
+Measures, in one run:
+- this machine's fp32 matrix-multiply peak (best of torch.mm, numpy and oneDNN
+  linear on 2048x2048 products), the denominator of the utilisation;
+- training tokens/s of the default char model on tinyshakespeare and of a
+  word-level 2x650 LSTM (tied, bptt 35, batch 20) on wikitext-2.valid.txt;
+- model FLOP utilisation = 3 x forward matmul FLOPs per token x tokens/s / peak
+  (the 6N rule for recurrent nets: forward 2 FLOPs per weight, backward 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from charlm.data import batchify, get_batch
+from charlm.model import RNNLanguageModel, detach_state
+from charlm.train import TrainConfig, make_optimizer, prepare_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def matmul_peak(n: int = 2048, reps: int = 8) -> dict[str, float]:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+
+    def gflops(f) -> float:
+        f()
+        t = time.perf_counter()
+        for _ in range(reps):
+            f()
+        return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+    out = {"torch.mm": gflops(lambda: torch.mm(a, b))}
+    an, bn = a.numpy(), b.numpy()
+    out["numpy"] = gflops(lambda: an @ bn)
+    try:
+        from torch.utils import mkldnn as mkldnn_utils
+
+        lin = torch.nn.Linear(n, n, bias=False)
+        ml, am = mkldnn_utils.to_mkldnn(lin), a.to_mkldnn()
+        with torch.no_grad():
+            out["oneDNN linear"] = gflops(lambda: ml(am))
+    except (RuntimeError, AttributeError):
+        pass
+    return out
+
+
+def train_throughput(config: TrainConfig, steps: int) -> dict[str, float]:
+    """Tokens/s of the real training step (forward, backward, clip, AdamW) after 5 warm-up steps."""
+    torch.manual_seed(0)
+    data = prepare_data(config)
+    model = RNNLanguageModel(config.model_config(data.tokenizer.vocab_size))
+    opt = make_optimizer(config, model)
+    src = batchify(data.train_ids, config.batch_size)
+    V = model.config.vocab_size
+    hidden = None
+
+    def step(i: int) -> None:
+        nonlocal hidden
+        x, y = get_batch(src, (i * config.bptt) % (src.size(1) - config.bptt - 1), config.bptt)
+        logits, hidden = model(x, hidden)
+        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip, foreach=True)
+        opt.step()
+        hidden = detach_state(hidden)
+
+    for i in range(5):
+        step(i)
+    t = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    dt = time.perf_counter() - t
+    tps = steps * config.batch_size * config.bptt / dt
+    return {"tokens_per_s": tps, "flops_per_token": 3 * model.flops_per_token(), "vocab": V, "params": model.num_parameters()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_train.md"))
+    args = ap.parse_args()
+
+    peaks = matmul_peak()
+    peak = max(peaks.values())
+    char_cfg = TrainConfig(corpus=(str(ROOT / "corpora" / "tinyshakespeare.txt"),))
+    word_cfg = replace(
+        char_cfg,
+        corpus=(str(ROOT / "corpora" / "wikitext-2.valid.txt"),),
+        level="word",
+        num_layers=2,
+        hidden_size=650,
+        emb_size=650,
+        tie_weights=True,
+        bptt=35,
+        batch_size=20,
+        lr=1e-3,
+    )
+    rows = []
+    for name, cfg, steps in (("char, defaults", char_cfg, args.steps), ("word 2x650 tied (wikitext-2 valid)", word_cfg, max(10, args.steps // 2))):
+        r = train_throughput(cfg, steps)
+        achieved = r["tokens_per_s"] * r["flops_per_token"] / 1e9
+        rows.append((name, cfg, r, achieved))
+        print(f"{name}: {r['tokens_per_s']:,.0f} tokens/s, {achieved:.1f} GFLOP/s, {100 * achieved / peak:.1f}% of {peak:.0f}")
+
+    lines = [
+        "# Training throughput (benchmarks/bench_train.py)",
+        "",
+        f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, numpy {np.__version__}.",
+        "",
+        "fp32 matmul peak (2048^3): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()) + f"; peak used: {peak:.0f}.",
+        "",
+        "| model | shape | batch x bptt | vocab | params | tokens/s | model GFLOP/s | utilisation |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, cfg, r, achieved in rows:
+        shape = f"{cfg.num_layers}x{cfg.hidden_size} {cfg.cell}, emb {cfg.emb_size}"
+        lines.append(
+            f"| {name} | {shape} | {cfg.batch_size}x{cfg.bptt} | {r['vocab']:,} | {r['params'] / 1e6:.2f}M | "
+            f"{r['tokens_per_s']:,.0f} | {achieved:.1f} | {100 * achieved / peak:.1f}% |"
+        )
+    lines += ["", "FLOPs per token = 3 x 2 x (recurrent + input + decoder weights), the 6N rule; elementwise work not counted.", ""]
+    Path(args.out).write_text("\n".join(lines))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
