@@ -1,40 +1,81 @@
-"""Scoring a token stream: the one implementation of the metric, used by training's
-validation and by `charlm perplexity`.
+"""Perplexity of a text or a file: the one implementation of the metric, used by
+training's validation and by `charlm perplexity`.
 
-Protocol: the stream is read left to right, each token predicted from all tokens
-before it; the first token has no context and is not scored, so N tokens give
-N - 1 scored predictions. No dropout (eval mode).
+Protocol (README states it):
+- A text is one continuous stream read left to right, each token predicted from
+  every token before it, in eval mode (no dropout), starting from the zero state.
+- Every token of the text is scored. The first has no token before it, so the
+  model reads a line end first (`\\n` for the char kind, `<eos>` for word and
+  subword, `<unk>` only if the vocabulary has no line end) and predicts the
+  first token from there: a text is read as if it started a line, which is
+  where a validation split begins. So bits per character divide by *all* the
+  characters of the text and bits per byte by all its UTF-8 bytes, and a char,
+  a word and a subword model pay for the same characters and can be compared.
+- Tokens the tokenizer does not know are scored as `<unk>` and counted (`oov`):
+  out-of-vocabulary words, or characters a char model never saw. A model does
+  not look better by skipping what it cannot model.
+- Figures over several texts are sums (of NLL, tokens, characters, bytes),
+  never a mean of means.
 
-- exact (streams=1): one stream, state carried from window to window, starting
-  from the zero state (or a state handed in, to continue a previous chunk).
-- parallel (streams=S>1): the N - 1 predictions are cut into S contiguous
-  segments scored side by side as a batch. Segment s > 0 starts from a state
-  warmed (not scored) on the `warmup` tokens just before it, so it loses little
-  context compared with the exact figure; segment 0 starts from the zero state.
+Exact and parallel scoring (`score_stream`):
+- exact (streams=1): one stream, state carried from window to window.
+- parallel (streams=S>1): the predictions are cut into S contiguous segments
+  scored side by side as a batch. Segment 0 continues from the state handed in;
+  segment s > 0 starts from a state warmed (not scored) on the `warmup` tokens
+  just before it. The returned state is the last segment's, so a following
+  call continues that stream.
+
+A file is streamed: read in chunks, encoded piece by piece (cut at line ends
+for word and subword tokens, so no token is split) and scored in blocks of a
+fixed number of tokens, each block continuing the state of the one before it
+(see `_StreamScorer`). The figure therefore depends only on the token stream,
+never on how the file was chunked, and memory is bounded by the block and the
+chunk size, not by the file size.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charlm.corpus import iter_text_chunks
+from charlm.errors import CorpusError
 from charlm.model import RNNLanguageModel, State
+
+if TYPE_CHECKING:
+    from charlm.tokenizers import Tokenizer
+
+# Defaults of the parallel mode (also the CLI's). With 256 warm-up tokens per
+# 4096-token segment the warm-up costs 6% extra compute.
+DEFAULT_STREAMS = 32
+DEFAULT_WINDOW = 256
+DEFAULT_WARMUP = 256
+DEFAULT_SEGMENT = 4096
+EXACT_BLOCK = 1 << 16  # tokens per block in exact mode (any value gives the same figure)
+CHUNK_BYTES = 1 << 20
+MAX_UNKNOWN_SHOWN = 20
 
 # Cap on the logits held at once (elements): B * T * V, so big vocabularies get shorter windows.
 _LOGIT_BUDGET = 8 * 1024 * 1024
+_LN2 = math.log(2.0)
 
 
+# ------------------------------------------------------------------ the core metric
 @dataclass
 class StreamScore:
     """Summed negative log-likelihood (nats) over `tokens` scored predictions."""
 
     nll: float
     tokens: int
-    state: State | None = None  # exact mode: the state after the last token, to continue a stream
+    state: State | None = None  # the state after the last input, to continue the stream
 
     @property
     def loss(self) -> float:
@@ -55,6 +96,24 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
+def _score_rows(
+    model: RNNLanguageModel, x: torch.Tensor, y: torch.Tensor, state: State | None, window: int, amp_dtype: torch.dtype | None
+) -> tuple[torch.Tensor, State]:
+    """Summed NLL (float64 scalar) of rows y given rows x, window by window, and the final state.
+
+    x, y: (B, L); row b reads x[b] from state[:, b] and predicts y[b].
+    """
+    vocab = model.config.vocab_size
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    t = _window_for(x.size(0), vocab, window)
+    for i in range(0, x.size(1), t):
+        with _autocast(x.device, amp_dtype):
+            logits, state = model(x[:, i : i + t], state)  # (B, t, V)
+        nll = F.cross_entropy(logits.float().reshape(-1, vocab), y[:, i : i + t].reshape(-1), reduction="none")
+        total += nll.sum(dtype=torch.float64)
+    return total, state
+
+
 @torch.no_grad()
 def score_stream(
     model: RNNLanguageModel,
@@ -68,9 +127,16 @@ def score_stream(
 ) -> StreamScore:
     """Total NLL of predicting ids[1:] from the tokens before each; see the module doc.
 
-    ids: (N,) int64 on the model's device. `state` (exact mode only) is the state
-    before ids[0] was read, e.g. the returned state of the previous chunk when a
-    long file is scored in pieces that overlap by one token.
+    ids: (N,) int64 on the model's device. `state` is the state before ids[0]
+    was read (None: the zero state), e.g. the returned state of the previous
+    piece when a long stream is scored in pieces that overlap by one token.
+
+    Parallel layout of the M = N - 1 predictions, S streams, L = M // S, r = M - S * L:
+
+        [r predictions, scored first as one row from `state`]
+        row 0:     L predictions, continuing from the state after those r
+        row 1..S-1: L predictions each, from a state warmed on the `warmup` inputs before the row
+        returned state: row S-1's, which ends at the last input
     """
     was_training = model.training
     model.eval()
@@ -80,35 +146,318 @@ def score_stream(
         m = inputs.numel()
         if m <= 0:
             return StreamScore(0.0, 0, state)
-        vocab = model.config.vocab_size
         s = max(1, min(streams, m // max(1, warmup)))  # a segment is at least `warmup` long
-        if s == 1:
-            x, y = inputs[None, :], targets[None, :]  # (1, M)
-            mask = None
-            st = state
-        else:
-            seg = -(-m // s)  # ceil(M / S)
-            pad = s * seg - m
-            x = F.pad(inputs, (0, pad)).view(s, seg)  # (S, L)
-            y = F.pad(targets, (0, pad)).view(s, seg)  # (S, L)
-            mask = (torch.arange(s * seg, device=device) < m).view(s, seg)  # (S, L)
+        seg = m // s
+        r = m - s * seg  # < s
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        st = state
+        if r:
+            nll, st = _score_rows(model, inputs[None, :r], targets[None, :r], st, window, amp_dtype)
+            total += nll
+        x = inputs[r:].view(s, seg)  # (S, L)
+        y = targets[r:].view(s, seg)  # (S, L)
+        if s > 1:
             w = min(warmup, seg)
-            # Rows 1..S-1 warm up on the w inputs before their first prediction.
-            starts = torch.arange(1, s, device=device) * seg  # (S-1,)
+            starts = r + torch.arange(1, s, device=device) * seg  # (S-1,)
             warm_idx = starts[:, None] - w + torch.arange(w, device=device)[None, :]  # (S-1, w)
             with _autocast(device, amp_dtype):
-                _, warm_state = model(inputs[warm_idx], None)
-            zero = model.init_state(1, device=device)
-            st = tuple(torch.cat([z, ws.to(z.dtype)], dim=1) for z, ws in zip(zero, warm_state))  # (L, S, H)
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        t = _window_for(x.size(0), vocab, window)
-        for i in range(0, x.size(1), t):
-            with _autocast(device, amp_dtype):
-                logits, st = model(x[:, i : i + t], st)  # (B, t, V)
-            nll = F.cross_entropy(logits.float().reshape(-1, vocab), y[:, i : i + t].reshape(-1), reduction="none")
-            if mask is not None:
-                nll = nll * mask[:, i : i + t].reshape(-1)
-            total += nll.sum(dtype=torch.float64)
-        return StreamScore(float(total), m, st if s == 1 else None)
+                _, warm = model.features(inputs[warm_idx], None)  # features only: no logits needed
+            first = st if st is not None else model.init_state(1, device=device)
+            st = tuple(torch.cat([f, ws.to(f.dtype)], dim=1) for f, ws in zip(first, warm))  # each (L, S, H)
+        nll, st = _score_rows(model, x, y, st, window, amp_dtype)
+        total += nll
+        last = tuple(t[:, -1:].contiguous() for t in st)  # (L, 1, H): the stream's state after ids[-2]
+        return StreamScore(float(total), m, last)
     finally:
         model.train(was_training)
+
+
+# ------------------------------------------------------------------ streaming in blocks
+class _StreamScorer:
+    """Scores a token stream fed in pieces of any size, block by block.
+
+        pieces:  [ctx] a b c | d e f g h | i j ...        (fed as they are encoded)
+        blocks:  [ctx a b c d] [d e f g h] [h i j ...]     (`block` predictions each,
+                                                            overlapping by one token)
+
+    Each block goes through `score_stream` with the state the previous block
+    returned, so the stream goes on across blocks: in exact mode it is one
+    stream; in parallel mode a block's first segment continues the previous
+    block's last segment, the others are warmed up. Blocks are cut at fixed
+    token counts, so the figure does not depend on the pieces.
+    """
+
+    def __init__(
+        self,
+        model: RNNLanguageModel,
+        context_id: int,
+        *,
+        streams: int,
+        window: int,
+        warmup: int,
+        segment: int,
+        amp_dtype: torch.dtype | None,
+    ) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.kw = dict(streams=streams, window=window, warmup=warmup, amp_dtype=amp_dtype)
+        self.block = EXACT_BLOCK if streams == 1 else streams * max(segment, warmup, 1)
+        self.pending: list[np.ndarray] = [np.array([context_id], dtype=np.int64)]
+        self.n_pending = 1
+        self.state: State | None = None
+        self.nll = 0.0
+        self.tokens = 0
+
+    def feed(self, ids: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        self.pending.append(np.asarray(ids, dtype=np.int64))
+        self.n_pending += len(ids)
+        if self.n_pending <= self.block:
+            return
+        buf = np.concatenate(self.pending)
+        start = 0
+        while len(buf) - start > self.block:
+            self._score(buf[start : start + self.block + 1])
+            start += self.block  # the last token of a block is the first input of the next
+        self.pending, self.n_pending = [buf[start:]], len(buf) - start
+
+    def finish(self) -> tuple[float, int]:
+        buf = np.concatenate(self.pending)
+        if len(buf) > 1:
+            self._score(buf)
+        self.pending, self.n_pending = [buf[-1:]], 1
+        return self.nll, self.tokens
+
+    def _score(self, ids: np.ndarray) -> None:
+        t = torch.from_numpy(np.ascontiguousarray(ids)).to(self.device)
+        out = score_stream(self.model, t, state=self.state, **self.kw)
+        self.state, self.nll, self.tokens = out.state, self.nll + out.nll, self.tokens + out.tokens
+
+
+# ------------------------------------------------------------------ figures of a text
+@dataclass(frozen=True)
+class TextScore:
+    """The figures of one text, or the sum over several (`+`, `total`): all sums, weighted by tokens."""
+
+    tokens: int  # tokens scored: every token of the text
+    nll: float  # summed negative log-likelihood, nats
+    chars: int  # characters of the text (after BOM removal and CRLF -> LF)
+    bytes: int  # UTF-8 bytes of the same text
+    oov: int  # tokens scored as <unk> because the tokenizer does not know them
+    unknown: tuple[str, ...] = ()  # the first few distinct unknown units (words, characters), for the report
+
+    @property
+    def loss(self) -> float:
+        """Mean NLL per token, nats."""
+        return self.nll / self.tokens if self.tokens else float("nan")
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(min(self.loss, 700.0)) if self.tokens else float("nan")
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nll / _LN2 / self.chars if self.chars else float("nan")
+
+    @property
+    def bits_per_byte(self) -> float:
+        return self.nll / _LN2 / self.bytes if self.bytes else float("nan")
+
+    @property
+    def oov_rate(self) -> float:
+        return self.oov / self.tokens if self.tokens else float("nan")
+
+    def __add__(self, other: "TextScore") -> "TextScore":
+        unknown = tuple(dict.fromkeys(self.unknown + other.unknown))[:MAX_UNKNOWN_SHOWN]
+        return TextScore(
+            self.tokens + other.tokens,
+            self.nll + other.nll,
+            self.chars + other.chars,
+            self.bytes + other.bytes,
+            self.oov + other.oov,
+            unknown,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = asdict(self)
+        d["unknown"] = list(self.unknown)
+        d.update(
+            loss=self.loss,
+            perplexity=self.perplexity,
+            bits_per_char=self.bits_per_char,
+            bits_per_byte=self.bits_per_byte,
+            oov_rate=self.oov_rate,
+        )
+        return d
+
+
+ZERO = TextScore(0, 0.0, 0, 0, 0)
+
+
+def total(scores: Iterable[TextScore]) -> TextScore:
+    """The figures of the texts taken together: sums of NLL, tokens, characters and bytes."""
+    out = ZERO
+    for s in scores:
+        out = out + s
+    return out
+
+
+def context_id(tokenizer: "Tokenizer") -> int:
+    """The token read before a text's first token: a line end (see the module doc)."""
+    ids = list(tokenizer.encode("\n"))
+    if len(ids) == 1 and ids[0] != tokenizer.unk_id:
+        return int(ids[0])
+    eos = getattr(tokenizer, "eos_id", None)
+    if eos is not None:
+        return int(eos)
+    return int(tokenizer.unk_id)
+
+
+def evaluate_text(
+    model: RNNLanguageModel,
+    tokenizer: "Tokenizer",
+    text: str,
+    *,
+    exact: bool = False,
+    streams: int = DEFAULT_STREAMS,
+    window: int = DEFAULT_WINDOW,
+    warmup: int = DEFAULT_WARMUP,
+    segment: int = DEFAULT_SEGMENT,
+    amp_dtype: torch.dtype | None = None,
+) -> TextScore:
+    """The figures of `text` under the protocol of the module doc.
+
+    exact=True scores one stream (the reference figure); otherwise `streams`
+    parallel segments of `segment` tokens, each warmed on `warmup` tokens.
+    Equal to `evaluate_file` on a file holding `text`.
+    """
+    return _evaluate_pieces(
+        model, tokenizer, [text], "the text", exact=exact, streams=streams, window=window, warmup=warmup, segment=segment, amp_dtype=amp_dtype
+    )
+
+
+def evaluate_file(
+    model: RNNLanguageModel,
+    tokenizer: "Tokenizer",
+    path: str | os.PathLike,
+    *,
+    exact: bool = False,
+    streams: int = DEFAULT_STREAMS,
+    window: int = DEFAULT_WINDOW,
+    warmup: int = DEFAULT_WARMUP,
+    segment: int = DEFAULT_SEGMENT,
+    errors: str = "strict",
+    chunk_bytes: int = CHUNK_BYTES,
+    amp_dtype: torch.dtype | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TextScore:
+    """The figures of a UTF-8 text file, streamed in chunks of `chunk_bytes`.
+
+    Memory is bounded by the chunk and block sizes, not by the file size (for
+    word and subword tokens a piece ends at a line end, so one line is held
+    whole). Raises `CorpusError` for a missing, empty, binary or (with
+    errors="strict") non-UTF-8 file. `progress(n)` is called with the UTF-8
+    byte count of each piece scored.
+    """
+    chunks = iter_text_chunks(path, chunk_bytes=chunk_bytes, errors=errors)
+    return _evaluate_pieces(
+        model,
+        tokenizer,
+        chunks,
+        str(path),
+        exact=exact,
+        streams=streams,
+        window=window,
+        warmup=warmup,
+        segment=segment,
+        amp_dtype=amp_dtype,
+        progress=progress,
+    )
+
+
+def _evaluate_pieces(
+    model: RNNLanguageModel,
+    tokenizer: "Tokenizer",
+    chunks: Iterable[str],
+    name: str,
+    *,
+    exact: bool,
+    streams: int,
+    window: int,
+    warmup: int,
+    segment: int,
+    amp_dtype: torch.dtype | None,
+    progress: Callable[[int], None] | None = None,
+) -> TextScore:
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids, the model {model.config.vocab_size}")
+    for opt, value in (("streams", streams), ("window", window), ("segment", segment)):
+        if value < 1:
+            raise ValueError(f"{opt} must be at least 1, got {value}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be at least 0, got {warmup}")
+    scorer = _StreamScorer(
+        model,
+        context_id(tokenizer),
+        streams=1 if exact else streams,
+        window=window,
+        warmup=warmup,
+        segment=segment,
+        amp_dtype=amp_dtype,
+    )
+    chars = nbytes = oov = 0
+    unknown: dict[str, None] = {}
+    for piece in token_safe_pieces(chunks, tokenizer.kind):
+        ids = np.asarray(tokenizer.encode_array(piece), dtype=np.int64)
+        n_bytes = len(piece.encode("utf-8"))
+        chars += len(piece)
+        nbytes += n_bytes
+        n_oov = _count_oov(tokenizer, piece, ids)
+        if n_oov:
+            oov += n_oov
+            if len(unknown) < MAX_UNKNOWN_SHOWN:
+                unknown.update(dict.fromkeys(tokenizer.unknown_units(piece)))
+        scorer.feed(ids)
+        if progress is not None:
+            progress(n_bytes)
+    nll, tokens = scorer.finish()
+    if tokens == 0:
+        raise CorpusError(f"{name} holds no tokens to score (only whitespace?); pass a file with some text")
+    return TextScore(tokens, nll, chars, nbytes, oov, tuple(unknown)[:MAX_UNKNOWN_SHOWN])
+
+
+def _count_oov(tokenizer: "Tokenizer", piece: str, ids: np.ndarray) -> int:
+    """Tokens of `piece` scored as <unk> because the vocabulary lacks them.
+
+    A literal "<unk>" in a word-level text (WikiText, PTB) is a token of the
+    vocabulary, not an unknown word, so it is not counted (as in `unknown_units`).
+    """
+    n = int(np.count_nonzero(ids == tokenizer.unk_id))
+    if n and tokenizer.kind == "word" and "<unk>" in piece:
+        n = int(np.count_nonzero(np.asarray(tokenizer.encode_array(piece.replace("<unk>", " "))) == tokenizer.unk_id))
+    return n
+
+
+def token_safe_pieces(chunks: Iterable[str], kind: str) -> Iterable[str]:
+    """Re-cut text chunks so that no token spans two pieces.
+
+    A char token is one character, so any cut is safe. Word tokens never span a
+    line end or a space, subword tokens never span a line end ("\n" is a piece
+    of its own), so a piece ends just after the last such separator of what has
+    been read and the rest waits for the next chunk. Joined, the pieces equal
+    the chunks.
+    """
+    if kind == "char":
+        yield from (c for c in chunks if c)
+        return
+    seps = ("\n", " ") if kind == "word" else ("\n",)
+    carry = ""
+    for chunk in chunks:
+        text = carry + chunk
+        cut = max(text.rfind(sep) for sep in seps) + 1
+        if cut:
+            yield text[:cut]
+        carry = text[cut:]
+    if carry:
+        yield carry
