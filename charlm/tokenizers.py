@@ -33,7 +33,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -169,7 +169,7 @@ class CharTokenizer(Tokenizer):
         get = self._stoi.get
         return [get(c, 0) for c in text]
 
-    def encode_array(self, text: str, *, chunk_chars: int = 1 << 22) -> np.ndarray:
+    def encode_array(self, text: str, *, chunk_chars: int = 1 << 20) -> np.ndarray:
         out = np.empty(len(text), dtype=self.dtype)
         for start in range(0, len(text), chunk_chars):
             codes = _code_points(text[start : start + chunk_chars])
@@ -180,7 +180,7 @@ class CharTokenizer(Tokenizer):
         arr = _id_array(ids, self.vocab_size)
         return self._codes[arr].tobytes().decode("utf-32-le", "surrogatepass")
 
-    def unknown_units(self, text: str, *, chunk_chars: int = 1 << 22) -> list[str]:
+    def unknown_units(self, text: str, *, chunk_chars: int = 1 << 20) -> list[str]:
         found: dict[str, None] = {}
         for start in range(0, len(text), chunk_chars):
             codes = _code_points(text[start : start + chunk_chars])
@@ -287,7 +287,7 @@ class WordTokenizer(Tokenizer):
 
     def _encode_chunk(self, chunk: str) -> np.ndarray:
         if self.pretokenize == "whitespace" and _NUL not in chunk:
-            tokens, lookup = chunk.replace("\n", " \x00 ").split(), self._nul_lookup  # ~2x faster than the regex
+            tokens, lookup = chunk.replace("\n", f" {_NUL} ").split(), self._nul_lookup  # ~2x faster than the regex
         else:
             tokens, lookup = self._line_token_re.findall(chunk), self._nl_lookup
         return np.fromiter(map(lookup.get, tokens, repeat(self.unk_id)), dtype=self.dtype, count=len(tokens))
@@ -376,17 +376,13 @@ class SubwordTokenizer(Tokenizer):
     def encode(self, text: str) -> list[int]:
         return self._encode_texts([text])[0]
 
-    def encode_array(self, text: str, *, chunk_chars: int = 1 << 16, batch_chunks: int = 64) -> np.ndarray:
+    def encode_array(self, text: str, *, chunk_chars: int = 1 << 15, batch_chunks: int = 32) -> np.ndarray:
         # "\n" is an atomic piece, so texts cut just after a "\n" encode independently;
         # each batch goes to SentencePiece as a list (encoded in C++, in parallel)
-        parts, batch = [], []
-        for chunk in chain(_chunks(text, chunk_chars, ("\n",)), [None]):
-            if chunk is not None:
-                batch.append(chunk)
-            if batch and (chunk is None or len(batch) == batch_chunks):
-                encoded = self._encode_texts(batch)
-                parts.append(np.fromiter(chain.from_iterable(encoded), dtype=self.dtype, count=sum(map(len, encoded))))
-                batch = []
+        chunks, parts = _chunks(text, chunk_chars, ("\n",)), []
+        while batch := list(islice(chunks, batch_chunks)):
+            encoded = self._encode_texts(batch)
+            parts.append(np.fromiter(chain.from_iterable(encoded), dtype=self.dtype, count=sum(map(len, encoded))))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=self.dtype)
 
     def _encode_texts(self, texts: list[str]) -> list[list[int]]:
