@@ -553,7 +553,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        umask = os.umask(0)  # read the umask (it can only be read by setting it) ...
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # ... so the file gets plain open()'s permissions, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -284,6 +285,9 @@ def test_save_overwrites_and_leaves_no_temp_files(char_tok, word_tok, tmp_path):
     char_tok.save(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["tokenizer.json"]
     assert load_tokenizer(tmp_path) == char_tok
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "tokenizer.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_save_into_a_file_is_an_error(char_tok, tmp_path):
