@@ -398,10 +398,11 @@ def train(
         data = prepare_data(config)
         tokenizer = data.tokenizer
         model_config = config.model_config(tokenizer.vocab_size)
-        ckpt.write_run_files(out, model_config, tokenizer, config.to_dict())
 
     device = resolve_device(config.device)
     amp_dtype = resolve_precision(config.precision, device)
+    if not resume:  # only once every option is known good, so a refused start leaves no half run behind
+        ckpt.write_run_files(out, model_config, tokenizer, config.to_dict())
     model = RNNLanguageModel(model_config).to(device)
     optimizer = make_optimizer(config, model)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None

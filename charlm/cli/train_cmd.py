@@ -11,6 +11,7 @@ from click.core import ParameterSource
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from charlm import checkpoint as ckpt
 from charlm.cli import main
 from charlm.cli.common import Duration, console, domain_errors, err_console
 from charlm.errors import ConfigError
@@ -196,11 +197,20 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], resume: bool, ove
             for name in options
             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
         }
-        fixed = sorted(explicit - RESUMABLE_CHANGES)
+        out = TrainConfig(corpus=corpus, out=options["out"]).out_dir
+        stored = ckpt.open_checkpoint(out).train_config if ckpt.is_checkpoint_dir(out) else {}
+        # Restating an option with the run's own value is fine (the same command line plus --resume).
+        fixed = sorted(n for n in explicit - RESUMABLE_CHANGES if stored and stored.get(n) != options[n])
         if fixed:
             opts = {p.name: p.opts[0] for p in ctx.command.params}
             flags = ", ".join(opts.get(n, n) for n in fixed)
             raise ConfigError(f"{flags} cannot change when resuming (the run keeps its options); drop them, or start a new run with --overwrite")
+        # Options not given keep the run's values, not click's defaults; the limits change only as a group.
+        keep = RESUMABLE_CHANGES - explicit - {"out"}
+        if explicit & {"epochs", "max_steps", "time_budget"}:
+            keep -= {"epochs", "max_steps", "time_budget"}
+        for name in keep & stored.keys() & options.keys():
+            options[name] = tuple(stored[name]) if name == "valid" else stored[name]
     config = TrainConfig(corpus=corpus, **options)
     try:
         train(config, resume=resume, overwrite=overwrite, observer=RichObserver(quiet))

@@ -1,0 +1,370 @@
+"""The truncated-BPTT trainer: learning, repeatability, resume, divergence, stop requests."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from charlm import checkpoint as ckpt
+from charlm import train as train_mod
+from charlm.data import batchify, get_batch, num_windows
+from charlm.errors import CheckpointError, ConfigError, DivergedError
+from charlm.evaluate import StreamScore
+from charlm.model import RNNLanguageModel
+from charlm.train import TrainConfig, lr_factor, train
+
+
+def config(corpus: Path, out: Path, **kw) -> TrainConfig:
+    """A tiny run: 1x16 LSTM, 4 streams of 16 steps, frequent logging and validation."""
+    base = dict(
+        corpus=(str(corpus),),
+        out=str(out),
+        hidden_size=16,
+        emb_size=8,
+        num_layers=1,
+        batch_size=4,
+        bptt=16,
+        max_steps=8,
+        eval_interval=4,
+        log_interval=2,
+        eval_streams=4,
+        warmup_steps=2,
+        device="cpu",
+        seed=3,
+    )
+    return TrainConfig(**(base | kw))
+
+
+def losses(history: list[dict]) -> list[tuple]:
+    """(type, step, loss) of every record, the figures a repeatable run must reproduce."""
+    return [(r["type"], r["step"], r["loss"] if r["type"] == "train" else r["valid_loss"]) for r in history]
+
+
+def last_weights(out: Path) -> dict[str, torch.Tensor]:
+    tensors, _ = ckpt.load_training_state(out)
+    return {k: v for k, v in tensors.items() if k.startswith("model/")}
+
+
+def assert_same_losses(a: list[tuple], b: list[tuple]) -> None:
+    assert [(t, s) for t, s, _ in a] == [(t, s) for t, s, _ in b]
+    for (_, _, x), (_, _, y) in zip(a, b):
+        assert x == pytest.approx(y, rel=1e-6, abs=1e-7)
+
+
+# ---------------------------------------------------------------- config
+def test_train_config_refuses_out_of_range_values(tiny_corpus):
+    for bad in (dict(lr=0), dict(batch_size=0), dict(valid_fraction=1.0), dict(dropout=1.5), dict(max_steps=0), dict(clip=-1)):
+        with pytest.raises(ConfigError):
+            TrainConfig(corpus=(str(tiny_corpus),), **bad)
+    with pytest.raises(ConfigError, match="no corpus"):
+        TrainConfig(corpus=())
+
+
+def test_train_config_round_trips_through_json_dict(tiny_corpus, out_dir):
+    c = config(tiny_corpus, out_dir, valid=("v.txt",), dropout=0.2)
+    assert TrainConfig.from_dict(c.to_dict()) == c
+
+
+def test_lr_schedule_warms_up_then_decays():
+    c = TrainConfig(corpus=("x",), warmup_steps=4, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(c, 0, 0.0, 1.0) == pytest.approx(0.25)
+    assert lr_factor(c, 3, 0.0, 1.0) == pytest.approx(1.0)
+    assert lr_factor(c, 100, 0.5, 1.0) == pytest.approx(0.55)
+    assert lr_factor(c, 100, 1.0, 1.0) == pytest.approx(0.1)
+    const = TrainConfig(corpus=("x",), warmup_steps=0, schedule="constant")
+    assert lr_factor(const, 7, 0.9, 1.0) == 1.0
+
+
+# ---------------------------------------------------------------- a run
+def test_a_run_writes_a_complete_checkpoint(tiny_corpus, out_dir):
+    result = train(config(tiny_corpus, out_dir))
+    assert result.status == "max steps" and result.step == 8
+    for name in ("checkpoint.json", "tokenizer.json", "best.safetensors", "last.safetensors", "metrics.jsonl"):
+        assert (out_dir / name).is_file(), name
+    assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]
+    assert [r["step"] for r in result.history if r["type"] == "valid"] == [4, 8]
+    assert [r["step"] for r in result.history if r["type"] == "train"] == [2, 4, 6, 8]
+    assert ckpt.read_metrics(out_dir) == result.history
+    assert result.best_valid_loss == min(r["valid_loss"] for r in result.history if r["type"] == "valid")
+    model, tok, info = ckpt.load_for_inference(out_dir)
+    assert info.model_config.hidden_size == 16 and tok.vocab_size == model.config.vocab_size
+
+
+def test_loss_at_the_first_step_is_close_to_ln_vocab(tiny_corpus, out_dir):
+    result = train(config(tiny_corpus, out_dir, max_steps=1, log_interval=1, eval_interval=1))
+    vocab = ckpt.open_checkpoint(out_dir).model_config.vocab_size
+    first = result.history[0]
+    assert first["type"] == "train" and first["step"] == 1
+    assert abs(first["loss"] - math.log(vocab)) < 0.1
+
+
+def test_a_tiny_model_overfits_a_short_text(tmp_path):
+    text = (
+        "It was the best of times, it was the worst of times, it was the age of wisdom, "
+        "it was the age of foolishness, it was the epoch of belief, it was the epoch of "
+        "incredulity, it was the season of Light.\n"
+    )
+    assert 190 <= len(text) <= 220
+    corpus = tmp_path / "short.txt"
+    corpus.write_text(text * 12, encoding="utf-8")
+    c = config(
+        corpus, tmp_path / "run", hidden_size=48, emb_size=16, batch_size=4, bptt=32,
+        lr=1e-2, schedule="constant", warmup_steps=0, max_steps=150, log_interval=10, eval_interval=50,
+    )
+    result = train(c)
+    vocab = ckpt.open_checkpoint(tmp_path / "run").model_config.vocab_size
+    assert result.history[0]["loss"] > math.log(vocab) - 0.5
+    assert result.train_loss < 0.3 < math.log(vocab)
+
+
+def test_same_seed_same_losses(tiny_corpus, tmp_path):
+    kw = dict(dropout=0.2, max_steps=8)
+    a = train(config(tiny_corpus, tmp_path / "a", **kw))
+    b = train(config(tiny_corpus, tmp_path / "b", **kw))
+    assert losses(a.history) == losses(b.history)  # exact on CPU
+    c = train(config(tiny_corpus, tmp_path / "c", seed=4, **kw))
+    assert losses(c.history) != losses(a.history)
+
+
+# ---------------------------------------------------------------- resume
+def test_resume_equals_an_uninterrupted_run(tiny_corpus, tmp_path):
+    """2N steps in one go == N steps, stop (as Ctrl-C), resume to 2N; the carried state,
+    dropout RNG, optimiser and schedule all continue, across an epoch boundary."""
+    kw = dict(dropout=0.2, bptt=32, max_steps=12, log_interval=3, eval_interval=3)
+    a = train(config(tiny_corpus, tmp_path / "a", **kw))
+    b_dir = tmp_path / "b"
+    b1 = train(config(tiny_corpus, b_dir, **kw), stop_after=lambda step: step == 6)
+    assert b1.status == "interrupted" and b1.step == 6
+    b2 = train(config(tiny_corpus, b_dir, **kw), resume=True)
+    assert b2.status == "max steps" and b2.step == 12 and b2.epoch >= 1  # crossed an epoch
+    assert any(r["type"] == "valid" for r in b1.history) and any(r["type"] == "valid" for r in b2.history)
+    assert_same_losses(losses(b1.history) + losses(b2.history), losses(a.history))
+    assert_same_losses(losses(ckpt.read_metrics(b_dir)), losses(a.history))
+    assert b2.best_valid_loss == pytest.approx(a.best_valid_loss, rel=1e-6)
+    for k, v in last_weights(tmp_path / "a").items():
+        torch.testing.assert_close(last_weights(b_dir)[k], v)
+
+
+def test_resume_with_a_longer_limit_equals_one_long_run(tiny_corpus, tmp_path):
+    kw = dict(schedule="constant", log_interval=2, eval_interval=3)
+    a = train(config(tiny_corpus, tmp_path / "a", max_steps=12, **kw))
+    b1 = train(config(tiny_corpus, tmp_path / "b", max_steps=6, **kw))
+    assert b1.status == "max steps" and b1.step == 6
+    b2 = train(config(tiny_corpus, tmp_path / "b", max_steps=12, **kw), resume=True)
+    assert b2.status == "max steps" and b2.step == 12
+    assert_same_losses(losses(b1.history) + losses(b2.history), losses(a.history))
+    for k, v in last_weights(tmp_path / "a").items():
+        torch.testing.assert_close(last_weights(tmp_path / "b")[k], v)
+
+
+def test_a_stop_request_saves_a_resumable_last(tiny_corpus, tmp_path):
+    """Stopped between validations (as Ctrl-C would), the run saves last at that step."""
+    kw = dict(max_steps=8, eval_interval=4, log_interval=1)
+    stopped = tmp_path / "stopped"
+    r = train(config(tiny_corpus, stopped, **kw), stop_after=lambda step: step == 3)
+    assert r.status == "interrupted" and r.step == 3
+    _, data = ckpt.load_training_state(stopped)
+    assert data["trainer"]["step"] == 3
+    assert not (stopped / "best.safetensors").exists()  # no validation ran: nothing to call best
+    resumed = train(config(tiny_corpus, stopped, **kw), resume=True)
+    assert resumed.step == 8
+    full = train(config(tiny_corpus, tmp_path / "full", **kw))
+    assert_same_losses(losses(r.history) + losses(resumed.history), losses(full.history))
+    for k, v in last_weights(tmp_path / "full").items():
+        torch.testing.assert_close(last_weights(stopped)[k], v)
+
+
+# ---------------------------------------------------------------- the output directory
+def test_a_directory_holding_a_run_is_refused_unless_asked(tiny_corpus, out_dir):
+    train(config(tiny_corpus, out_dir, max_steps=2, eval_interval=2))
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train(config(tiny_corpus, out_dir, max_steps=2, eval_interval=2))
+    r = train(config(tiny_corpus, out_dir, max_steps=3, eval_interval=3, hidden_size=8), overwrite=True)
+    assert r.step == 3
+    assert ckpt.open_checkpoint(out_dir).model_config.hidden_size == 8
+    assert [x["step"] for x in ckpt.read_metrics(out_dir)][-1] == 3
+    assert all(x["step"] <= 3 for x in ckpt.read_metrics(out_dir))
+
+
+def test_resume_needs_a_run_and_excludes_overwrite(tiny_corpus, out_dir):
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(config(tiny_corpus, out_dir), resume=True)
+    out_dir.mkdir()
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(config(tiny_corpus, out_dir), resume=True)
+    with pytest.raises(ConfigError, match="--resume and --overwrite"):
+        train(config(tiny_corpus, out_dir), resume=True, overwrite=True)
+
+
+def test_resume_refuses_a_different_corpus(tiny_corpus, tmp_path, tiny_text):
+    out = tmp_path / "run"
+    train(config(tiny_corpus, out, max_steps=2, eval_interval=2))
+    other = tmp_path / "other.txt"
+    other.write_text(tiny_text.upper(), encoding="utf-8")
+    with pytest.raises(CheckpointError):
+        train(config(other, out, max_steps=4), resume=True)
+
+
+def test_a_corpus_shorter_than_one_window_is_refused(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("hello world\n" * 4, encoding="utf-8")
+    with pytest.raises(ConfigError, match="fewer than one window"):
+        train(config(short, tmp_path / "run"))
+
+
+# ---------------------------------------------------------------- divergence
+def _bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def test_exploding_loss_stops_the_run_and_keeps_best(tiny_corpus, out_dir, monkeypatch):
+    kw = dict(max_steps=4, eval_interval=2, log_interval=1)
+    train(config(tiny_corpus, out_dir, **kw))
+    best, last = _bytes(out_dir / "best.safetensors"), _bytes(out_dir / "last.safetensors")
+    # Continue with an absurd learning rate: the loss explodes within a few steps.
+    monkeypatch.setattr(train_mod, "lr_factor", lambda *a: 1e6)
+    with pytest.raises(DivergedError, match="diverged") as exc:
+        train(config(tiny_corpus, out_dir, **(kw | dict(max_steps=20))), resume=True)
+    assert "\n" not in str(exc.value)
+    assert _bytes(out_dir / "best.safetensors") == best
+    assert _bytes(out_dir / "last.safetensors") == last
+    ckpt.load_for_inference(out_dir)  # still loadable
+
+
+def test_sgd_with_a_huge_lr_and_no_clipping_diverges(tiny_corpus, out_dir):
+    c = config(tiny_corpus, out_dir, optimizer="sgd", lr=1e6, clip=0.0, warmup_steps=0, max_steps=20, eval_interval=10, log_interval=1)
+    with pytest.raises(DivergedError):
+        train(c)
+    assert not (out_dir / "best.safetensors").exists()  # a diverged model never becomes best
+
+
+def test_nan_loss_stops_the_run_and_keeps_best(tiny_corpus, out_dir, monkeypatch):
+    kw = dict(max_steps=4, eval_interval=2, log_interval=1)
+    train(config(tiny_corpus, out_dir, **kw))
+    best = _bytes(out_dir / "best.safetensors")
+    real = RNNLanguageModel.features
+
+    def poisoned(self, ids, state=None):
+        x, st = real(self, ids, state)
+        return x * float("nan"), st
+
+    monkeypatch.setattr(RNNLanguageModel, "features", poisoned)
+    with pytest.raises(DivergedError, match="nan"):
+        train(config(tiny_corpus, out_dir, **(kw | dict(max_steps=8))), resume=True)
+    assert _bytes(out_dir / "best.safetensors") == best
+
+
+def test_observer_sees_start_logs_evals_and_end(tiny_corpus, out_dir):
+    seen: dict[str, list] = {"start": [], "log": [], "eval": [], "end": []}
+
+    class Recorder:
+        def on_start(self, info):
+            seen["start"].append(info)
+
+        def on_log(self, rec):
+            seen["log"].append(rec)
+
+        def on_eval(self, rec):
+            seen["eval"].append(rec)
+
+        def on_end(self, summary):
+            seen["end"].append(summary)
+
+    train(config(tiny_corpus, out_dir), observer=Recorder())
+    assert len(seen["start"]) == 1 and len(seen["end"]) == 1
+    assert [r["step"] for r in seen["log"]] == [2, 4, 6, 8]
+    assert [r["step"] for r in seen["eval"]] == [4, 8]
+    assert seen["end"][0]["status"] == "max steps"
+    v = seen["eval"][-1]
+    assert v["valid_ppl"] == pytest.approx(math.exp(v["valid_loss"]))
+
+
+def test_ctrl_c_saves_a_resumable_last_and_restores_the_handler(tiny_corpus, out_dir):
+    """A real SIGINT mid-run: the trainer stops at the next step, saves last, and gives SIGINT back."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+    before = signal.getsignal(signal.SIGINT)
+
+    class CtrlC:
+        on_start = on_eval = on_end = staticmethod(lambda *_: None)
+
+        def on_log(self, rec):
+            if rec["step"] == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    try:
+        r = train(config(tiny_corpus, out_dir, max_steps=8, log_interval=1, eval_interval=4), observer=CtrlC())
+    except KeyboardInterrupt:  # pragma: no cover - the failure this test is about
+        pytest.fail("the first Ctrl-C escaped the trainer instead of stopping it")
+    assert r.status == "interrupted" and r.step == 3
+    assert signal.getsignal(signal.SIGINT) is before
+    _, data = ckpt.load_training_state(out_dir)
+    assert data["trainer"]["step"] == 3
+    assert train(config(tiny_corpus, out_dir, max_steps=8, log_interval=1, eval_interval=4), resume=True).step == 8
+
+
+def _scripted_validation(monkeypatch, losses_in_order: list[float]) -> None:
+    """Make validation return these losses, in order (the trainer's reaction is what is tested)."""
+    it = iter(losses_in_order)
+    monkeypatch.setattr(train_mod, "score_stream", lambda *a, **k: StreamScore(next(it) * 100, 100))
+
+
+def test_early_stopping_and_best_keeps_the_lowest_validation(tiny_corpus, out_dir, monkeypatch):
+    _scripted_validation(monkeypatch, [3.0, 2.0, 2.5, 2.6, 2.7, 2.8])
+    r = train(config(tiny_corpus, out_dir, max_steps=100, eval_interval=2, patience=2))
+    assert r.status == "early stop" and r.step == 8
+    assert r.best_valid_loss == pytest.approx(2.0) and r.last_valid_loss == pytest.approx(2.6)
+    with safe_open(str(out_dir / "best.safetensors"), framework="pt") as f:
+        meta = json.loads(f.metadata()["charlm"])
+    assert meta["step"] == 4 and meta["valid_loss"] == pytest.approx(2.0)
+    assert [v["improved"] for v in r.history if v["type"] == "valid"] == [True, True, False, False]
+
+
+def test_plateau_schedule_anneals_when_validation_stalls(tiny_corpus, out_dir, monkeypatch):
+    _scripted_validation(monkeypatch, [3.0, 3.5, 3.6, 3.7, 3.8])
+    r = train(config(tiny_corpus, out_dir, schedule="plateau", plateau_patience=0, plateau_factor=0.5,
+                     warmup_steps=0, lr=0.01, max_steps=8, eval_interval=2, log_interval=2))
+    lrs = {rec["step"]: rec["lr"] for rec in r.history if rec["type"] == "train"}
+    assert lrs == pytest.approx({2: 0.01, 4: 0.01, 6: 0.005, 8: 0.0025})
+
+
+def test_a_refused_device_leaves_no_half_run(tiny_corpus, out_dir):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    with pytest.raises(ConfigError, match="CUDA"):
+        train(config(tiny_corpus, out_dir, device="cuda"))
+    assert not ckpt.is_checkpoint_dir(out_dir)
+    assert train(config(tiny_corpus, out_dir, max_steps=2, eval_interval=2)).step == 2
+
+
+@pytest.mark.parametrize("epochs", [1.0, 0.5, 1.5])
+def test_epochs_limit_stops_after_whole_or_partial_passes(tiny_corpus, out_dir, epochs):
+    c = config(tiny_corpus, out_dir, max_steps=None, epochs=epochs, bptt=64, eval_interval=100)
+    windows = num_windows(batchify(train_mod.prepare_data(c).train_ids, c.batch_size), c.bptt)
+    r = train(c)
+    assert r.status == "epochs"
+    assert r.step == math.ceil(windows * epochs)
+    assert r.epoch == int(epochs) and r.history[-1]["type"] == "valid"
+
+
+def test_the_logged_loss_is_token_weighted(tiny_corpus, tmp_path):
+    """One log over 4 full windows and a short last one == the token-weighted mean of per-step losses."""
+    kw = dict(bptt=64, max_steps=5, eval_interval=5)
+    c = config(tiny_corpus, tmp_path / "a", log_interval=1, **kw)
+    src = batchify(train_mod.prepare_data(c).train_ids, c.batch_size)
+    assert num_windows(src, 64) == 5
+    sizes = [get_batch(src, w * 64, 64)[1].numel() for w in range(5)]
+    assert sizes[-1] < sizes[0]  # the last window is partial
+    per_step = [r["loss"] for r in train(c).history if r["type"] == "train"]
+    grouped = train(config(tiny_corpus, tmp_path / "b", log_interval=5, **kw)).history[0]
+    expected = sum(l * n for l, n in zip(per_step, sizes)) / sum(sizes)
+    assert grouped["loss"] == pytest.approx(expected, rel=1e-6)
+    assert grouped["loss"] != pytest.approx(sum(per_step) / 5, rel=1e-6)  # not a mean of means
