@@ -1,0 +1,354 @@
+"""`charlm generate` through click's CliRunner, on tiny checkpoints written in tmp_path:
+one-shot output (streamed, n-best, JSON), every bad input, and the REPL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import charlm.cli.generate_cmd as generate_cmd  # registers `generate` on the group
+from charlm.checkpoint import load_for_inference, write_inference_checkpoint
+from charlm.cli import main
+from charlm.model import ModelConfig, RNNLanguageModel
+from charlm.sampling import DecodingOptions, generate
+from charlm.tokenizers import fit_tokenizer
+
+TEXT = "ROMEO: the cat sat on the mat.\nJULIET: the dog sat on the log.\n" * 4
+
+
+def _model(vocab: int, seed: int) -> RNNLanguageModel:
+    torch.manual_seed(seed)
+    model = RNNLanguageModel(ModelConfig(vocab_size=vocab, num_layers=1, hidden_size=16, emb_size=8))
+    with torch.no_grad():
+        model.decoder.weight.mul_(20.0)  # clear argmax winners, varied samples
+    return model
+
+
+@pytest.fixture(scope="module")
+def char_ckpt(tmp_path_factory) -> Path:
+    tok = fit_tokenizer("char", TEXT)
+    return write_inference_checkpoint(tmp_path_factory.mktemp("char") / "ckpt", _model(tok.vocab_size, 0), tok)
+
+
+@pytest.fixture(scope="module")
+def word_ckpt(tmp_path_factory) -> Path:
+    tok = fit_tokenizer("word", TEXT)
+    model = _model(tok.vocab_size, 1)
+    with torch.no_grad():
+        model.decoder.bias[tok.eos_id] += 1.0  # line ends come often
+    return write_inference_checkpoint(tmp_path_factory.mktemp("word") / "ckpt", model, tok)
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(main, ["generate", *map(str, args)], input=input)
+
+
+def ok(*args: str, input: str | None = None):
+    result = run(*args, input=input)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def library(ckpt: Path, prompt: str, options: DecodingOptions, seed: int | None = None):
+    model, tok, _ = load_for_inference(ckpt)
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    return generate(model, tok, prompt, options, g)
+
+
+# ------------------------------------------------------------------ one-shot
+def test_greedy_prints_the_prompt_then_the_continuation(char_ckpt):
+    result = ok(char_ckpt, "--prompt", "ROMEO:", "--length", "30", "--strategy", "greedy")
+    [expected] = library(char_ckpt, "ROMEO:", DecodingOptions(strategy="greedy", max_new_tokens=30))
+    out = "ROMEO:" + expected.text
+    assert result.stdout == (out if out.endswith("\n") else out + "\n")
+    assert "30 tokens" in result.stderr
+
+
+def test_sampling_is_reproducible_with_a_seed(char_ckpt):
+    a = ok(char_ckpt, "-p", "the", "-n", "40", "--seed", "3", "--temperature", "1.5")
+    b = ok(char_ckpt, "-p", "the", "-n", "40", "--seed", "3", "--temperature", "1.5")
+    c = ok(char_ckpt, "-p", "the", "-n", "40", "--seed", "4", "--temperature", "1.5")
+    assert a.stdout == b.stdout != c.stdout
+    assert a.stdout.startswith("the")
+    [expected] = library(char_ckpt, "the", DecodingOptions(max_new_tokens=40, temperature=1.5), seed=3)
+    assert a.stdout.rstrip("\n") == ("the" + expected.text).rstrip("\n")
+    assert "seed 3" in a.stderr
+
+
+def test_unseeded_runs_report_the_seed_they_used(char_ckpt):
+    a = ok(char_ckpt, "-p", "the", "-n", "30", "--temperature", "2")
+    seed = a.stderr.split("seed ")[1].split()[0]
+    b = ok(char_ckpt, "-p", "the", "-n", "30", "--temperature", "2", "--seed", seed)
+    assert a.stdout == b.stdout
+
+
+def test_json_prints_only_json(char_ckpt):
+    result = ok(char_ckpt, "-p", "the", "-n", "12", "-N", "3", "--seed", "1", "--json")
+    data = json.loads(result.stdout)  # nothing else on stdout
+    assert data["seed"] == 1 and data["prompt"] == "the" and data["strategy"] == "sample"
+    assert len(data["results"]) == 3
+    expected = library(char_ckpt, "the", DecodingOptions(max_new_tokens=12, num_samples=3), seed=1)
+    for r, e in zip(data["results"], expected):
+        assert r["text"] == e.text and r["tokens"] == 12 and r["logprob"] == pytest.approx(e.logprob)
+        assert r["finish_reason"] == "length"
+
+
+def test_several_samples_print_one_block_each(char_ckpt):
+    result = ok(char_ckpt, "-p", "the", "-n", "10", "-N", "3", "--seed", "2")
+    assert [line.split()[:2] for line in result.stdout.splitlines() if line.startswith("sample ")] == [["sample", "1"], ["sample", "2"], ["sample", "3"]]
+    assert result.stdout.count("\nthe") + result.stdout.startswith("the") == 3
+
+
+def test_beam_prints_the_n_best_list_with_scores(char_ckpt):
+    result = ok(char_ckpt, "-p", "the ", "-n", "10", "--strategy", "beam", "--beam-width", "4", "--n-best", "3", "--length-penalty", "0.5")
+    heads = [line for line in result.stdout.splitlines() if line.startswith("#")]
+    assert [h.split()[0] for h in heads] == ["#1", "#2", "#3"]
+    scores = [float(h.split("score ")[1].split()[0]) for h in heads]
+    assert scores == sorted(scores, reverse=True)
+    expected = library(char_ckpt, "the ", DecodingOptions(strategy="beam", beam_width=4, n_best=3, max_new_tokens=10, length_penalty=0.5))
+    assert scores == pytest.approx([round(e.score, 4) for e in expected], abs=1e-4)
+    data = json.loads(ok(char_ckpt, "-p", "the ", "-n", "10", "-s", "beam", "-b", "4", "--n-best", "3", "--length-penalty", "0.5", "--json").stdout)
+    assert [r["text"] for r in data["results"]] == [e.text for e in expected]
+    assert all("score" in r for r in data["results"])
+
+
+def test_stop_string_with_an_escape(char_ckpt):
+    data = json.loads(ok(char_ckpt, "-p", "ROMEO:", "-n", "200", "-N", "4", "--seed", "0", "--temperature", "1.3", "--stop", r"\n", "--json").stdout)
+    assert data["options"]["stop"] == ["\n"]
+    assert all("\n" not in r["text"] for r in data["results"])
+    assert any(r["finish_reason"] == "stop" for r in data["results"])
+
+
+def test_word_model_stops_after_n_lines(word_ckpt):
+    data = json.loads(ok(word_ckpt, "-p", "the cat", "-n", "200", "-N", "3", "--seed", "0", "--lines", "2", "--json").stdout)
+    for r in data["results"]:
+        assert r["finish_reason"] == "eos" and r["text"].count("\n") == 2 and r["text"].endswith("\n")
+    assert any(r["tokens"] > 4 for r in data["results"])  # lines with words in them
+    one = json.loads(ok(word_ckpt, "-p", "the cat", "-n", "200", "--seed", "0", "--json").stdout)["results"][0]
+    assert one["text"].count("\n") == 1  # <eos> ends a word model's text after one line by default
+
+
+def test_prompt_outside_the_vocabulary_warns_and_names_the_units(char_ckpt, word_ckpt):
+    result = ok(char_ckpt, "-p", "ROMEO: ¿qué?", "-n", "5", "--seed", "0")
+    assert "warning:" in result.stderr and "'¿'" in result.stderr and "'é'" in result.stderr and "<unk>" in result.stderr
+    assert result.stdout.startswith("ROMEO: ¿qué?")
+    result = ok(word_ckpt, "-p", "the zebra sat", "-n", "5", "--seed", "0")
+    assert "1 word" in result.stderr and "'zebra'" in result.stderr
+
+
+def test_options_the_strategy_ignores_are_reported(char_ckpt):
+    result = ok(char_ckpt, "-p", "a", "-n", "3", "-s", "beam", "-b", "2", "--top-k", "3")
+    assert "--top-k does not apply to beam" in result.stderr
+
+
+# ------------------------------------------------------------------ bad input
+def _one_line_error(result, code: int) -> str:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["--temperature", "-1"], 2, "temperature"),
+        (["--temperature", "nan"], 1, "temperature"),
+        (["--top-k", "0"], 2, "top-k"),
+        (["--top-k", "1000"], 1, "above the vocabulary"),
+        (["--top-p", "0"], 2, "top-p"),
+        (["--top-p", "1.5"], 2, "top-p"),
+        (["--beam-width", "0"], 2, "beam-width"),
+        (["--length", "0"], 2, "length"),
+        (["--length-penalty", "-1"], 2, "length-penalty"),
+        (["--num-samples", "3", "--strategy", "greedy"], 1, "needs sampling"),
+        (["--strategy", "beam", "--beam-width", "2", "--n-best", "3"], 1, "n-best"),
+        (["--json", "--interactive"], 1, "do not combine"),
+        (["--device", "tpu9"], 1, "device"),
+        (["--strategy", "nucleus"], 2, "strategy"),
+        (["--stop", ""], 1, "stop"),
+    ],
+)
+def test_bad_options_give_one_line_errors(char_ckpt, args, code, words):
+    line = _one_line_error(run(char_ckpt, "-p", "a", *args), code)
+    assert words in line
+
+
+def test_missing_checkpoint(tmp_path):
+    line = _one_line_error(run(tmp_path / "nope", "-p", "a"), 2)
+    assert "does not exist" in line
+
+
+def test_directory_that_is_not_a_checkpoint(tmp_path):
+    line = _one_line_error(run(tmp_path, "-p", "a"), 1)
+    assert "not a charlm checkpoint" in line
+
+
+@pytest.mark.parametrize("damage", ["description", "weights", "tokenizer"])
+def test_corrupt_checkpoint(char_ckpt, tmp_path, damage):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(char_ckpt, ckpt)
+    target = {"description": "checkpoint.json", "weights": "best.safetensors", "tokenizer": "tokenizer.json"}[damage]
+    (ckpt / target).write_bytes(b"\x00garbage{")
+    line = _one_line_error(run(ckpt, "-p", "a", "-n", "3"), 1)
+    assert str(ckpt) in line or target in line
+
+
+# ------------------------------------------------------------------ the REPL
+def _settings_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("strategy ")]
+
+
+def test_repl_reads_prompts_and_settings_from_piped_input(char_ckpt):
+    [expected] = library(char_ckpt, "the", DecodingOptions(strategy="greedy", max_new_tokens=15))
+    result = ok(char_ckpt, "--interactive", "-n", "50", input="/temperature 0\n/length 15\nthe\n/quit\nnever read\n")
+    assert result.stdout.rstrip("\n") == expected.text.rstrip("\n")
+    settings = _settings_lines(result.stderr)
+    assert "strategy sample" in settings[0] and "length 50" in settings[0]  # shown at the start
+    assert settings[1].startswith("strategy greedy")  # temperature 0 is greedy
+    assert "length 15" in settings[2]
+    assert "never read" not in result.output
+
+
+def test_repl_settings_commands(char_ckpt):
+    commands = [
+        "/temperature 0.7",
+        "/top-k 20",
+        "/top-p 0.9",
+        "/samples 2",
+        "/beam 3",
+        "/length-penalty 0.6",
+        "/n-best 2",
+        "/length 300",
+        "/stop \\n",
+        "/lines 2",
+        "/seed 1",
+        "/top-k off",
+        "/settings",
+        "/reset",
+        "/help",
+    ]
+    result = ok(char_ckpt, "-i", "-n", "20", "--seed", "9", input="\n".join(commands) + "\n")
+    s = _settings_lines(result.stderr)
+    assert len(s) == 1 + len(commands) - 1  # the start, then one per command except /help
+    assert "temperature 0.7" in s[1] and "top-k 20" in s[2] and "top-p 0.9" in s[3] and "samples 2" in s[4]
+    assert s[5].startswith("strategy beam") and "beam width 3" in s[5]
+    assert "length-penalty 0.6" in s[6] and "n-best 2" in s[7] and "length 300" in s[8]
+    assert "stop '\\n'" in s[9] and "lines 2" in s[10] and "seed 1" in s[11]
+    assert s[13] == s[12]  # /settings shows what is set
+    assert s[14] == s[0] and "seed 9" in s[14]  # /reset: back to the start
+    assert "/temperature T" in result.stderr  # /help
+
+
+def test_repl_same_seed_same_text(char_ckpt):
+    # with a line end as stop string, each continuation is exactly one line of stdout
+    result = ok(char_ckpt, "-i", "-n", "25", "--temperature", "1.5", input="/stop \\n\n/seed 5\nthe\n/seed 5\nthe\nthe\n")
+    first, second, third = result.stdout.splitlines()
+    assert first == second != third
+    [expected] = library(char_ckpt, "the", DecodingOptions(max_new_tokens=25, temperature=1.5, stop=("\n",)), seed=5)
+    assert first == expected.text
+
+
+def test_repl_bad_settings_are_reported_and_the_session_goes_on(char_ckpt):
+    bad = ["/temperature -1", "/temperature abc", "/top-k 0", "/top-k 1000", "/top-p 2", "/beam 0", "/length 0", "/length", "/bogus", "/samples 0"]
+    result = ok(char_ckpt, "-i", "-n", "5", "--seed", "1", input="\n".join(bad) + "\n/temperature 0\nthe\n")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == len(bad)
+    assert "unknown command /bogus" in errors[8] and "above the vocabulary" in errors[3] and "not a number" in errors[1]
+    [expected] = library(char_ckpt, "the", DecodingOptions(strategy="greedy", max_new_tokens=5))
+    assert result.stdout.rstrip("\n") == expected.text.rstrip("\n")  # settings stayed valid, generation works
+
+
+def test_repl_beam_prints_the_n_best(char_ckpt):
+    result = ok(char_ckpt, "-i", "-n", "6", input="/beam 3\n/n-best 2\nthe\n")
+    assert [line.split()[0] for line in result.stdout.splitlines() if line.startswith("#")] == ["#1", "#2"]
+
+
+def test_repl_ends_at_end_of_input_and_accepts_slash_prompts(char_ckpt):
+    result = ok(char_ckpt, "-i", "-n", "4", "--temperature", "0", input="//x\n\n")
+    [expected] = library(char_ckpt, "/x", DecodingOptions(strategy="greedy", max_new_tokens=4))
+    assert result.stdout.rstrip("\n") == expected.text.rstrip("\n")
+    assert ok(char_ckpt, "-i", input="").stdout == ""
+
+
+def test_repl_ctrl_c_stops_the_continuation_not_the_session(char_ckpt, monkeypatch):
+    real_stream = generate_cmd.stream
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        inner = iter(real_stream(*args, **kwargs))
+        if len(calls) == 1:  # the first continuation is interrupted after two pieces
+
+            def gen():
+                yield next(inner)
+                yield next(inner)
+                raise KeyboardInterrupt
+
+            class S:
+                result = None
+
+                def __iter__(self):
+                    return gen()
+
+            return S()
+        return real_stream(*args, **kwargs)
+
+    monkeypatch.setattr(generate_cmd, "stream", interrupted)
+    result = ok(char_ckpt, "-i", "-n", "8", "--temperature", "0", input="the\nthe\n")
+    assert "[stopped]" in result.stderr
+    [expected] = library(char_ckpt, "the", DecodingOptions(strategy="greedy", max_new_tokens=8))
+    assert result.stdout.split("\n")[0] == expected.text[:2]
+    assert expected.text.rstrip("\n") in result.stdout  # the second prompt ran in full
+    assert len(calls) == 2
+
+
+def test_repl_ctrl_c_at_the_prompt_keeps_the_session(char_ckpt):
+    model, tok, _ = load_for_inference(char_ckpt)
+    lines = iter([KeyboardInterrupt(), "/length 3", "/quit", "not reached"])
+
+    def read(_prompt: str) -> str:
+        item = next(lines)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    repl = generate_cmd.Repl(model, tok, DecodingOptions(max_new_tokens=9), 0, torch.device("cpu"))
+    repl.run(read=read)
+    assert repl.options.max_new_tokens == 3  # the line after Ctrl-C was read
+    assert next(lines) == "not reached"
+
+
+def test_ctrl_c_in_one_shot_keeps_the_text_so_far(char_ckpt, monkeypatch):
+    real_stream = generate_cmd.stream
+
+    class Interrupted:
+        result = None
+
+        def __init__(self, *args, **kwargs):
+            self._inner = iter(real_stream(*args, **kwargs))
+
+        def __iter__(self):
+            yield next(self._inner)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate_cmd, "stream", Interrupted)
+    result = run(char_ckpt, "-p", "the", "-n", "50", "--temperature", "0")
+    assert result.exit_code == 130
+    [expected] = library(char_ckpt, "the", DecodingOptions(strategy="greedy", max_new_tokens=50))
+    assert result.stdout == "the" + expected.text[:1] + "\n"
+    assert "[stopped]" in result.stderr and "Traceback" not in result.output
+
+
+def test_device_and_weights_choice(char_ckpt):
+    assert generate_cmd.resolve_device("auto").type in ("cpu", "cuda")
+    ok(char_ckpt, "-p", "a", "-n", "3", "--device", "auto", "--which", "best")
+    line = _one_line_error(run(char_ckpt, "-p", "a", "-n", "3", "--which", "last"), 1)
+    assert "last.safetensors" in line
