@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 
 from charlm import evaluate as ev
@@ -292,6 +294,34 @@ def test_token_safe_pieces_end_at_token_boundaries():
     sub = list(token_safe_pieces(chunks, "subword"))
     assert sub == ["abc\n", "def gh\n", "ij\n", "kl"]  # a subword piece may hold a space
     assert list(token_safe_pieces(chunks, "char")) == chunks
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    text=st.text(alphabet=st.sampled_from(list("ab c\n\t<unk>é")), max_size=80),
+    cuts=st.lists(st.integers(0, 80), max_size=6),
+)
+def test_pieces_encode_like_the_whole_text(text, cuts):
+    chunks = [text[i:j] for i, j in zip([0, *sorted(cuts)], [*sorted(cuts), len(text)])]
+    for tok in PIECE_TOKENIZERS:
+        pieces = list(token_safe_pieces(chunks, tok.kind))
+        assert "".join(pieces) == text
+        assert [i for p in pieces for i in tok.encode(p)] == tok.encode(text)
+
+
+PIECE_TOKENIZERS = [
+    fit_tokenizer("word", "a b <unk>\nc é\n"),
+    fit_tokenizer("word", "a b, c.\n", pretokenize="punct"),
+    fit_tokenizer("subword", "ab abc cab\nbaa c\n" * 20, vocab_size=270),
+]
+
+
+def test_amp_autocast_scores_close_to_fp32():
+    model = tiny()
+    ids = torch.randint(0, 7, (300,), generator=torch.Generator().manual_seed(4))
+    a = score_stream(model, ids, streams=4, warmup=16)
+    b = score_stream(model, ids, streams=4, warmup=16, amp_dtype=torch.bfloat16)
+    assert b.loss == pytest.approx(a.loss, rel=1e-2)
 
 
 def test_streaming_memory_is_bounded_by_the_block(trained):
