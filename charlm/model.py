@@ -217,8 +217,8 @@ def reorder_state(state: State, index: torch.Tensor) -> State:
 
 def reset_state(state: State, mask: torch.Tensor) -> State:
     """Zero the state of the sequences where mask (B,) is True, keep the others."""
-    keep = (~mask).to(state[0].dtype)[None, :, None]  # (1, B, 1)
-    return tuple(s * keep for s in state)
+    m = mask[None, :, None]  # (1, B, 1)
+    return tuple(torch.where(m, torch.zeros_like(s), s) for s in state)  # where, not *: NaN * 0 is NaN
 
 
 def init_loss(vocab_size: int) -> float:

@@ -33,7 +33,7 @@ from charlm import checkpoint as ckpt
 from charlm.corpus import read_corpus
 from charlm.data import batchify, get_batch, num_windows, split_train_valid, to_tensor
 from charlm.errors import CheckpointError, ConfigError, DivergedError
-from charlm.evaluate import score_stream
+from charlm.evaluate import evaluate_text
 from charlm.model import ModelConfig, RNNLanguageModel, State, detach_state
 from charlm.tokenizers import Tokenizer, fit_tokenizer, load_tokenizer
 
@@ -236,7 +236,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -312,8 +315,7 @@ class PreparedData:
     tokenizer: Tokenizer
     train_ids: torch.Tensor  # (N,)
     valid_ids: torch.Tensor  # (M,)
-    valid_chars: int
-    valid_bytes: int
+    valid_text: str
     fingerprint: str
 
 
@@ -337,26 +339,33 @@ def prepare_data(config: TrainConfig, tokenizer: Tokenizer | None = None) -> Pre
         )
     if valid_ids.numel() < 2:
         raise ConfigError("the validation text has fewer than 2 tokens; use a larger --valid-fraction or a longer --valid file")
-    return PreparedData(tokenizer, train_ids, valid_ids, len(valid_text), len(valid_text.encode("utf-8")), _fingerprint(train_text))
+    return PreparedData(tokenizer, train_ids, valid_ids, valid_text, _fingerprint(train_text))
 
 
-def _prepare_out_dir(config: TrainConfig, resume: bool, overwrite: bool) -> Path:
+def _check_out_dir(config: TrainConfig, resume: bool, overwrite: bool) -> Path:
+    """Refuse a directory the run may not use; changes nothing on disk."""
     out = config.out_dir
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other; choose one")
     if resume:
         if not ckpt.is_checkpoint_dir(out):
             raise CheckpointError(f"nothing to resume in {out}: no checkpoint there; drop --resume to start a new run")
-        return out
-    if ckpt.is_checkpoint_dir(out) or (out / ckpt.LAST).exists() or (out / ckpt.BEST).exists():
-        if not overwrite:
-            raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, or --out DIR")
-        for name in (ckpt.META_FILE, ckpt.BEST, ckpt.LAST, ckpt.METRICS, "tokenizer.json", "tokenizer.model"):
-            (out / name).unlink(missing_ok=True)
+    elif _holds_run(out) and not overwrite:
+        raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, or --out DIR")
     elif out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; pass a directory")
-    out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _holds_run(out: Path) -> bool:
+    return ckpt.is_checkpoint_dir(out) or (out / ckpt.LAST).exists() or (out / ckpt.BEST).exists()
+
+
+def _clear_out_dir(out: Path) -> None:
+    """--overwrite: remove the previous run's files (only once the new run is known to start)."""
+    for name in (ckpt.META_FILE, ckpt.BEST, ckpt.LAST, ckpt.METRICS, "tokenizer.json", "tokenizer.model"):
+        (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 # ---------------------------------------------------------------- the trainer
@@ -375,7 +384,7 @@ def train(
     becomes non-finite or explodes (the checkpoint on disk is left as it was).
     """
     obs = observer or SilentObserver()
-    out = _prepare_out_dir(config, resume, overwrite)
+    out = _check_out_dir(config, resume, overwrite)
 
     saved: dict[str, Any] | None = None
     tensors: dict[str, torch.Tensor] = {}
@@ -387,6 +396,8 @@ def train(
         config = replace(stored, **{k: getattr(config, k) for k in RESUMABLE_CHANGES})
         tokenizer = load_tokenizer(out)
         tensors, saved = ckpt.load_training_state(out)
+        if "rng/cpu" not in tensors or not isinstance(saved.get("trainer"), dict):
+            raise CheckpointError(f"{out / ckpt.LAST} lacks the training state a resume needs; the checkpoint is corrupt")
         data = prepare_data(config, tokenizer)
         if saved["trainer"].get("fingerprint") != data.fingerprint:
             raise CheckpointError(f"the training text differs from the one {out} was trained on; resume with the same corpus or start a new run")
@@ -402,6 +413,7 @@ def train(
     device = resolve_device(config.device)
     amp_dtype = resolve_precision(config.precision, device)
     if not resume:  # only once every option is known good, so a refused start leaves no half run behind
+        _clear_out_dir(out)
         ckpt.write_run_files(out, model_config, tokenizer, config.to_dict())
     model = RNNLanguageModel(model_config).to(device)
     optimizer = make_optimizer(config, model)
@@ -424,9 +436,12 @@ def train(
     hidden: State | None = None
     if saved is not None:
         ckpt.load_model_tensors(model, tensors, out / ckpt.LAST)
-        ckpt.optimizer_from_flat(optimizer, {k: v.to(device) for k, v in tensors.items()}, saved["optimizer"])
+        try:
+            ckpt.optimizer_from_flat(optimizer, {k: v.to(device) for k, v in tensors.items()}, saved["optimizer"])
+            torch.set_rng_state(tensors["rng/cpu"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{out / ckpt.LAST} has an unusable optimiser or RNG state ({type(exc).__name__}); the checkpoint is corrupt") from None
         st.update(saved["trainer"])
-        torch.set_rng_state(tensors["rng/cpu"])
         if device.type == "cuda" and "rng/cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng/cuda"], device)
         carry = [tensors[f"carry/{i}"].to(device) for i in range(model.num_state_tensors) if f"carry/{i}" in tensors]
@@ -434,7 +449,6 @@ def train(
         ckpt.truncate_metrics(out, st["step"])
 
     train_data = batchify(data.train_ids.to(device), config.batch_size)  # (B, L)
-    valid_ids = data.valid_ids.to(device)
     windows = num_windows(train_data, config.bptt)
     epochs_limit, steps_limit, budget = config.limits
     vocab = model_config.vocab_size
@@ -492,23 +506,22 @@ def train(
         ckpt.save_training_state(out, model, optimizer, dict(st), extra)
 
     def validate() -> dict[str, Any]:
-        nonlocal last_eval_cost
-        t0 = time.perf_counter()
-        score = score_stream(model, valid_ids, streams=config.eval_streams, window=config.bptt, warmup=config.bptt, amp_dtype=amp_dtype)
-        last_eval_cost = time.perf_counter() - t0
+        # The same function and defaults as `charlm perplexity`, so its figure on the
+        # validation text reproduces the loss recorded here.
+        score = evaluate_text(model, tokenizer, data.valid_text, streams=config.eval_streams, amp_dtype=amp_dtype)
         loss = score.loss
-        rec = {
+        return {
             "type": "valid",
             "step": st["step"],
             "epoch": st["epoch"],
             "valid_loss": loss,
             "valid_ppl": math.exp(min(loss, 700.0)),
-            "valid_bpc": score.nll / math.log(2) / max(1, data.valid_chars),
-            "valid_bpb": score.nll / math.log(2) / max(1, data.valid_bytes),
+            "valid_bpc": score.bits_per_char,
+            "valid_bpb": score.bits_per_byte,
             "valid_tokens": score.tokens,
+            "valid_oov": score.oov,
             "elapsed": round(elapsed(), 3),
         }
-        return rec
 
     def check_finite(loss_value: float, where: str) -> None:
         if not math.isfinite(loss_value) or loss_value > explode_at:
@@ -519,6 +532,8 @@ def train(
 
     def evaluate_and_save(final: bool) -> bool:
         """Validate, save best/last, update plateau and early-stopping counters. True = stop early."""
+        nonlocal last_eval_cost
+        t0 = time.perf_counter()
         rec = validate()
         check_finite(rec["valid_loss"], "validation")
         st["last_valid"] = rec["valid_loss"]
@@ -536,7 +551,9 @@ def train(
                 st["plateau_bad"] = 0
         rec["best_valid_loss"] = st["best_valid"]
         rec["improved"] = improved
+        st["last_eval_step"] = st["step"]
         save_last()
+        last_eval_cost = time.perf_counter() - t0  # validation + saving: reserved before the budget ends
         ckpt.append_metrics(out, [rec])
         history.append(rec)
         obs.on_eval(rec)
@@ -569,7 +586,6 @@ def train(
 
     params = [p for p in model.parameters() if p.requires_grad]
     autocast = (lambda: torch.autocast(device_type=device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    evaluated_at = -1
     model.train()
     with _StopFlag() as stop_flag:
         while True:
@@ -630,13 +646,12 @@ def train(
                 flush_log()
             if st["step"] % config.eval_interval == 0:
                 flush_log()
-                evaluated_at = st["step"]
                 if evaluate_and_save(final=False):
                     status = "early stop"
                     break
 
         flush_log()
-        if evaluated_at != st["step"]:
+        if st.get("last_eval_step") != st["step"]:
             if status == "interrupted":
                 save_last()  # quick: no validation on Ctrl-C
             else:

@@ -294,3 +294,12 @@ def test_dropout_makes_training_stochastic_and_eval_deterministic():
     c, _ = model(ids)
     d, _ = model(ids)
     assert torch.equal(c, d)
+
+
+def test_reset_state_clears_non_finite_values():
+    from charlm.model import reset_state
+
+    h = torch.tensor([[[float("nan"), 1.0], [2.0, float("inf")]]])  # (L=1, B=2, H=2)
+    out = reset_state((h,), torch.tensor([True, False]))[0]
+    assert torch.equal(out[0, 0], torch.zeros(2))
+    assert out[0, 1, 0] == 2.0 and torch.isinf(out[0, 1, 1])

@@ -17,7 +17,7 @@ from charlm import checkpoint as ckpt
 from charlm import train as train_mod
 from charlm.data import batchify, get_batch, num_windows
 from charlm.errors import CheckpointError, ConfigError, DivergedError
-from charlm.evaluate import StreamScore
+from charlm.evaluate import TextScore
 from charlm.model import RNNLanguageModel
 from charlm.train import TrainConfig, lr_factor, train
 
@@ -314,7 +314,7 @@ def test_ctrl_c_saves_a_resumable_last_and_restores_the_handler(tiny_corpus, out
 def _scripted_validation(monkeypatch, losses_in_order: list[float]) -> None:
     """Make validation return these losses, in order (the trainer's reaction is what is tested)."""
     it = iter(losses_in_order)
-    monkeypatch.setattr(train_mod, "score_stream", lambda *a, **k: StreamScore(next(it) * 100, 100))
+    monkeypatch.setattr(train_mod, "evaluate_text", lambda *a, **k: TextScore(tokens=100, nll=next(it) * 100, chars=100, bytes=100, oov=0))
 
 
 def test_early_stopping_and_best_keeps_the_lowest_validation(tiny_corpus, out_dir, monkeypatch):
@@ -368,3 +368,50 @@ def test_the_logged_loss_is_token_weighted(tiny_corpus, tmp_path):
     expected = sum(l * n for l, n in zip(per_step, sizes)) / sum(sizes)
     assert grouped["loss"] == pytest.approx(expected, rel=1e-6)
     assert grouped["loss"] != pytest.approx(sum(per_step) / 5, rel=1e-6)  # not a mean of means
+
+
+# ---------------------------------------------------------------- regressions found in review
+def test_overwrite_with_a_bad_corpus_keeps_the_previous_run(tiny_corpus, out_dir, tmp_path):
+    train(config(tiny_corpus, out_dir))
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    short = tmp_path / "short.txt"
+    short.write_text("too short\n")
+    with pytest.raises(ConfigError):
+        train(config(short, out_dir), overwrite=True)
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+
+
+def test_a_refused_start_leaves_no_directory_behind(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(Exception):
+        train(config(tmp_path / "missing.txt", out))
+    assert not out.exists()
+
+
+def test_resuming_a_finished_run_adds_no_second_validation(tiny_corpus, out_dir):
+    train(config(tiny_corpus, out_dir, max_steps=8))
+    n_before = len(ckpt.read_metrics(out_dir))
+    r = train(config(tiny_corpus, out_dir, max_steps=8), resume=True)
+    assert r.step == 8 and r.status == "max steps"
+    assert len(ckpt.read_metrics(out_dir)) == n_before
+
+
+def test_last_without_rng_state_is_refused_as_corrupt(tiny_corpus, out_dir):
+    train(config(tiny_corpus, out_dir))
+    tensors, data = ckpt.load_training_state(out_dir)
+    del tensors["rng/cpu"]
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(out_dir / ckpt.LAST), metadata={"charlm": json.dumps(data)})
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(config(tiny_corpus, out_dir, max_steps=12), resume=True)
+
+
+def test_validation_loss_is_the_perplexity_figure_of_the_validation_text(tiny_corpus, out_dir):
+    from charlm.data import split_train_valid
+    from charlm.evaluate import evaluate_text
+
+    r = train(config(tiny_corpus, out_dir, eval_streams=1))
+    model, tok, _ = ckpt.load_for_inference(out_dir, which="last")
+    _, valid_text = split_train_valid(tiny_corpus.read_text(encoding="utf-8"), 0.1)
+    assert evaluate_text(model, tok, valid_text, exact=True).loss == pytest.approx(r.last_valid_loss, rel=1e-6)
