@@ -5,12 +5,12 @@ Protocol (README states it):
 - A text is one continuous stream read left to right, each token predicted from
   every token before it, in eval mode (no dropout), starting from the zero state.
 - Every token of the text is scored. The first has no token before it, so the
-  model reads a line end first (`\\n` for the char kind, `<eos>` for word and
-  subword, `<unk>` only if the vocabulary has no line end) and predicts the
-  first token from there: a text is read as if it started a line, which is
-  where a validation split begins. So bits per character divide by *all* the
-  characters of the text and bits per byte by all its UTF-8 bytes, and a char,
-  a word and a subword model pay for the same characters and can be compared.
+  model reads a line end first (the `\\n` token of the char and subword kinds,
+  `<eos>` of the word kind; `<unk>` only if a char vocabulary has no `\\n`) and
+  predicts the first token from there: a text is read as if it started a line,
+  which is where a validation split begins. So bits per character divide by
+  *all* the characters of the text and bits per byte by all its UTF-8 bytes,
+  and a char, a word and a subword model pay for the same characters.
 - Tokens the tokenizer does not know are scored as `<unk>` and counted (`oov`):
   out-of-vocabulary words, or characters a char model never saw. A model does
   not look better by skipping what it cannot model.
@@ -25,12 +25,12 @@ Exact and parallel scoring (`score_stream`):
   just before it. The returned state is the last segment's, so a following
   call continues that stream.
 
-A file is streamed: read in chunks, encoded piece by piece (cut at line ends
-for word and subword tokens, so no token is split) and scored in blocks of a
-fixed number of tokens, each block continuing the state of the one before it
-(see `_StreamScorer`). The figure therefore depends only on the token stream,
-never on how the file was chunked, and memory is bounded by the block and the
-chunk size, not by the file size.
+A file is streamed: read in chunks, encoded piece by piece (cut where no token
+can span the cut, see `token_safe_pieces`) and scored in blocks of a fixed
+number of tokens, each block continuing the state of the one before it (see
+`_StreamScorer`). The figure therefore depends only on the token stream, never
+on how the file was chunked, and memory is bounded by the block and the chunk
+size, not by the file size.
 """
 
 from __future__ import annotations
