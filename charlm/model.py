@@ -146,10 +146,14 @@ class RNNLanguageModel(nn.Module):
             x = self.projection(x)  # (B, T, E)
         return x, tuple(torch.cat(slot, 0) for slot in new_state)
 
-    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """ids: (B, T) int64 -> logits (B, T, V) and the state after the last step."""
+    def forward(self, ids: torch.Tensor, state: State | None = None, return_features: bool = False):
+        """ids: (B, T) int64 -> logits (B, T, V) and the state after the last step.
+
+        With return_features=True also the decoder's input (B, T, D), which
+        activation regularisation (AR/TAR) penalises."""
         x, state = self.features(ids, state)
-        return self.decoder(x), state  # (B, T, V)
+        logits = self.decoder(x)  # (B, T, V)
+        return (logits, state, x) if return_features else (logits, state)
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:

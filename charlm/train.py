@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from charlm import checkpoint as ckpt
 from charlm.corpus import read_corpus
+from charlm.distributed import DistContext
 from charlm.data import batchify, get_batch, num_windows, split_train_valid, to_tensor
 from charlm.errors import CheckpointError, ConfigError, DivergedError
 from charlm.evaluate import evaluate_text
@@ -384,7 +385,10 @@ def train(
     becomes non-finite or explodes (the checkpoint on disk is left as it was).
     """
     obs = observer or SilentObserver()
-    out = _check_out_dir(config, resume, overwrite)
+    dctx = DistContext.from_env()
+    # In a torchrun job rank 0 alone checks and writes the directory (the others would
+    # race with its writes); they only read it, when resuming.
+    out = _check_out_dir(config, resume, overwrite) if dctx.is_main else config.out_dir
 
     saved: dict[str, Any] | None = None
     tensors: dict[str, torch.Tensor] = {}
@@ -412,9 +416,35 @@ def train(
 
     device = resolve_device(config.device)
     amp_dtype = resolve_precision(config.precision, device)
-    if not resume:  # only once every option is known good, so a refused start leaves no half run behind
+    main = dctx.is_main
+    if not main:
+        obs = SilentObserver()
+    if not resume and main:  # only once every option is known good, so a refused start leaves no half run behind
         _clear_out_dir(out)
         ckpt.write_run_files(out, model_config, tokenizer, config.to_dict())
+    device = dctx.setup(device)
+    try:
+        return _train_loop(config, out, resume, obs, stop_after, dctx, device, amp_dtype, model_config, tokenizer, data, tensors, saved)
+    finally:
+        dctx.shutdown()
+
+
+def _train_loop(
+    config: TrainConfig,
+    out: Path,
+    resume: bool,
+    obs: TrainObserver,
+    stop_after: Callable[[int], bool] | None,
+    dctx: DistContext,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    model_config: ModelConfig,
+    tokenizer: Tokenizer,
+    data: PreparedData,
+    tensors: dict[str, torch.Tensor],
+    saved: dict[str, Any] | None,
+) -> TrainResult:
+    main = dctx.is_main
     model = RNNLanguageModel(model_config).to(device)
     optimizer = make_optimizer(config, model)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -446,9 +476,17 @@ def train(
             torch.cuda.set_rng_state(tensors["rng/cuda"], device)
         carry = [tensors[f"carry/{i}"].to(device) for i in range(model.num_state_tensors) if f"carry/{i}" in tensors]
         hidden = tuple(carry) if carry else None
-        ckpt.truncate_metrics(out, st["step"])
+        if main:
+            ckpt.truncate_metrics(out, st["step"])
+    if dctx.active:
+        # Ranks share the weights (DDP broadcasts rank 0's) but not dropout masks. A
+        # resumed multi-process run restarts the carried state from zero: the
+        # checkpoint holds rank 0's only.
+        torch.manual_seed(config.seed + 7919 * (dctx.rank + 1) + st["step"])
+        hidden = None
+    net = dctx.wrap(model, device)
 
-    train_data = batchify(data.train_ids.to(device), config.batch_size)  # (B, L)
+    train_data = batchify(dctx.shard(data.train_ids).to(device), config.batch_size)  # (B, L)
     windows = num_windows(train_data, config.bptt)
     epochs_limit, steps_limit, budget = config.limits
     vocab = model_config.vocab_size
@@ -483,8 +521,14 @@ def train(
     tokens_at_start = int(st["tokens"])
     status = "finished"
 
+    synced_elapsed = elapsed_before
+
     def elapsed() -> float:
         return elapsed_before + (time.perf_counter() - session_start)
+
+    def clock() -> float:
+        """The time the schedule sees: this process's, or in a torchrun job the slowest rank's at the last sync."""
+        return synced_elapsed if dctx.active else elapsed()
 
     def progress() -> float:
         p = 0.0
@@ -493,7 +537,7 @@ def train(
         if epochs_limit:
             p = max(p, (st["epoch"] + st["window"] / windows) / epochs_limit)
         if budget:
-            p = max(p, elapsed() / budget)
+            p = max(p, clock() / budget)
         return p
 
     def save_last() -> None:
@@ -531,7 +575,25 @@ def train(
             )
 
     def evaluate_and_save(final: bool) -> bool:
-        """Validate, save best/last, update plateau and early-stopping counters. True = stop early."""
+        """Validate and save on rank 0, then share its decisions with every rank. True = stop early."""
+        nonlocal last_eval_cost
+        st["last_eval_step"] = st["step"]  # on every rank: the end of the run asks whether to validate again
+        if not dctx.active:
+            return _evaluate_and_save_main(final)
+        diverged, stop = 0.0, False
+        if main:
+            try:
+                stop = _evaluate_and_save_main(final)
+            except DivergedError:
+                dctx.from_main([1.0, 0.0, st["plateau_scale"], last_eval_cost], device)
+                raise
+        flags = dctx.from_main([diverged, float(stop), st["plateau_scale"], last_eval_cost], device)
+        if flags[0]:
+            raise DivergedError(f"training diverged at step {st['step']} (rank 0's validation); the last good checkpoint in {out} is kept")
+        st["plateau_scale"], last_eval_cost = flags[2], flags[3]
+        return bool(flags[1])
+
+    def _evaluate_and_save_main(final: bool) -> bool:
         nonlocal last_eval_cost
         t0 = time.perf_counter()
         rec = validate()
@@ -563,7 +625,8 @@ def train(
         nonlocal loss_sum, loss_tokens, last_train_loss
         if loss_tokens == 0:
             return
-        value = float(loss_sum) / loss_tokens  # the one host sync per log interval
+        total, count = dctx.all_sum([float(loss_sum), float(loss_tokens)], device)  # the one host sync per log interval
+        value = total / count
         check_finite(value, "training")
         last_train_loss = value
         run_time = time.perf_counter() - session_start
@@ -578,7 +641,8 @@ def train(
             "time_left": None if budget is None else max(0.0, budget - elapsed()),
             "progress": min(1.0, progress()),
         }
-        ckpt.append_metrics(out, [rec])
+        if main:
+            ckpt.append_metrics(out, [rec])
         history.append(rec)
         obs.on_log(rec)
         loss_sum = torch.zeros((), device=device)
@@ -600,10 +664,18 @@ def train(
             if epochs_limit is not None and st["epoch"] + st["window"] / windows >= epochs_limit:
                 status = "epochs"
                 break
-            if budget is not None and elapsed() + last_eval_cost >= budget:
+            out_of_time = budget is not None and elapsed() + last_eval_cost >= budget
+            asked_to_stop = stop_flag.requested or (stop_after is not None and stop_after(st["step"]))
+            if dctx.active:  # ranks agree at log intervals only, so no step waits on a collective for this
+                if st["step"] % config.log_interval:
+                    out_of_time = asked_to_stop = False
+                else:
+                    t, a, synced_elapsed = dctx.all_max([float(out_of_time), float(asked_to_stop), elapsed()], device)
+                    out_of_time, asked_to_stop = bool(t), bool(a)
+            if out_of_time:
                 status = "time budget"
                 break
-            if stop_flag.requested or (stop_after is not None and stop_after(st["step"])):
+            if asked_to_stop:
                 status = "interrupted"
                 break
 
@@ -613,8 +685,7 @@ def train(
                 g["lr"] = lr
             x, y = get_batch(train_data, st["window"] * config.bptt, config.bptt)  # (B, T), (B, T)
             with autocast():
-                feats, hidden = model.features(x, hidden)  # (B, T, D)
-                logits = model.decoder(feats)  # (B, T, V)
+                logits, hidden, feats = net(x, hidden, return_features=True)  # (B, T, V), state, (B, T, D)
                 loss = F.cross_entropy(logits.float().reshape(-1, vocab), y.reshape(-1))
                 objective = loss
                 if config.ar:
@@ -653,7 +724,8 @@ def train(
         flush_log()
         if st.get("last_eval_step") != st["step"]:
             if status == "interrupted":
-                save_last()  # quick: no validation on Ctrl-C
+                if main:
+                    save_last()  # quick: no validation on Ctrl-C
             else:
                 evaluate_and_save(final=True)
 

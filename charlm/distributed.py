@@ -1,0 +1,96 @@
+"""Multi-GPU (or multi-process CPU) training through torch.distributed, as started by torchrun.
+
+    torchrun --standalone --nproc_per_node=4 -m charlm train corpus.txt --device cuda
+
+Each process (rank) trains `batch_size` streams of its own contiguous shard of
+the corpus; DistributedDataParallel averages the gradients, so the global batch
+is world_size x batch_size streams. Rank 0 validates, writes the checkpoint and
+reports; decisions that must agree (stop on the time budget or Ctrl-C, early
+stopping, plateau annealing, divergence) are taken together at log intervals
+or after validation. Without torchrun's environment (WORLD_SIZE unset or 1)
+everything here is a no-op and training runs in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a torchrun job."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "DistContext":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def setup(self, device: torch.device) -> torch.device:
+        """Join the process group; each rank gets its own GPU (cuda:LOCAL_RANK) or the CPU (gloo)."""
+        if not self.active:
+            return device
+        if device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return device
+
+    def shutdown(self) -> None:
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def shard(self, ids: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous part of a 1-D token stream (equal sizes, remainder dropped)."""
+        if not self.active:
+            return ids
+        n = ids.numel() // self.world
+        return ids[self.rank * n : (self.rank + 1) * n]
+
+    def all_sum(self, values: list[float], device: torch.device) -> list[float]:
+        if not self.active:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def all_max(self, values: list[float], device: torch.device) -> list[float]:
+        if not self.active:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
+
+    def from_main(self, values: list[float], device: torch.device) -> list[float]:
+        """Rank 0's values, on every rank."""
+        if not self.active:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.broadcast(t, src=0)
+        return t.tolist()
