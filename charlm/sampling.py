@@ -46,7 +46,7 @@ STRATEGIES = ("greedy", "sample", "beam")
 # Cap on the prompt logits held at once (elements, T x V): a long prompt for a big
 # vocabulary is read in a few windows with the state carried, not token by token.
 _LOGIT_BUDGET = 8 * 1024 * 1024
-# Whole-result sampling moves ids to the host once per this many steps.
+# Whole-result sampling moves ids to the host at most once per this many steps.
 _SYNC_EVERY = 32
 
 
@@ -518,11 +518,13 @@ def _sample_batch(model: Model, tokenizer: Tokenizer, plan: _Plan, options: Deco
     rows = [_Row() for _ in range(n)]
     trackers = [plan.tracker(tokenizer) for _ in range(n)] if plan.text_stops else None
     chunk: list[tuple[torch.Tensor, torch.Tensor]] = []
+    next_sync = 1  # syncs at steps 1, 2, 4, ..., then every _SYNC_EVERY: short texts waste few steps
     steps = token_steps(model, logits, state, options, generator)
     for t, step in enumerate(steps, 1):
         chunk.append(step)
-        if len(chunk) < _SYNC_EVERY and t < options.max_new_tokens:
+        if t < next_sync and t < options.max_new_tokens:
             continue
+        next_sync = t + min(t, _SYNC_EVERY)
         ids = torch.stack([c[0] for c in chunk], 1).tolist()  # (N, c): one host sync per chunk
         lps = torch.stack([c[1] for c in chunk], 1).double().tolist()
         chunk = []
