@@ -1,10 +1,13 @@
 """Decoding: turning a model and a prompt into text.
 
-    prompt ──encode──▶ ids ──one batched forward──▶ (state, logits of the next token)
+    "\n" + prompt ──encode──▶ ids ──one batched forward──▶ (state, logits of the next token)
                                                           │
         greedy / sample:  pick a token per sequence, step the state, repeat
         beam:             B hypotheses as the batch; every step keeps the B best of
                           the B x V continuations and reorders the state to follow them
+
+The prompt is read after a line end, as evaluation reads every text, so the
+log-probabilities here and `charlm perplexity` agree.
 
 Sampling: logits -> temperature -> top-k -> top-p -> softmax -> draw with an
 explicit `torch.Generator`. The filters are pure functions that return new
@@ -207,7 +210,7 @@ def choose(logits: torch.Tensor, options: DecodingOptions, generator: torch.Gene
 # ------------------------------------------------------------------ prompt
 @dataclass(frozen=True)
 class Prompt:
-    """A prompt as the model reads it. `ids` is a one-token primer when the text is empty."""
+    """A prompt as the model reads it: a line-end primer, then the prompt's tokens."""
 
     text: str
     ids: tuple[int, ...]
@@ -217,26 +220,28 @@ class Prompt:
 def encode_prompt(tokenizer: Tokenizer, text: str) -> Prompt:
     """Text -> a `Prompt`. Units outside the vocabulary become <unk> (listed in `unknown`).
 
-    An empty prompt starts from <eos> (a line start) for kinds that have one, else
-    from "\\n"; a tokenizer with neither cannot start from nothing.
+    The model first reads a line end, as `charlm.evaluate` does before every text,
+    so a prompt is read as the start of a line (where "ROMEO:" sits in the corpus)
+    and an empty prompt starts a fresh line.
     """
     unknown = tuple(tokenizer.unknown_units(text)) if text else ()
     if unknown and tokenizer.unk_id is None:
         raise TokenizerError(f"the prompt has {_units(tokenizer, len(unknown))} this checkpoint cannot represent ({_quote(unknown)}); remove them")
-    ids = tuple(tokenizer.encode(text)) if text else ()
+    ids = _primer(tokenizer) + (tuple(tokenizer.encode(text)) if text else ())
     if not ids:
-        ids = _primer(tokenizer)
+        raise ConfigError(f"this {tokenizer.kind} tokenizer has no line end to start from; give a prompt")
     return Prompt(text, ids, unknown)
 
 
 def _primer(tokenizer: Tokenizer) -> tuple[int, ...]:
+    """The line-end token read before the prompt; the same rule as `charlm.evaluate.context_id`:
+    the text "\n" if it is one known token, else <eos>, else <unk>."""
+    ids = tuple(tokenizer.encode("\n"))
+    if len(ids) == 1 and ids[0] != tokenizer.unk_id:
+        return ids
     if tokenizer.eos_id is not None:
         return (tokenizer.eos_id,)
-    if not tokenizer.unknown_units("\n"):
-        ids = tuple(tokenizer.encode("\n"))
-        if ids:
-            return ids
-    raise ConfigError(f"an empty prompt needs a line break in the vocabulary, and this {tokenizer.kind} model has none; give a prompt")
+    return (tokenizer.unk_id,) if tokenizer.unk_id is not None else ()
 
 
 def _units(tokenizer: Tokenizer, n: int) -> str:

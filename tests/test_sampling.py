@@ -43,22 +43,22 @@ class ScriptedModel(nn.Module):
     """A "model" whose next-token distribution is a table keyed by the whole prefix.
 
     The state carries the prefix as a code, shaped (1, B, 1) like a real state, so
-    `reorder_state` moves it with the beams. Prefixes missing from `table` get a
-    fixed pseudo-random distribution. Counts forward/step calls and batch sizes.
+    `reorder_state` moves it with the beams. Prefixes missing from `table` get
+    `default`, or else a fixed pseudo-random distribution. Counts forward/step
+    calls and batch sizes.
     """
 
-    def __init__(self, vocab: int, table: dict[tuple[int, ...], list[float]] | None = None, seed: int = 0) -> None:
+    def __init__(self, vocab: int, table: dict[tuple[int, ...], list[float]] | None = None, seed: int = 0, default: list[float] | None = None) -> None:
         super().__init__()
-        self.vocab, self.table, self.seed = vocab, table or {}, seed
+        self.vocab, self.table, self.seed, self.default = vocab, table or {}, seed, default
         self.prefixes: list[tuple[int, ...]] = [()]
         self.codes: dict[tuple[int, ...], int] = {(): 0}
         self.forward_calls = 0
         self.step_batches: list[int] = []
 
     def logp(self, prefix: tuple[int, ...]) -> torch.Tensor:
-        if prefix in self.table:
-            p = torch.tensor(self.table[prefix], dtype=torch.float64)
-            return p.log()
+        if prefix in self.table or self.default is not None:
+            return torch.tensor(self.table.get(prefix, self.default), dtype=torch.float64).log()
         g = torch.Generator().manual_seed(zlib.crc32(repr((self.seed, prefix)).encode()))
         return torch.log_softmax(2.5 * torch.randn(self.vocab, generator=g, dtype=torch.float64), -1)
 
@@ -104,7 +104,7 @@ class IdTokenizer:
         return "\n" if i == self.eos_id else chr(ord("a") + i)
 
     def encode(self, text: str) -> list[int]:
-        return [self.eos_id if c == "\n" else ord(c) - ord("a") for c in text]
+        return [self.eos_id if c == "\n" else ord(c) - ord("a") for c in text if c != "\n" or self.eos_id is not None]
 
     def decode(self, ids) -> str:
         return "".join(self._sym(int(i)) for i in ids)
@@ -246,15 +246,17 @@ def _hand_greedy(model, prompt_ids: list[int], n: int, eos: int | None = None) -
 
 def test_greedy_equals_hand_unrolled_argmax(char_tok, char_model):
     prompt = "the c"
-    ids = _hand_greedy(char_model, char_tok.encode(prompt), 40)
+    prompt_ids = list(encode_prompt(char_tok, prompt).ids)
+    assert prompt_ids == char_tok.encode("\n" + prompt)  # read as the start of a line
+    ids = _hand_greedy(char_model, prompt_ids, 40)
     [r] = generate(char_model, char_tok, prompt, DecodingOptions(strategy="greedy", max_new_tokens=40))
     assert r.ids == ids
     assert r.text == char_tok.decode(ids)
     assert r.finish_reason == "length" and r.num_tokens == 40
     # log-prob is the sum of the model's log-probs of the chosen ids
     with torch.no_grad():
-        logits, _ = char_model(torch.tensor([char_tok.encode(prompt) + ids]))
-    lp = logits[0, len(prompt) - 1 : -1].log_softmax(-1).gather(1, torch.tensor(ids)[:, None]).sum().item()
+        logits, _ = char_model(torch.tensor([prompt_ids + ids]))
+    lp = logits[0, len(prompt_ids) - 1 : -1].log_softmax(-1).gather(1, torch.tensor(ids)[:, None]).sum().item()
     assert r.logprob == pytest.approx(lp, abs=1e-3)
 
 
@@ -431,6 +433,8 @@ def test_width_one_equals_greedy_with_eos(seed):
     greedy = _hand_greedy(model, [0], L, eos)
     [h] = _beam(model, [0], 1, L, 0.0, eos)
     assert h.ids == greedy
+    # through generate, the prompt "a" is read after a line end (<eos> here)
+    greedy = _hand_greedy(model, [eos, 0], L, eos)
     [g] = generate(model, IdTokenizer(V, eos), "a", DecodingOptions(strategy="greedy", max_new_tokens=L))
     assert g.ids == greedy and g.finish_reason == ("eos" if greedy[-1] == eos else "length")
 
@@ -515,13 +519,12 @@ def test_beam_with_stop_string_finishes_hypotheses_there(char_tok, char_model):
 def test_eos_stops_a_word_model_after_n_lines():
     tok = WordTokenizer(["<unk>", "<eos>", "the", "cat", "sat"])
     V = tok.vocab_size
-    # after two words, a line end; the table keys are the whole prefix (prompt included)
-    model = ScriptedModel(V, seed=0)
-    for prefix in itertools.product(range(V), repeat=4):
-        model.table[(2,) + prefix[:3]] = [0.0, 0.9, 0.05, 0.03, 0.02] if prefix[:3].count(1) < 3 else [0.2] * 5
+    # a line end is likely everywhere (prefixes are the primer <eos>, "the", then new tokens)
+    model = ScriptedModel(V, default=[0.0, 0.5, 0.2, 0.2, 0.1])
+    model.table[(1, 2)] = [0.0, 0.1, 0.1, 0.7, 0.1]  # greedy: "the" -> "cat", then <eos>
     one = generate(model, tok, "the", DecodingOptions(strategy="greedy", max_new_tokens=50))[0]
     assert one.finish_reason == "eos" and one.ids[-1] == tok.eos_id and one.ids.count(tok.eos_id) == 1
-    assert one.text.endswith("\n") and one.text.count("\n") == 1
+    assert one.ids == [3, 1] and one.text == " cat\n"
     three = generate(model, tok, "the", DecodingOptions(max_new_tokens=50, lines=3, num_samples=4), seeded(1))
     for r in three:
         assert r.finish_reason == "eos" and r.ids.count(tok.eos_id) == 3 and r.text.count("\n") == 3
@@ -548,9 +551,7 @@ def test_stop_string_cuts_text_before_it(char_tok, char_model):
 
 def test_lines_for_a_char_model_count_newlines_in_the_text():
     tok = CharTokenizer(["\n", "a", "b"])  # ids: <unk> 0, "\n" 1, a 2, b 3
-    model = ScriptedModel(4, seed=3)
-    for pre in itertools.product(range(4), repeat=3):
-        model.table.setdefault(pre, [0.0, 0.4, 0.3, 0.3])
+    model = ScriptedModel(4, default=[0.0, 0.2, 0.4, 0.4])
     out = generate(model, tok, "ab", DecodingOptions(max_new_tokens=60, lines=2, num_samples=5), seeded(2))
     for r in out:
         assert r.text.count("\n") == 2 and r.text.endswith("\n") and r.finish_reason == "stop"
@@ -610,12 +611,20 @@ def test_unrepresentable_prompt_is_an_error():
         encode_prompt(tok, "abz")
 
 
-def test_empty_prompt_starts_at_a_line_start(char_tok):
+def test_prompts_are_read_after_a_line_end_like_evaluation(char_tok):
+    from charlm.evaluate import context_id
+
     assert encode_prompt(char_tok, "").ids == tuple(char_tok.encode("\n"))
+    assert encode_prompt(char_tok, "ab").ids == tuple(char_tok.encode("\nab"))
     word = WordTokenizer(["<unk>", "<eos>", "the"])
     assert encode_prompt(word, "").ids == (word.eos_id,)
+    no_newline = CharTokenizer(["a", "b"])
+    assert encode_prompt(no_newline, "").ids == (no_newline.unk_id,)
+    subword = fit_tokenizer("subword", TEXT * 3, vocab_size=300)
+    for tok in (char_tok, word, no_newline, subword):  # the same rule as `charlm perplexity`
+        assert encode_prompt(tok, "").ids == (context_id(tok),)
     with pytest.raises(ConfigError, match="give a prompt"):
-        encode_prompt(CharTokenizer(["a", "b"]), "")
+        encode_prompt(IdTokenizer(3), "")  # no line end, no <eos>, no <unk>
 
 
 def test_prompt_objects_are_accepted(char_tok, char_model):
