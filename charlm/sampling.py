@@ -1,7 +1,7 @@
 """Decoding: turning a model and a prompt into text.
 
     "\n" + prompt ──encode──▶ ids ──one batched forward──▶ (state, logits of the next token)
-                                                          │
+                                                                  │
         greedy / sample:  pick a token per sequence, step the state, repeat
         beam:             B hypotheses as the batch; every step keeps the B best of
                           the B x V continuations and reorders the state to follow them
