@@ -19,7 +19,7 @@ def main() -> None:
 
 def _register() -> None:
     # Each command lives in its own module; importing registers it on `main`.
-    from charlm.cli import train_cmd  # noqa: F401
+    from charlm.cli import generate_cmd, perplexity_cmd, train_cmd  # noqa: F401
 
 
 _register()
