@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from charlm import checkpoint as ckpt
 from charlm.corpus import read_corpus
+from charlm.devices import resolve_device
 from charlm.distributed import DistContext
 from charlm.data import batchify, get_batch, num_windows, split_train_valid, to_tensor
 from charlm.errors import CheckpointError, ConfigError, DivergedError
@@ -114,7 +115,7 @@ class TrainConfig:
         need(self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose adamw or sgd")
         need(self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose {', '.join(SCHEDULES)}")
         need(self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose {', '.join(PRECISIONS)}")
-        need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), f"unknown device {self.device!r}; choose auto, cpu or cuda")
+        need(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), f"unknown device {self.device!r}; choose auto, cpu, cuda, cuda:N or mps")
         need(self.encoding_errors in ("strict", "replace"), "encoding errors must be strict or replace")
         need(0.0 < self.valid_fraction < 1.0, f"--valid-fraction must be in (0, 1), got {self.valid_fraction}")
         need(self.lr > 0, f"--lr must be positive, got {self.lr}")
@@ -232,17 +233,6 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- pieces
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    return device
-
-
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32. auto = bf16 on CUDA where supported, else fp16; fp32 on CPU."""
     if name == "fp32":

@@ -27,6 +27,7 @@ from charlm.cli.common import console, domain_errors, err_console
 from charlm.errors import CharlmError, ConfigError
 from rich.text import Text
 
+from charlm.devices import resolve_device
 from charlm.sampling import STRATEGIES, DecodingOptions, Generation, describe_unknown, encode_prompt, generate, stream
 
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
@@ -35,21 +36,6 @@ _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
 def unescape(text: str) -> str:
     r"""'\n', '\t' and '\\' typed on a command line -> newline, tab, backslash."""
     return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
-
-
-def resolve_device(name: str) -> torch.device:
-    """--device: cpu, cuda, cuda:N, mps, or auto (a CUDA GPU when there is one)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:N, mps or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"--device {name}: MPS is not available here; use --device cpu")
-    return device
 
 
 @main.command("generate")

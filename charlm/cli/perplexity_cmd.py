@@ -19,7 +19,7 @@ from charlm.cli import main
 from charlm.cli.common import console, domain_errors, err_console
 from charlm.errors import CorpusError
 from charlm.evaluate import DEFAULT_SEGMENT, DEFAULT_STREAMS, DEFAULT_WARMUP, DEFAULT_WINDOW, TextScore, evaluate_file, total
-from charlm.train import resolve_device
+from charlm.devices import resolve_device
 
 _UNKNOWN_WHAT = {"char": "characters never seen in training", "word": "out-of-vocabulary words", "subword": "unknown pieces"}
 
