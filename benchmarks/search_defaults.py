@@ -40,6 +40,7 @@ CANDIDATES: dict[str, dict] = {
     "2x512-d0.1-lr3e-3": {"num_layers": 2, "hidden_size": 512, "dropout": 0.1, "lr": 3e-3},
     "2x384-d0.1-lr3e-3": {"num_layers": 2, "hidden_size": 384, "dropout": 0.1, "lr": 3e-3},
     "2x512-b64-d0.1-lr3e-3": {"num_layers": 2, "hidden_size": 512, "batch_size": 64, "lr": 3e-3, "dropout": 0.1},
+    "2x512-d0.2-lr3e-3": {"num_layers": 2, "hidden_size": 512, "dropout": 0.2, "lr": 3e-3},
 }
 
 

@@ -70,9 +70,9 @@ class TrainConfig:
     # model
     cell: str = "lstm"
     num_layers: int = 2
-    hidden_size: int = 512
+    hidden_size: int = 384  # defaults chosen by benchmarks/search_defaults.py (results_search.md)
     emb_size: int = 64
-    dropout: float = 0.0
+    dropout: float = 0.1
     dropout_input: float = 0.0
     dropout_embed: float = 0.0
     weight_drop: float = 0.0
@@ -80,7 +80,7 @@ class TrainConfig:
     tie_weights: bool = False
     # optimisation
     optimizer: str = "adamw"
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
     momentum: float = 0.0
     clip: float = 5.0  # max gradient norm; 0 turns clipping off
