@@ -2,7 +2,7 @@
 
     python benchmarks/bench_generate.py [--threads N] [--repeats 3]
 
-Model: the default char shape (2-layer LSTM, hidden 512, embedding 64) over the
+Model: the default char shape (TrainConfig's defaults: 2-layer LSTM, hidden 384, embedding 64) over the
 tinyshakespeare character vocabulary, with random weights: speed does not depend
 on the weights' values (random weights only make the text gibberish, and beam
 search never meets an <eos>: char models have none).
@@ -33,9 +33,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from charlm.model import ModelConfig, RNNLanguageModel  # noqa: E402
+from charlm.model import RNNLanguageModel  # noqa: E402
 from charlm.sampling import DecodingOptions, generate, stream  # noqa: E402
 from charlm.tokenizers import fit_tokenizer  # noqa: E402
+from charlm.train import TrainConfig  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 PROMPT = "ROMEO:"
@@ -83,7 +84,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     tok = fit_tokenizer("char", CORPUS.read_text(encoding="utf-8"))
     torch.manual_seed(0)
-    model = RNNLanguageModel(ModelConfig(vocab_size=tok.vocab_size, cell="lstm", num_layers=2, hidden_size=512, emb_size=64)).eval()
+    cfg = TrainConfig(corpus=(str(CORPUS),)).model_config(tok.vocab_size)  # the default char model's shape
+    model = RNNLanguageModel(cfg).eval()
     fused = FusedStepModel(model).eval()
     r = args.repeats
     rows: list[tuple[str, int, int, float]] = []  # (what, batch, length, seconds)
@@ -110,7 +112,7 @@ def main() -> None:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"model: 2x512 LSTM, emb 64, vocab {tok.vocab_size}, {model.num_parameters():,} parameters, random weights\n")
+    print(f"model: {cfg.num_layers}x{cfg.hidden_size} {cfg.cell.upper()}, emb {cfg.emb_size}, vocab {tok.vocab_size}, {model.num_parameters():,} parameters, random weights\n")
     print("| decoding | batch | new tokens | time (s) | tokens/s | ms per step |")
     print("|---|---:|---:|---:|---:|---:|")
     for what, batch, length, seconds in rows:
