@@ -106,6 +106,10 @@ def test_unseen_characters_are_reported(ckpt, files):
     result = run(ckpt, files["unseen"])
     assert result.exit_code == 0, result.output
     assert "never seen in training" in result.stdout and "'z'" in result.stdout and "'ñ'" in result.stdout
+    long_name = files["unseen"].with_name("a-rather-long-file-name-" * 3 + ".txt")
+    long_name.write_text("the zebra ate ñoquis.\n" * 500, encoding="utf-8")
+    table = run(ckpt, long_name).stdout
+    assert "2,500 (22.7%)" in table and "11,000" in table  # on 80 columns only the file name folds, no figure is cut
     got = json.loads(run(ckpt, files["unseen"], "--json").stdout)["files"][0]
     assert got["oov"] == 5 and got["unknown"] == ["z", "b", "ñ", "q", "u"]  # scored as <unk>, counted
 
