@@ -73,24 +73,23 @@ class DistContext:
         n = ids.numel() // self.world
         return ids[self.rank * n : (self.rank + 1) * n]
 
-    def all_sum(self, values: list[float], device: torch.device) -> list[float]:
+    def _reduce(self, values: list[float], device: torch.device, op: str) -> list[float]:
+        """One small float64 collective: "sum" or "max" over ranks, or "main" (rank 0's values)."""
         if not self.active:
             return values
         t = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        if op == "main":
+            dist.broadcast(t, src=0)
+        else:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
         return t.tolist()
 
+    def all_sum(self, values: list[float], device: torch.device) -> list[float]:
+        return self._reduce(values, device, "sum")
+
     def all_max(self, values: list[float], device: torch.device) -> list[float]:
-        if not self.active:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return t.tolist()
+        return self._reduce(values, device, "max")
 
     def from_main(self, values: list[float], device: torch.device) -> list[float]:
         """Rank 0's values, on every rank."""
-        if not self.active:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.broadcast(t, src=0)
-        return t.tolist()
+        return self._reduce(values, device, "main")

@@ -570,14 +570,14 @@ def _train_loop(
         st["last_eval_step"] = st["step"]  # on every rank: the end of the run asks whether to validate again
         if not dctx.active:
             return _evaluate_and_save_main(final)
-        diverged, stop = 0.0, False
+        stop = False
         if main:
             try:
                 stop = _evaluate_and_save_main(final)
             except DivergedError:
                 dctx.from_main([1.0, 0.0, st["plateau_scale"], last_eval_cost], device)
                 raise
-        flags = dctx.from_main([diverged, float(stop), st["plateau_scale"], last_eval_cost], device)
+        flags = dctx.from_main([0.0, float(stop), st["plateau_scale"], last_eval_cost], device)  # [diverged, stop, ...]
         if flags[0]:
             raise DivergedError(f"training diverged at step {st['step']} (rank 0's validation); the last good checkpoint in {out} is kept")
         st["plateau_scale"], last_eval_cost = flags[2], flags[3]
