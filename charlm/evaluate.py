@@ -35,7 +35,6 @@ size, not by the file size.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -47,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.corpus import iter_text_chunks
+from charlm.devices import autocast
 from charlm.errors import CorpusError
 from charlm.model import RNNLanguageModel, State
 
@@ -90,12 +90,6 @@ def _window_for(batch: int, vocab: int, window: int) -> int:
     return max(1, min(window, _LOGIT_BUDGET // max(1, batch * vocab)))
 
 
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-
 def _score_rows(
     model: RNNLanguageModel, x: torch.Tensor, y: torch.Tensor, state: State | None, window: int, amp_dtype: torch.dtype | None
 ) -> tuple[torch.Tensor, State]:
@@ -107,7 +101,7 @@ def _score_rows(
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     t = _window_for(x.size(0), vocab, window)
     for i in range(0, x.size(1), t):
-        with _autocast(x.device, amp_dtype):
+        with autocast(x.device, amp_dtype):
             logits, state = model(x[:, i : i + t], state)  # (B, t, V)
         nll = F.cross_entropy(logits.float().reshape(-1, vocab), y[:, i : i + t].reshape(-1), reduction="none")
         total += nll.sum(dtype=torch.float64)
@@ -160,7 +154,7 @@ def score_stream(
             w = min(warmup, seg)
             starts = r + torch.arange(1, s, device=device) * seg  # (S-1,)
             warm_idx = starts[:, None] - w + torch.arange(w, device=device)[None, :]  # (S-1, w)
-            with _autocast(device, amp_dtype):
+            with autocast(device, amp_dtype):
                 _, warm = model.features(inputs[warm_idx], None)  # features only: no logits needed
             first = st if st is not None else model.init_state(1, device=device)
             st = tuple(torch.cat([f, ws.to(f.dtype)], dim=1) for f, ws in zip(first, warm))  # each (L, S, H)
@@ -413,7 +407,7 @@ def _evaluate_pieces(
         n_bytes = len(piece.encode("utf-8"))
         chars += len(piece)
         nbytes += n_bytes
-        n_oov = _count_oov(tokenizer, piece, ids)
+        n_oov = count_oov(tokenizer, piece, ids)
         if n_oov:
             oov += n_oov
             if len(unknown) < MAX_UNKNOWN_SHOWN:
@@ -427,7 +421,7 @@ def _evaluate_pieces(
     return TextScore(tokens, nll, chars, nbytes, oov, tuple(unknown)[:MAX_UNKNOWN_SHOWN])
 
 
-def _count_oov(tokenizer: "Tokenizer", piece: str, ids: np.ndarray) -> int:
+def count_oov(tokenizer: "Tokenizer", piece: str, ids: np.ndarray) -> int:
     """Tokens of `piece` scored as <unk> because the vocabulary lacks them.
 
     A literal "<unk>" in a word-level text (WikiText, PTB) is a token of the

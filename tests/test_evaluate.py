@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import torch.nn.functional as F
 
 from charlm import evaluate as ev
+from charlm.devices import cpu_bf16_supported
 from charlm.errors import CorpusError
 from charlm.evaluate import TextScore, evaluate_file, evaluate_text, score_stream, token_safe_pieces, total
 from charlm.model import ModelConfig, RNNLanguageModel
@@ -316,6 +317,7 @@ PIECE_TOKENIZERS = [
 ]
 
 
+@pytest.mark.skipif(not cpu_bf16_supported("lstm"), reason="this CPU has no bf16 LSTM kernel in torch (no AVX-512)")
 def test_amp_autocast_scores_close_to_fp32():
     model = tiny()
     ids = torch.randint(0, 7, (300,), generator=torch.Generator().manual_seed(4))
