@@ -1,26 +1,40 @@
 """Checkpoints: one directory holds everything needed to generate, evaluate or resume.
 
     DIR/
-      checkpoint.json     format name and version, charlm version, model options,
-                          training options (JSON)
+      checkpoint.json     format name and version, charlm version, run id, model
+                          options, training options, tokenizer fingerprint (JSON)
       tokenizer.json      the fitted tokenizer (+ tokenizer.model for subwords)
       best.safetensors    weights with the lowest validation loss so far
       last.safetensors    weights + optimiser + RNG + carried TBPTT state of the
                           newest save; the trainer's counters in its metadata
       metrics.jsonl       one JSON record per log line and per validation
+      .lock               held (flock) by the process training into DIR
 
 Everything is data: weights and optimiser tensors are safetensors, the rest is
 JSON. Nothing is unpickled on load, so a file crafted to run code is refused as
-corrupt. Every file is written to a temporary name in DIR and renamed over the
-old one (`os.replace`), so a kill at any moment leaves the previous version
-loadable.
+corrupt.
+
+Nothing lost, whenever a kill lands (see `RunWriter`):
+- every file is written to a temporary name and renamed over the old one, so
+  each file is always whole (`charlm.fileio`);
+- a save writes best, then the validation record, then last, so `last` is the
+  commit point of a save: a resume truncates metrics.jsonl to last's step and
+  takes the lower of last's recorded best loss and best's own;
+- a new run (and `--overwrite`) writes into DIR/.staging until its first save is
+  complete, then moves its files into DIR in one committed swap, recorded in
+  DIR/.swap.json before the first file moves. Readers resolve each file through
+  that record (`locate`), and the next writer completes it, so DIR always holds
+  one whole run: the previous one until the swap is committed, the new one after.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
+import shutil
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +44,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from charlm import __version__
-from charlm.errors import CharlmError, CheckpointError
+from charlm.errors import CharlmError, CheckpointError, StorageError
+from charlm.fileio import (
+    DirectoryLock,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    fsync_dir,
+    remove_stale_temps,
+    storage_error,
+)
 from charlm.model import ModelConfig, RNNLanguageModel
 from charlm.tokenizers import Tokenizer, load_tokenizer
 
@@ -40,48 +63,17 @@ META_FILE = "checkpoint.json"
 BEST = "best.safetensors"
 LAST = "last.safetensors"
 METRICS = "metrics.jsonl"
+PLOT = "loss.png"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+RUN_FILES = (META_FILE, *TOKENIZER_FILES, BEST, LAST, METRICS, PLOT)  # what a run owns in its directory
+STAGING = ".staging"
+SWAP = ".swap.json"
 
 
 # ------------------------------------------------------------------ file helpers
-def _temp_path(path: Path) -> str:
-    """A temporary file beside `path`, with the permissions a plain open() would give."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
 def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    tmp = _temp_path(path)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
 
 
 def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -160,7 +152,37 @@ def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, tor
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-# ------------------------------------------------------------------ the directory
+# ------------------------------------------------------------------ reading a directory
+def locate(directory: str | Path, name: str) -> Path:
+    """Where a run file of `directory` is now: DIR/name, or DIR/.staging/name while a committed swap moves it.
+
+    During a swap every file of the new run is read from wherever it is at that
+    moment, and a file of the old run that the new one lacks counts as gone, so a
+    reader never mixes the two runs.
+    """
+    directory = Path(directory)
+    plan = _swap_plan(directory)
+    if plan is not None and name in RUN_FILES:
+        staged = directory / STAGING / name
+        if name in plan["move"] and staged.exists():
+            return staged
+        if name in plan["remove"]:
+            return staged  # does not exist: the old run's file is no longer part of the directory
+    return directory / name
+
+
+def _swap_plan(directory: Path) -> dict[str, list[str]] | None:
+    try:
+        plan = json.loads((directory / SWAP).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        raise CheckpointError(f"{directory / SWAP} is unreadable; the checkpoint is corrupt") from None
+    if not isinstance(plan, dict) or not all(isinstance(plan.get(k), list) for k in ("move", "remove")):
+        raise CheckpointError(f"{directory / SWAP} is not a charlm swap record; the checkpoint is corrupt")
+    return plan
+
+
 @dataclass
 class CheckpointInfo:
     """What a checkpoint directory says about itself (no weights)."""
@@ -174,30 +196,49 @@ class CheckpointInfo:
     def metrics(self) -> list[dict[str, Any]]:
         return read_metrics(self.path)
 
+    @property
+    def run_id(self) -> str | None:
+        return self.meta.get("run_id")
+
     def has(self, which: str) -> bool:
-        return (self.path / (BEST if which == "best" else LAST)).is_file()
+        return locate(self.path, BEST if which == "best" else LAST).is_file()
 
 
-def is_checkpoint_dir(path: Path) -> bool:
-    return (Path(path) / META_FILE).is_file()
+def is_checkpoint_dir(path: str | Path) -> bool:
+    return locate(Path(path), META_FILE).is_file()
 
 
-def write_run_files(directory: Path, model_config: ModelConfig, tokenizer: Tokenizer, train_config: dict[str, Any]) -> None:
-    """Write the description of a run: format, options and tokenizer."""
+def holds_run(path: str | Path) -> bool:
+    """True when `path` holds (part of) a run that a new run would replace."""
+    return any(locate(Path(path), name).exists() for name in (META_FILE, BEST, LAST))
+
+
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
+    """Identity of a tokenizer's data, recorded in checkpoint.json to catch files of two runs mixed."""
+    return hashlib.sha256(json.dumps(tokenizer.to_dict(), sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def write_run_files(
+    directory: Path, model_config: ModelConfig, tokenizer: Tokenizer, train_config: dict[str, Any], run_id: str | None = None
+) -> str:
+    """Write the description of a run (tokenizer first, then checkpoint.json); return its run id."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(directory)
+    run_id = run_id or uuid.uuid4().hex
     atomic_write_json(
         directory / META_FILE,
         {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "charlm_version": __version__,
+            "run_id": run_id,
             "model": model_config.to_dict(),
             "train": train_config,
-            "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
+            "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "sha256": tokenizer_fingerprint(tokenizer)},
         },
     )
+    return run_id
 
 
 def open_checkpoint(path: str | Path) -> CheckpointInfo:
@@ -207,11 +248,12 @@ def open_checkpoint(path: str | Path) -> CheckpointInfo:
         p = p.parent
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist; pass the directory `charlm train` wrote (e.g. checkpoints/tinyshakespeare)")
-    if not p.is_dir() or not (p / META_FILE).is_file():
-        raise CheckpointError(f"{p} is not a charlm checkpoint (no {META_FILE}); pass the directory `charlm train` wrote")
+    meta_path = locate(p, META_FILE) if p.is_dir() else p / META_FILE
     try:
-        meta = json.loads((p / META_FILE).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{p} is not a charlm checkpoint (no {META_FILE}); pass the directory `charlm train` wrote") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{p / META_FILE} is corrupt ({exc.__class__.__name__}); train again or restore it") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{p / META_FILE} is not a charlm checkpoint description")
@@ -226,6 +268,26 @@ def open_checkpoint(path: str | Path) -> CheckpointInfo:
     except (KeyError, TypeError, CharlmError) as exc:
         raise CheckpointError(f"{p / META_FILE} has invalid model options ({exc}); the checkpoint is corrupt") from None
     return CheckpointInfo(p, model_config, meta.get("train", {}), meta)
+
+
+def open_tokenizer(info: CheckpointInfo) -> Tokenizer:
+    """The run's tokenizer, checked against the fingerprint its checkpoint.json recorded."""
+    try:
+        tokenizer = load_tokenizer(info.path, locate=lambda name: locate(info.path, name))
+    except CharlmError as exc:
+        raise CheckpointError(f"{info.path}: {exc}") from None
+    recorded = info.meta.get("tokenizer", {}).get("sha256")
+    if recorded is not None and recorded != tokenizer_fingerprint(tokenizer):
+        raise _MixedRuns(f"{info.path}: tokenizer.json belongs to another run than {META_FILE}; the checkpoint is corrupt")
+    if tokenizer.vocab_size != info.model_config.vocab_size:
+        raise CheckpointError(
+            f"{info.path}: tokenizer has {tokenizer.vocab_size} ids but the model {info.model_config.vocab_size}; the checkpoint is corrupt"
+        )
+    return tokenizer
+
+
+class _MixedRuns(CheckpointError):
+    """Files of two runs met: a reader crossed a swap (read again) or the directory was edited by hand."""
 
 
 def save_weights(directory: Path, which: str, model: RNNLanguageModel, metadata: dict[str, Any]) -> None:
@@ -252,7 +314,7 @@ def save_training_state(
 
 def load_training_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read last.safetensors: (tensors, {"trainer": ..., "optimizer": ...})."""
-    path = Path(directory) / LAST
+    path = locate(Path(directory), LAST)
     tensors, metadata = _load_tensors(path)
     try:
         data = json.loads(metadata["charlm"])
@@ -262,56 +324,223 @@ def load_training_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[
     return tensors, data
 
 
+def weights_metadata(directory: Path, which: str) -> dict[str, Any] | None:
+    """The metadata best/last.safetensors was saved with (step, validation loss, ...), or None if absent."""
+    path = locate(Path(directory), BEST if which == "best" else LAST)
+    if not path.is_file():
+        return None
+    _, metadata = _load_tensors(path)
+    try:
+        meta = json.loads(metadata.get("charlm", "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def build_model(info: CheckpointInfo, which: str = "best", device: str | torch.device = "cpu") -> tuple[RNNLanguageModel, dict[str, Any]]:
     """The model with weights from best (falling back to last when no validation ran yet) or last."""
     if which not in ("best", "last"):
         raise CheckpointError(f"unknown checkpoint {which!r}; choose best or last")
-    name = BEST if which == "best" else LAST
-    if which == "best" and not (info.path / BEST).is_file() and (info.path / LAST).is_file():
-        name = LAST
-    tensors, metadata = _load_tensors(info.path / name)
+    path = locate(info.path, BEST if which == "best" else LAST)
+    if which == "best" and not path.is_file():
+        path = locate(info.path, LAST)
+    tensors, metadata = _load_tensors(path)
     model = RNNLanguageModel(info.model_config)
-    load_model_tensors(model, tensors, info.path / name)
+    load_model_tensors(model, tensors, path)
     try:
         meta = json.loads(metadata.get("charlm", "{}"))
     except json.JSONDecodeError:
         meta = {}
+    meta = meta if isinstance(meta, dict) else {}
+    run_id = meta.get("run_id", meta.get("trainer", {}).get("run_id") if isinstance(meta.get("trainer"), dict) else None)
+    if info.run_id is not None and run_id is not None and run_id != info.run_id:
+        raise _MixedRuns(f"{path} belongs to another run than {info.path / META_FILE}; the checkpoint is corrupt")
     return model.to(device).eval(), meta
 
 
 def load_for_inference(path: str | Path, which: str = "best", device: str | torch.device = "cpu") -> tuple[RNNLanguageModel, Tokenizer, CheckpointInfo]:
-    """Everything needed to generate or evaluate: (model in eval mode, tokenizer, info)."""
-    info = open_checkpoint(path)
-    try:
-        tokenizer = load_tokenizer(info.path)
-    except CharlmError as exc:
-        raise CheckpointError(f"{info.path}: {exc}") from None
-    model, _ = build_model(info, which, device)
-    if tokenizer.vocab_size != info.model_config.vocab_size:
-        raise CheckpointError(
-            f"{info.path}: tokenizer has {tokenizer.vocab_size} ids but the model {info.model_config.vocab_size}; the checkpoint is corrupt"
-        )
-    return model, tokenizer, info
+    """Everything needed to generate or evaluate: (model in eval mode, tokenizer, info).
+
+    A reader that crosses the moment a new run's files are swapped in reads again,
+    so it never pairs one run's tokenizer with another's weights.
+    """
+    for attempt in range(3):
+        try:
+            info = open_checkpoint(path)
+            tokenizer = open_tokenizer(info)
+            model, _ = build_model(info, which, device)
+            return model, tokenizer, info
+        except (_MixedRuns, CheckpointError) as exc:
+            if attempt == 2 or not (isinstance(exc, _MixedRuns) or _swapping(Path(path))):
+                raise CheckpointError(str(exc)) from None
+            time.sleep(0.05)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _swapping(path: Path) -> bool:
+    directory = path if path.is_dir() else path.parent
+    return (directory / SWAP).exists() or (directory / STAGING).exists()
 
 
 def write_inference_checkpoint(directory: str | Path, model: RNNLanguageModel, tokenizer: Tokenizer, train_config: dict[str, Any] | None = None) -> Path:
     """A loadable checkpoint from an in-memory model (no training state): for tests and export."""
     directory = Path(directory)
-    write_run_files(directory, model.config, tokenizer, train_config or {})
-    save_weights(directory, "best", model, {"step": 0})
+    run_id = write_run_files(directory, model.config, tokenizer, train_config or {})
+    save_weights(directory, "best", model, {"step": 0, "run_id": run_id})
     return directory
+
+
+# ------------------------------------------------------------------ writing a run
+class RunWriter:
+    """The one process that writes a run's directory; every save leaves one whole, loadable run.
+
+        with RunWriter(out) as w:                  # lock DIR, finish or drop what a killed writer left
+            w.begin(model_config, tokenizer, cfg)  # a new run: described in DIR/.staging (DIR unchanged)
+            w.log(records)                         # metrics.jsonl of the run being written
+            w.save(model, optimizer, state, extra, best=..., records=[valid record])
+                                                   # first save of a new run: swapped into DIR
+
+    A new run that fails before its first save leaves DIR exactly as it was (the
+    previous run, if any, untouched). See the module doc for the save order.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.final = Path(directory)
+        self.staging = self.final / STAGING
+        self._created = not self.final.exists()
+        try:
+            self.final.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.final}: {exc.strerror}; choose a writable --out") from None
+        self._lock = DirectoryLock(self.final).acquire("training")
+        try:
+            recover(self.final)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.committed = True  # False while a new run lives in .staging
+        self.run_id: str | None = None
+
+    @property
+    def path(self) -> Path:
+        """Where the run's files are written now."""
+        return self.final if self.committed else self.staging
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        try:
+            if exc_type is not None and not self.committed:
+                self.abort()
+        finally:
+            self._lock.release()
+
+    def begin(self, model_config: ModelConfig, tokenizer: Tokenizer, train_config: dict[str, Any]) -> None:
+        """Describe a new run in the staging directory; DIR changes only at its first save."""
+        self.committed = False
+        self.staging.mkdir(exist_ok=True)
+        self.run_id = write_run_files(self.staging, model_config, tokenizer, train_config)
+
+    def continue_run(self, info: CheckpointInfo, train_config: dict[str, Any]) -> None:
+        """A resumed run: record its options as they now are (limits may have changed)."""
+        self.run_id = info.run_id
+        meta = dict(info.meta, train=train_config, charlm_version=__version__)
+        atomic_write_json(self.final / META_FILE, meta)
+
+    def log(self, records: list[dict[str, Any]]) -> None:
+        append_metrics(self.path, records)
+
+    def save(
+        self,
+        model: RNNLanguageModel,
+        optimizer: torch.optim.Optimizer,
+        trainer_state: dict[str, Any],
+        extra_tensors: dict[str, torch.Tensor],
+        *,
+        best: dict[str, Any] | None = None,
+        records: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    ) -> None:
+        """One save: best (its metadata given when the model improved), the records, then last (the commit)."""
+        if best is not None:
+            save_weights(self.path, "best", model, dict(best, run_id=self.run_id))
+        if records:
+            self.log(list(records))
+        save_training_state(self.path, model, optimizer, dict(trainer_state, run_id=self.run_id), extra_tensors)
+        if not self.committed:
+            self._swap_in()
+
+    def _swap_in(self) -> None:
+        """Move the staged run into DIR: commit the plan (.swap.json), then carry it out."""
+        moving = sorted(n for n in RUN_FILES if (self.staging / n).exists())
+        removing = sorted(n for n in RUN_FILES if n not in moving and (self.final / n).exists())
+        atomic_write_json(self.final / SWAP, {"move": moving, "remove": removing})  # the commit point
+        self.committed = True
+        _apply_swap(self.final)
+
+    def abort(self) -> None:
+        """A new run failed before its first save: drop it; DIR is as it was."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.committed = True
+        if self._created and all(p.name == ".lock" for p in self.final.iterdir()):
+            self._lock.release()
+            shutil.rmtree(self.final, ignore_errors=True)
+
+
+def recover(directory: Path) -> list[str]:
+    """Bring a directory a killed writer left behind back to one whole run; return what was done.
+
+    A committed swap is carried out; an uncommitted staging directory (a new run
+    that never completed a save) and stale temporary files are removed. Only the
+    holder of the directory's lock may call this.
+    """
+    done = []
+    if (directory / SWAP).exists():
+        _apply_swap(directory)
+        done.append("completed the swap-in of a new run")
+    elif (directory / STAGING).exists():
+        shutil.rmtree(directory / STAGING)
+        done.append("removed a new run that never saved")
+    removed = remove_stale_temps(directory)
+    if removed:
+        done.append(f"removed {len(removed)} unfinished temporary file(s)")
+    return done
+
+
+def _apply_swap(directory: Path) -> None:
+    """Carry out .swap.json; idempotent, so a writer killed half-way can simply run it again."""
+    plan = _swap_plan(directory)
+    if plan is None:
+        return
+    try:
+        for name in plan["move"]:
+            if (directory / STAGING / name).exists():
+                os.replace(directory / STAGING / name, directory / name)
+        for name in plan["remove"]:
+            (directory / name).unlink(missing_ok=True)
+        fsync_dir(directory)
+        shutil.rmtree(directory / STAGING, ignore_errors=True)
+        (directory / SWAP).unlink(missing_ok=True)
+        fsync_dir(directory)
+    except OSError as exc:
+        raise StorageError(f"cannot finish writing {directory}: {exc.strerror}; fix the disk and run `charlm train --resume` again") from None
 
 
 # ------------------------------------------------------------------ metrics
 def append_metrics(directory: Path, records: list[dict[str, Any]]) -> None:
-    with open(Path(directory) / METRICS, "a", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-        f.flush()
+    """Append records to metrics.jsonl, durably (a record is whole or, cut by a kill, skipped on read)."""
+    path = Path(directory) / METRICS
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise storage_error(exc, path, "append to") from None
 
 
 def read_metrics(directory: Path) -> list[dict[str, Any]]:
-    path = Path(directory) / METRICS
+    path = locate(Path(directory), METRICS)
     if not path.is_file():
         return []
     out = []

@@ -25,3 +25,8 @@ class CheckpointError(CharlmError):
 
 class DivergedError(CharlmError):
     """Training loss became NaN/inf or exploded."""
+
+
+class StorageError(CharlmError):
+    """A file could not be written or a directory is in use: disk full, no
+    permission, a read-only file system, another process training into it."""

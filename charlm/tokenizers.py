@@ -32,7 +32,7 @@ import re
 import tempfile
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any, ClassVar
@@ -522,10 +522,15 @@ def tokenizer_from_dict(d: Any) -> Tokenizer:
         raise TokenizerError(f"{cls.kind} tokenizer data is corrupt ({type(exc).__name__}: {_one_line(str(exc))}); re-train or restore it") from None
 
 
-def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
-    """Read what `Tokenizer.save` wrote in `directory`."""
+def load_tokenizer(directory: str | os.PathLike, *, locate: Callable[[str], Path] | None = None) -> Tokenizer:
+    """Read what `Tokenizer.save` wrote in `directory`.
+
+    `locate(name)` says where each file is, for a directory whose files may be in
+    transit (a checkpoint directory while a new run is swapped in); default DIR/name.
+    """
     directory = Path(directory)
-    path = directory / TOKENIZER_FILE
+    locate = locate or (lambda name: directory / name)
+    path = locate(TOKENIZER_FILE)
     if not path.is_file():
         raise TokenizerError(f"no {TOKENIZER_FILE} in {directory}; pass a checkpoint directory written by charlm train")
     try:
@@ -535,12 +540,12 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TokenizerError(f"{path} is corrupt ({_one_line(str(exc))}); re-train or restore the checkpoint") from None
     if isinstance(d, dict) and d.get("kind") == SubwordTokenizer.kind and "model" not in d:
-        d = {**d, "model": base64.b64encode(_read_model_file(directory, d)).decode("ascii")}
+        d = {**d, "model": base64.b64encode(_read_model_file(locate(SUBWORD_MODEL_FILE), d)).decode("ascii")}
     return tokenizer_from_dict(d)
 
 
-def _read_model_file(directory: Path, d: dict[str, Any]) -> bytes:
-    path = directory / SUBWORD_MODEL_FILE  # a fixed name: the JSON never chooses which file is read
+def _read_model_file(path: Path, d: dict[str, Any]) -> bytes:
+    # a fixed name (tokenizer.model): the JSON never chooses which file is read
     try:
         model = path.read_bytes()
     except FileNotFoundError:

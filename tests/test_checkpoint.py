@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from charlm import checkpoint as ckpt
-from charlm.errors import CheckpointError
+from charlm.errors import CheckpointError, StorageError
 from charlm.model import ModelConfig, RNNLanguageModel
 from charlm.tokenizers import fit_tokenizer
 from charlm.train import TrainConfig, train
@@ -249,9 +249,10 @@ def test_a_failing_tensor_write_leaves_the_previous_file_intact(run_dir, monkeyp
     monkeypatch.setattr(ckpt, "save_file", half_then_fail)
     model, _ = ckpt.build_model(ckpt.open_checkpoint(run_dir), "last")
     opt = torch.optim.AdamW(model.parameters())
-    with pytest.raises(OSError):
+    with pytest.raises(StorageError, match="No space left on device; free some disk space") as exc:
         ckpt.save_training_state(run_dir, model, opt, {"step": 99}, {})
-    with pytest.raises(OSError):
+    assert "\n" not in str(exc.value)
+    with pytest.raises(StorageError):
         ckpt.save_weights(run_dir, "best", model, {"step": 99})
     assert (run_dir / ckpt.LAST).read_bytes() == before
     assert _temp_files(run_dir) == []
@@ -267,7 +268,7 @@ def test_a_failing_byte_write_leaves_the_previous_file_intact(run_dir, monkeypat
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(ckpt.os, "fsync", fail)
-    with pytest.raises(OSError):
+    with pytest.raises(StorageError, match="Input/output error"):
         ckpt.atomic_write_json(run_dir / ckpt.META_FILE, {"format": "garbage"})
     monkeypatch.undo()
     assert (run_dir / ckpt.META_FILE).read_bytes() == before
