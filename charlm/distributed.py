@@ -14,11 +14,14 @@ everything here is a no-op and training runs in one process.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+from charlm.errors import CharlmError
 
 
 @dataclass(frozen=True)
@@ -93,3 +96,30 @@ class DistContext:
     def from_main(self, values: list[float], device: torch.device) -> list[float]:
         """Rank 0's values, on every rank."""
         return self._reduce(values, device, "main")
+
+    def share_from_main(self, produce: Callable[[], bytes], device: torch.device) -> bytes:
+        """Rank 0 runs `produce()`; every rank gets its bytes, or raises its one-line error.
+
+        A `CharlmError` on rank 0 (a bad corpus, a full disk) reaches the other ranks
+        as the same message, so none is left waiting in a collective. Outside a
+        torchrun job this is just `produce()`.
+        """
+        if not self.active:
+            return produce()
+        ok, payload = True, b""
+        if self.is_main:
+            try:
+                payload = produce()
+            except CharlmError as exc:
+                ok, payload, error = False, str(exc).encode("utf-8"), exc
+        header = torch.tensor([int(ok), len(payload)], dtype=torch.int64, device=device)
+        dist.broadcast(header, src=0)
+        body = torch.zeros(int(header[1]), dtype=torch.uint8, device=device)
+        if self.is_main:
+            body.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
+        dist.broadcast(body, src=0)
+        if not bool(header[0]):
+            if self.is_main:
+                raise error
+            raise CharlmError(bytes(body.cpu().tolist()).decode("utf-8"))
+        return bytes(body.cpu().tolist())

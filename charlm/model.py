@@ -116,20 +116,18 @@ class RNNLanguageModel(nn.Module):
         )
 
     # --------------------------------------------------------------- forward
-    def features(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """Run the embedding and the recurrent stack over a window.
-
-        ids: (B, T) int64 -> features (B, T, D) before the decoder, and the new state.
-        """
+    def _stack(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """Embedding and the recurrent layers: ids (B, T) -> the last layer's raw output (B, T, H), new state."""
         c = self.config
-        B = ids.size(0)
         if state is None:
-            state = self.init_state(B)
+            state = self.init_state(ids.size(0))
         weight = embedding_dropout(self.embedding.weight, c.dropout_embed, self.training)
         x = F.embedding(ids, weight)  # (B, T, E)
         x = seq_dropout(x, c.dropout_input, self.training, c.locked_dropout)
         new_state: list[list[torch.Tensor]] = [[] for _ in state]
         for i, layer in enumerate(self.layers):
+            if i > 0:  # dropout on non-recurrent connections only (Zaremba et al.): between layers ...
+                x = seq_dropout(x, c.dropout, self.training, c.locked_dropout)
             layer_state = tuple(s[i : i + 1].contiguous() for s in state)  # each (1, B, H)
             hx = layer_state if c.cell == "lstm" else layer_state[0]
             if c.weight_drop > 0.0 and self.training:
@@ -137,23 +135,34 @@ class RNNLanguageModel(nn.Module):
                 x, hy = functional_call(layer, {"weight_hh_l0": w_hh}, (x, hx))  # (B, T, H)
             else:
                 x, hy = layer(x, hx)  # (B, T, H)
-            hy = hy if isinstance(hy, tuple) else (hy,)
-            for slot, t in zip(new_state, hy):
+            for slot, t in zip(new_state, hy if isinstance(hy, tuple) else (hy,)):
                 slot.append(t)
-            # Dropout on non-recurrent connections only (Zaremba et al.): between layers and on the output.
-            x = seq_dropout(x, c.dropout, self.training, c.locked_dropout)
-        if self.projection is not None:
-            x = self.projection(x)  # (B, T, E)
         return x, tuple(torch.cat(slot, 0) for slot in new_state)
 
-    def forward(self, ids: torch.Tensor, state: State | None = None, return_features: bool = False):
+    def _head_input(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """... and on the output: raw (B, T, H) -> (dropped (B, T, H), the decoder's input (B, T, D))."""
+        dropped = seq_dropout(raw, self.config.dropout, self.training, self.config.locked_dropout)
+        return dropped, (self.projection(dropped) if self.projection is not None else dropped)  # (B, T, E) when projected
+
+    def features(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """Run the embedding and the recurrent stack over a window.
+
+        ids: (B, T) int64 -> features (B, T, D) before the decoder, and the new state.
+        """
+        raw, state = self._stack(ids, state)
+        return self._head_input(raw)[1], state
+
+    def forward(self, ids: torch.Tensor, state: State | None = None, with_activations: bool = False):
         """ids: (B, T) int64 -> logits (B, T, V) and the state after the last step.
 
-        With return_features=True also the decoder's input (B, T, D), which
-        activation regularisation (AR/TAR) penalises."""
-        x, state = self.features(ids, state)
+        With with_activations=True also (dropped, raw): the last layer's output after
+        and before the output dropout, each (B, T, H), which AWD-LSTM's activation
+        regularisation (AR, on dropped) and temporal AR (TAR, on raw) penalise.
+        """
+        raw, state = self._stack(ids, state)
+        dropped, x = self._head_input(raw)
         logits = self.decoder(x)  # (B, T, V)
-        return (logits, state, x) if return_features else (logits, state)
+        return (logits, state, (dropped, raw)) if with_activations else (logits, state)
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:

@@ -250,13 +250,13 @@ def test_nan_loss_stops_the_run_and_keeps_best(tiny_corpus, out_dir, monkeypatch
     kw = dict(max_steps=4, eval_interval=2, log_interval=1)
     train(config(tiny_corpus, out_dir, **kw))
     best = _bytes(out_dir / "best.safetensors")
-    real = RNNLanguageModel.features
+    real = RNNLanguageModel._stack  # the recurrent layers, which training and validation both run
 
     def poisoned(self, ids, state=None):
         x, st = real(self, ids, state)
         return x * float("nan"), st
 
-    monkeypatch.setattr(RNNLanguageModel, "features", poisoned)
+    monkeypatch.setattr(RNNLanguageModel, "_stack", poisoned)
     with pytest.raises(DivergedError, match="nan"):
         train(config(tiny_corpus, out_dir, **(kw | dict(max_steps=8))), resume=True)
     assert _bytes(out_dir / "best.safetensors") == best

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import math
+import signal
 from dataclasses import fields
 from typing import Any
 
 import click
 from click.core import ParameterSource
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from charlm import checkpoint as ckpt
 from charlm.cli import main
 from charlm.cli.common import Duration, console, domain_errors, err_console
-from charlm.errors import ConfigError
-from charlm.train import (
-    LEVELS,
-    OPTIMIZERS,
-    PRECISIONS,
-    RESUMABLE_CHANGES,
-    SCHEDULES,
-    TrainConfig,
-    train,
-)
+from charlm.config import LEVELS, MAX_SEED, OPTIMIZERS, PRETOKENIZERS, SCHEDULES, SUBWORD_MODELS, TrainConfig, resumed_config
+from charlm.devices import PRECISIONS
+from charlm.model import CELLS
+from charlm.train import train
 
 _D = {f.name: f.default for f in fields(TrainConfig)}
 _PROB = click.FloatRange(0.0, 1.0, max_open=True)
@@ -48,6 +44,14 @@ class RichObserver:
 
     def on_start(self, info: dict[str, Any]) -> None:
         self.level = info["level"]
+        for warning in info["warnings"]:  # shown even with --quiet: they may mean the run is not what was meant
+            err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        if info["already_done"]:
+            err_console.print(
+                f"[yellow]note:[/] the run already reached its limit at step {info['resumed_from']}; "
+                "nothing to do. Pass a larger --max-steps, --epochs or --time-budget to go on.",
+                soft_wrap=True,
+            )
         if self.quiet:
             return
         m = info["model"]
@@ -141,10 +145,10 @@ class RichObserver:
 @click.option("--level", type=click.Choice(LEVELS), default=_D["level"], show_default=True, help="Tokenizer: characters, words or SentencePiece subwords.")
 @click.option("--min-freq", type=click.IntRange(1), default=_D["min_freq"], show_default=True, help="word: rarer words become <unk>.")
 @click.option("--max-vocab", type=click.IntRange(3), default=None, help="word: keep at most this many types (specials included).")
-@click.option("--pretokenize", type=click.Choice(["whitespace", "punct"]), default=_D["pretokenize"], show_default=True, help="word: split on whitespace (pre-tokenized corpora) or also split punctuation (raw text).")
+@click.option("--pretokenize", type=click.Choice(PRETOKENIZERS), default=_D["pretokenize"], show_default=True, help="word: split on whitespace (pre-tokenized corpora) or also split punctuation (raw text).")
 @click.option("--subword-vocab-size", type=click.IntRange(1), default=_D["subword_vocab_size"], show_default=True, help="subword: SentencePiece vocabulary size.")
-@click.option("--subword-model", type=click.Choice(["unigram", "bpe"]), default=_D["subword_model"], show_default=True, help="subword: SentencePiece model type.")
-@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default=_D["cell"], show_default=True, help="Recurrent cell (rnn = Elman tanh).")
+@click.option("--subword-model", type=click.Choice(SUBWORD_MODELS), default=_D["subword_model"], show_default=True, help="subword: SentencePiece model type.")
+@click.option("--cell", type=click.Choice(CELLS), default=_D["cell"], show_default=True, help="Recurrent cell (rnn = Elman tanh).")
 @click.option("--layers", "num_layers", type=click.IntRange(1), default=_D["num_layers"], show_default=True)
 @click.option("--hidden", "hidden_size", type=click.IntRange(1), default=_D["hidden_size"], show_default=True, help="Hidden units per layer.")
 @click.option("--emb", "emb_size", type=click.IntRange(1), default=_D["emb_size"], show_default=True, help="Embedding size.")
@@ -177,7 +181,7 @@ class RichObserver:
 @click.option("--log-interval", type=click.IntRange(1), default=_D["log_interval"], show_default=True)
 @click.option("--device", default=_D["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_D["precision"], show_default=True, help="auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU.")
-@click.option("--seed", type=int, default=_D["seed"], show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=_D["seed"], show_default=True, help="Random seed (weights, dropout, data order).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a different run already in --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display or summary (for scripts).")
@@ -192,29 +196,24 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], resume: bool, ove
     """
     options["valid"] = tuple(options.pop("valid"))
     if resume:
-        explicit = {
-            name
-            for name in options
-            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
-        }
+        # The run keeps its options; the library's rule says what the command line may change.
+        given = {n: v for n, v in options.items() if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE}
         out = TrainConfig(corpus=corpus, out=options["out"]).out_dir
-        stored = ckpt.open_checkpoint(out).train_config if ckpt.is_checkpoint_dir(out) else {}
-        # Restating an option with the run's own value is fine (the same command line plus --resume).
-        fixed = sorted(n for n in explicit - RESUMABLE_CHANGES if stored and stored.get(n) != options[n])
-        if fixed:
-            opts = {p.name: p.opts[0] for p in ctx.command.params}
-            flags = ", ".join(opts.get(n, n) for n in fixed)
-            raise ConfigError(f"{flags} cannot change when resuming (the run keeps its options); drop them, or start a new run with --overwrite")
-        # Options not given keep the run's values, not click's defaults; the limits change only as a group.
-        keep = RESUMABLE_CHANGES - explicit - {"out"}
-        if explicit & {"epochs", "max_steps", "time_budget"}:
-            keep -= {"epochs", "max_steps", "time_budget"}
-        for name in keep & stored.keys() & options.keys():
-            options[name] = tuple(stored[name]) if name == "valid" else stored[name]
-    config = TrainConfig(corpus=corpus, **options)
+        stored = ckpt.open_checkpoint(out).train_config if ckpt.is_checkpoint_dir(out) else None
+        if stored is not None:
+            flags = {p.name: p.opts[0] for p in ctx.command.params if p.name}
+            config = resumed_config(stored, {"corpus": corpus, "out": options["out"], **given}, flags)
+        else:  # the trainer says there is nothing to resume
+            config = TrainConfig(corpus=corpus, **options)
+    else:
+        config = TrainConfig(corpus=corpus, **options)
     try:
-        train(config, resume=resume, overwrite=overwrite, observer=RichObserver(quiet))
+        result = train(config, resume=resume, overwrite=overwrite, observer=RichObserver(quiet))
     except KeyboardInterrupt:
-        # A second Ctrl-C: the first one already asked the trainer to save and stop.
+        # A second signal: the first one already asked the trainer to save and stop.
         err_console.print("interrupted; the last saved checkpoint is kept")
         ctx.exit(130)
+    if result.signal is not None:
+        if not quiet:
+            err_console.print(f"stopped by {result.signal} at step {result.step}; saved, continue with --resume")
+        ctx.exit(128 + int(getattr(signal, result.signal)))

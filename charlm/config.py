@@ -1,0 +1,219 @@
+"""A training run's options (`TrainConfig`) and the one rule for what a resume may change."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from charlm.devices import PRECISIONS, check_device_name
+from charlm.errors import ConfigError
+from charlm.model import ModelConfig
+
+LEVELS = ("char", "word", "subword")
+PRETOKENIZERS = ("whitespace", "punct")
+SUBWORD_MODELS = ("unigram", "bpe")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "linear", "constant", "plateau")
+ENCODING_ERRORS = ("strict", "replace")
+MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; per-process offsets are added to the seed in a torchrun job
+
+# The limits change together: naming one on --resume replaces all three.
+LIMITS = ("epochs", "max_steps", "time_budget")
+# Options that may change when a run is resumed (how long to go on, where and how to report).
+RESUMABLE = frozenset({*LIMITS, "log_interval", "eval_interval", "patience", "device", "out", "corpus", "valid"})
+DEFAULT_TIME_BUDGET = 600.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run; stored in checkpoint.json.
+
+    When none of `epochs`, `max_steps` and `time_budget` is given the run is
+    limited to a 10-minute budget (DEFAULT_TIME_BUDGET)."""
+
+    corpus: tuple[str, ...]
+    out: str | None = None  # default: checkpoints/<name of the first corpus path>
+    valid: tuple[str, ...] = ()  # validation files; default: the last valid_fraction of the corpus
+    valid_fraction: float = 0.1
+    encoding_errors: str = "strict"
+    # tokenizer
+    level: str = "char"
+    min_freq: int = 1
+    max_vocab: int | None = None
+    pretokenize: str = "whitespace"
+    subword_vocab_size: int = 1000
+    subword_model: str = "unigram"
+    # model
+    cell: str = "lstm"
+    num_layers: int = 2
+    hidden_size: int = 384  # defaults chosen by benchmarks/search_defaults.py (results_search.md)
+    emb_size: int = 64
+    dropout: float = 0.1
+    dropout_input: float = 0.0
+    dropout_embed: float = 0.0
+    weight_drop: float = 0.0
+    locked_dropout: bool = False
+    tie_weights: bool = False
+    # optimisation
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    clip: float = 5.0  # max gradient norm; 0 turns clipping off
+    batch_size: int = 32
+    bptt: int = 100
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    plateau_factor: float = 0.5
+    plateau_patience: int = 1
+    patience: int | None = None  # early stopping: evaluations without improvement
+    ar: float = 0.0  # activation regularisation (AWD-LSTM alpha)
+    tar: float = 0.0  # temporal activation regularisation (AWD-LSTM beta)
+    # stopping and reporting
+    epochs: float | None = None
+    max_steps: int | None = None
+    time_budget: float | None = None  # seconds
+    eval_interval: int = 250
+    eval_streams: int = 32
+    log_interval: int = 25
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 1337
+
+    def __post_init__(self) -> None:
+        for cond, msg in self._checks():
+            if not cond:
+                raise ConfigError(msg)
+        check_device_name(self.device)
+        self.model_config(vocab_size=2)  # checks the model options early
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        def one_of(name: str, value: str, choices: tuple[str, ...]) -> tuple[bool, str]:
+            return value in choices, f"unknown {name} {value!r}; choose {', '.join(choices)}"
+
+        return [
+            (len(self.corpus) > 0, "no corpus given; pass one or more text files or a directory"),
+            one_of("level", self.level, LEVELS),
+            one_of("pretokenize", self.pretokenize, PRETOKENIZERS),
+            one_of("subword model", self.subword_model, SUBWORD_MODELS),
+            one_of("optimizer", self.optimizer, OPTIMIZERS),
+            one_of("schedule", self.schedule, SCHEDULES),
+            one_of("precision", self.precision, PRECISIONS),
+            one_of("encoding errors mode", self.encoding_errors, ENCODING_ERRORS),
+            (0.0 < self.valid_fraction < 1.0, f"--valid-fraction must be in (0, 1), got {self.valid_fraction}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
+            (self.clip >= 0, f"--clip must be >= 0 (0 turns clipping off), got {self.clip}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.bptt >= 1, f"--bptt must be at least 1, got {self.bptt}"),
+            (self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}"),
+            (0 <= self.min_lr_ratio <= 1, f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}"),
+            (0 < self.plateau_factor < 1, f"--plateau-factor must be in (0, 1), got {self.plateau_factor}"),
+            (self.plateau_patience >= 0, "--plateau-patience must be >= 0"),
+            (self.patience is None or self.patience >= 1, f"--patience must be at least 1, got {self.patience}"),
+            (self.ar >= 0 and self.tar >= 0, "--ar and --tar must be >= 0"),
+            (self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
+            (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, got {self.max_steps}"),
+            (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
+            (self.eval_interval >= 1, f"--eval-interval must be at least 1, got {self.eval_interval}"),
+            (self.eval_streams >= 1, f"--eval-streams must be at least 1, got {self.eval_streams}"),
+            (self.log_interval >= 1, f"--log-interval must be at least 1, got {self.log_interval}"),
+            (self.min_freq >= 1, f"--min-freq must be at least 1, got {self.min_freq}"),
+            (self.max_vocab is None or self.max_vocab >= 3, "--max-vocab must be at least 3"),
+            (self.subword_vocab_size >= 1, "--subword-vocab-size must be positive"),
+            (0 <= self.seed <= MAX_SEED, f"--seed must be between 0 and {MAX_SEED}, got {self.seed}"),
+        ]
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=vocab_size,
+            cell=self.cell,
+            num_layers=self.num_layers,
+            hidden_size=self.hidden_size,
+            emb_size=self.emb_size,
+            dropout=self.dropout,
+            dropout_input=self.dropout_input,
+            dropout_embed=self.dropout_embed,
+            weight_drop=self.weight_drop,
+            locked_dropout=self.locked_dropout,
+            tie_weights=self.tie_weights,
+        )
+
+    def tokenizer_options(self) -> dict[str, Any]:
+        if self.level == "word":
+            return {"min_freq": self.min_freq, "max_size": self.max_vocab, "pretokenize": self.pretokenize}
+        if self.level == "subword":
+            return {"vocab_size": self.subword_vocab_size, "model_type": self.subword_model}
+        return {}
+
+    @property
+    def out_dir(self) -> Path:
+        """--out, or checkpoints/<name of the first corpus path> ("." is named after the directory it is)."""
+        if self.out:
+            return Path(self.out)
+        first = Path(self.corpus[0])
+        name = first.stem if first.suffix else first.name
+        if name in ("", ".", ".."):
+            name = first.resolve().name or "corpus"
+        return Path("checkpoints") / name
+
+    @property
+    def limits(self) -> tuple[float | None, int | None, float | None]:
+        """(epochs, max_steps, time_budget) with the default budget when none is set."""
+        if self.epochs is None and self.max_steps is None and self.time_budget is None:
+            return None, None, DEFAULT_TIME_BUDGET
+        return self.epochs, self.max_steps, self.time_budget
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["corpus"], d["valid"] = list(self.corpus), list(self.valid)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Rebuild from `to_dict` data; unknown keys are refused, as `ModelConfig.from_dict` does."""
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown training options {sorted(unknown)}; was this checkpoint made by a newer charlm?")
+        d = dict(d)
+        d["corpus"], d["valid"] = tuple(d.get("corpus", ())), tuple(d.get("valid", ()))
+        return cls(**d)
+
+    def explicit_options(self) -> dict[str, Any]:
+        """The options that differ from the defaults: what a library caller set (corpus and out always count)."""
+        defaults = {f.name: f.default for f in fields(self) if f.name != "corpus"}
+        return {k: v for k, v in self.to_dict().items() if k in ("corpus", "out") or v != _listed(defaults.get(k))}
+
+
+def _listed(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def resumed_config(stored: Mapping[str, Any], given: Mapping[str, Any], flag_names: Mapping[str, str] | None = None) -> TrainConfig:
+    """The options of a resumed run: the run's own, with the changes a resume may make.
+
+    `given` holds only the options the caller set explicitly (the command line's,
+    or `TrainConfig.explicit_options()` for a library call). Options in RESUMABLE
+    take the given value; the limits change only as a group (naming one replaces
+    all three); any other option must equal the run's own value (restating it is
+    fine), else a one-line ConfigError names the flags (`flag_names` maps option
+    names to the flags shown).
+    """
+    run = TrainConfig.from_dict(stored)
+    names = flag_names or {}
+    fixed = sorted(k for k, v in given.items() if k not in RESUMABLE and _listed(getattr(run, k, v)) != _listed(v))
+    if fixed:
+        flags = ", ".join(names.get(k, "--" + k.replace("_", "-")) for k in fixed)
+        raise ConfigError(f"{flags} cannot change when resuming (the run keeps its options); drop them, or start a new run with --overwrite")
+    changes = {k: v for k, v in given.items() if k in RESUMABLE}
+    if changes.keys() & set(LIMITS):
+        changes = {**dict.fromkeys(LIMITS), **changes}
+    if "valid" in changes:
+        changes["valid"] = tuple(changes["valid"])
+    if "corpus" in changes:
+        changes["corpus"] = tuple(changes["corpus"])
+    return replace(run, **changes)
