@@ -67,7 +67,7 @@ def read_text_file(path: PathLike, errors: str = "strict") -> str:
         raise _decode_error(path, exc.object[exc.start], skip + exc.start) from None
     if not text:
         raise _empty_error(path)
-    return _normalise_newlines(text)
+    return normalise_newlines(text)
 
 
 def iter_text_chunks(path: PathLike, chunk_bytes: int = 1 << 20, errors: str = "strict") -> Iterator[str]:
@@ -110,7 +110,7 @@ def iter_text_chunks(path: PathLike, chunk_bytes: int = 1 << 20, errors: str = "
                     text, held_cr = text[:-1], "\r"
                 if text:
                     produced = True
-                    yield _normalise_newlines(text)
+                    yield normalise_newlines(text)
     except OSError as exc:
         raise CorpusError(f"cannot read {path}: {exc.strerror}; check its permissions") from None
     if not produced:
@@ -167,7 +167,8 @@ def _empty_error(path: Path) -> CorpusError:
     return CorpusError(f"{path} is empty; pass a file that holds some text")
 
 
-def _normalise_newlines(text: str) -> str:
+def normalise_newlines(text: str) -> str:
+    """CRLF and lone CR -> LF: how every text charlm reads (corpus, prompts) sees line ends."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text

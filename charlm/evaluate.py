@@ -39,7 +39,7 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,10 +48,8 @@ import torch.nn.functional as F
 from charlm.corpus import iter_text_chunks
 from charlm.devices import autocast
 from charlm.errors import CorpusError
-from charlm.model import RNNLanguageModel, State
-
-if TYPE_CHECKING:
-    from charlm.tokenizers import Tokenizer
+from charlm.model import LOGIT_BUDGET, RNNLanguageModel, State
+from charlm.tokenizers import Tokenizer, line_start_id
 
 # Defaults of the parallel mode (also the CLI's). With 256 warm-up tokens per
 # 4096-token segment the warm-up costs 6% extra compute.
@@ -62,9 +60,6 @@ DEFAULT_SEGMENT = 4096
 EXACT_BLOCK = 1 << 16  # tokens per block in exact mode (any value gives the same figure)
 CHUNK_BYTES = 1 << 20
 MAX_UNKNOWN_SHOWN = 20
-
-# Cap on the logits held at once (elements): B * T * V, so big vocabularies get shorter windows.
-_LOGIT_BUDGET = 8 * 1024 * 1024
 _LN2 = math.log(2.0)
 
 
@@ -87,7 +82,7 @@ class StreamScore:
 
 
 def _window_for(batch: int, vocab: int, window: int) -> int:
-    return max(1, min(window, _LOGIT_BUDGET // max(1, batch * vocab)))
+    return max(1, min(window, LOGIT_BUDGET // max(1, batch * vocab)))
 
 
 def _score_rows(
@@ -297,20 +292,17 @@ def total(scores: Iterable[TextScore]) -> TextScore:
     return out
 
 
-def context_id(tokenizer: "Tokenizer") -> int:
-    """The token read before a text's first token: a line end (see the module doc)."""
-    ids = list(tokenizer.encode("\n"))
-    if len(ids) == 1 and ids[0] != tokenizer.unk_id:
-        return int(ids[0])
-    eos = getattr(tokenizer, "eos_id", None)
-    if eos is not None:
-        return int(eos)
-    return int(tokenizer.unk_id)
+def context_id(tokenizer: Tokenizer) -> int:
+    """The token read before a text's first token: a line end (see the module doc and `line_start_id`)."""
+    token = line_start_id(tokenizer)
+    if token is None:
+        raise ValueError("this tokenizer has no line end, <eos> or <unk> to start a text from")
+    return token
 
 
 def evaluate_text(
     model: RNNLanguageModel,
-    tokenizer: "Tokenizer",
+    tokenizer: Tokenizer,
     text: str,
     *,
     exact: bool = False,
@@ -333,7 +325,7 @@ def evaluate_text(
 
 def evaluate_file(
     model: RNNLanguageModel,
-    tokenizer: "Tokenizer",
+    tokenizer: Tokenizer,
     path: str | os.PathLike,
     *,
     exact: bool = False,
@@ -372,7 +364,7 @@ def evaluate_file(
 
 def _evaluate_pieces(
     model: RNNLanguageModel,
-    tokenizer: "Tokenizer",
+    tokenizer: Tokenizer,
     chunks: Iterable[str],
     name: str,
     *,
@@ -421,7 +413,7 @@ def _evaluate_pieces(
     return TextScore(tokens, nll, chars, nbytes, oov, tuple(unknown)[:MAX_UNKNOWN_SHOWN])
 
 
-def count_oov(tokenizer: "Tokenizer", piece: str, ids: np.ndarray) -> int:
+def count_oov(tokenizer: Tokenizer, piece: str, ids: np.ndarray) -> int:
     """Tokens of `piece` scored as <unk> because the vocabulary lacks them.
 
     A literal "<unk>" in a word-level text (WikiText, PTB) is a token of the

@@ -28,6 +28,10 @@ from charlm.errors import ConfigError
 
 State = tuple[torch.Tensor, ...]
 
+# Logits held at once (elements, B x T x V) when a long text is read: evaluation and
+# prompt reading cut their windows to this, so a big vocabulary gets shorter windows.
+LOGIT_BUDGET = 8 * 1024 * 1024
+
 CELLS = ("lstm", "gru", "rnn")
 _MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 

@@ -491,6 +491,22 @@ def _training_lines(text: str) -> Iterator[str]:
 
 # --------------------------------------------------------------------------- dispatch and files
 
+def line_start_id(tokenizer: Any) -> int | None:
+    """The token read before a text, so that the text is read as the start of a line.
+
+    The one rule for evaluation and generation: the text "\n" if it is a single
+    known token (char, subword), else <eos> (word), else <unk>; None when the
+    tokenizer has none of them.
+    """
+    ids = list(tokenizer.encode("\n"))
+    if len(ids) == 1 and ids[0] != tokenizer.unk_id:
+        return int(ids[0])
+    for special in (tokenizer.eos_id, tokenizer.unk_id):
+        if special is not None:
+            return int(special)
+    return None
+
+
 KINDS: dict[str, type[Tokenizer]] = {"char": CharTokenizer, "word": WordTokenizer, "subword": SubwordTokenizer}
 
 

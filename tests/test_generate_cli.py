@@ -10,7 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import charlm.cli.generate_cmd as generate_cmd  # registers `generate` on the group
+import charlm.cli.generate_cmd as generate_cmd
+import charlm.cli.repl as repl_mod
 from charlm.checkpoint import load_for_inference, write_inference_checkpoint
 from charlm.cli import main
 from charlm.model import ModelConfig, RNNLanguageModel
@@ -298,6 +299,9 @@ def test_repl_ctrl_c_stops_the_continuation_not_the_session(char_ckpt, monkeypat
                 def __iter__(self):
                     return gen()
 
+                def close(self):
+                    pass
+
             return S()
         return real_stream(*args, **kwargs)
 
@@ -320,7 +324,7 @@ def test_repl_ctrl_c_at_the_prompt_keeps_the_session(char_ckpt):
             raise item
         return item
 
-    repl = generate_cmd.Repl(model, tok, DecodingOptions(max_new_tokens=9), 0, torch.device("cpu"))
+    repl = repl_mod.Repl(model, tok, DecodingOptions(max_new_tokens=9), 0, torch.device("cpu"))
     repl.run(read=read)
     assert repl.options.max_new_tokens == 3  # the line after Ctrl-C was read
     assert next(lines) == "not reached"
@@ -339,6 +343,9 @@ def test_ctrl_c_in_one_shot_keeps_the_text_so_far(char_ckpt, monkeypatch):
             yield next(self._inner)
             raise KeyboardInterrupt
 
+        def close(self):
+            pass
+
     monkeypatch.setattr(generate_cmd, "stream", Interrupted)
     result = run(char_ckpt, "-p", "the", "-n", "50", "--temperature", "0")
     assert result.exit_code == 130
@@ -352,3 +359,23 @@ def test_device_and_weights_choice(char_ckpt):
     ok(char_ckpt, "-p", "a", "-n", "3", "--device", "auto", "--which", "best")
     line = _one_line_error(run(char_ckpt, "-p", "a", "-n", "3", "--which", "last"), 1)
     assert "last.safetensors" in line
+
+
+def test_seeds_and_sizes_out_of_range_are_usage_errors(char_ckpt):
+    for args in (["--seed", str(2**64)], ["--seed", "-1"], ["--length", str(10**7)], ["--num-samples", "100000"], ["--beam-width", "100000"]):
+        result = run(char_ckpt, "-p", "a", *args)
+        assert result.exit_code == 2 and "Traceback" not in result.output, args
+        assert args[0] in result.output
+
+
+def test_repl_refuses_a_huge_seed_and_keeps_the_old_one(char_ckpt):
+    result = ok(char_ckpt, "-i", "--seed", "5", input=f"/seed {2**64}\n/settings\n")
+    assert "seed must be between 0 and" in result.stderr
+    assert result.stderr.count("seed 5") >= 2  # the settings before and after the refused /seed
+
+
+def test_json_says_unk_is_masked_and_allow_unk_turns_it_off(char_ckpt):
+    payload = json.loads(ok(char_ckpt, "-p", "the", "-n", "5", "--seed", "1", "--json").stdout)
+    assert payload["unk_masked"] is True and payload["options"]["allow_unk"] is False
+    payload = json.loads(ok(char_ckpt, "-p", "the", "-n", "5", "--seed", "1", "--json", "--allow-unk").stdout)
+    assert payload["unk_masked"] is False

@@ -354,9 +354,10 @@ def _brute_force(model, prompt: list[int], V: int, L: int, alpha: float, eos: in
     return scored
 
 
-def _beam(model, prompt: list[int], width: int, L: int, alpha: float, eos: int | None, n_best: int | None = None, eos_target: int = 1):
+def _beam(model, prompt: list[int], width: int, L: int, alpha: float, eos: int | None, n_best: int | None = None, eos_target: int = 1, exact: bool = True):
+    """Exact search by default: the brute-force comparisons need the search to run to its length limit."""
     logits, state = warm_up(model, prompt)
-    return beam_search(model, logits, state, width=width, max_new_tokens=L, length_penalty=alpha, n_best=n_best, eos_id=eos, eos_target=eos_target)
+    return beam_search(model, logits, state, width=width, max_new_tokens=L, length_penalty=alpha, n_best=n_best, eos_id=eos, eos_target=eos_target, exact=exact)
 
 
 def _assert_same_ranking(hyps, brute):
@@ -465,6 +466,24 @@ def test_early_stop_keeps_a_longer_hypothesis_that_normalisation_prefers():
     assert h.score == pytest.approx(math.log(0.5) / 4, abs=1e-6)
     [h0] = _beam(model, [a], 2, 5, 0.0, eos, n_best=1)
     assert h0.ids in ([eos], [b, b, b, eos])  # a tie on the raw sum
+
+
+def test_default_early_stop_compares_live_hypotheses_at_their_current_length():
+    a, b, eos = 0, 1, 2
+    table = {(a,): [0.0, 0.5, 0.5], (a, b): [0.0, 1.0, 0.0], (a, b, b): [0.0, 1.0, 0.0], (a, b, b, b): [0.0, 0.0, 1.0]}
+    model = ScriptedModel(3, table)
+    # the live [b] scores -0.69 / 1 now, no better than the finished [eos]: the heuristic stops there
+    [h] = _beam(model, [a], 2, 5, 1.0, eos, n_best=1, exact=False)
+    assert h.ids == [eos] and model.step_batches == []
+
+
+def test_a_huge_length_with_one_line_ends_as_soon_as_the_line_is_found():
+    """The issue's runaway: --lines 1 with an enormous --length must not search to the limit."""
+    V, eos = 4, 3
+    model = ScriptedModel(V, default=[0.3, 0.2, 0.1, 0.4])  # a line end is likely at every step
+    hyps = _beam(model, [0], 5, 10**6, 1.0, eos, n_best=3, exact=False)
+    assert len(hyps) == 3 and all(h.reached_eos for h in hyps)
+    assert len(model.step_batches) < 20
 
 
 def test_beam_stops_early_once_nothing_can_beat_the_finished():
@@ -689,3 +708,45 @@ def test_generation_to_dict_has_text_tokens_logprob(char_tok, char_model):
     assert d["text"] == r.text and d["tokens"] == 4 and d["logprob"] == r.logprob and "score" not in d
     [b] = generate(char_model, char_tok, "a", DecodingOptions(strategy="beam", beam_width=2, n_best=1, max_new_tokens=4))
     assert b.to_dict()["score"] == b.score
+
+
+# ------------------------------------------------------------------ <unk> and other rules from the field
+def test_unk_is_never_generated_unless_allowed():
+    """A model that puts most of its mass on <unk>: every strategy steers around it by default."""
+    tok = CharTokenizer(["\n", "a", "b"])  # <unk> 0, "\n" 1, a 2, b 3
+    model = ScriptedModel(4, default=[0.7, 0.05, 0.15, 0.1])
+    for opts in (DecodingOptions(strategy="greedy", max_new_tokens=20), DecodingOptions(max_new_tokens=20, num_samples=8),
+                 DecodingOptions(strategy="beam", beam_width=3, max_new_tokens=6)):
+        for r in generate(model, tok, "a", opts, seeded(3)):
+            assert tok.unk_id not in r.ids and "\ufffd" not in r.text
+    [g] = generate(model, tok, "a", DecodingOptions(strategy="greedy", max_new_tokens=3))
+    assert g.ids == [2, 2, 2] and g.logprob == pytest.approx(3 * math.log(0.15), abs=1e-5)  # the model's own log p
+    raw = generate(model, tok, "a", DecodingOptions(strategy="greedy", max_new_tokens=3, allow_unk=True))[0]
+    assert raw.ids == [0, 0, 0]
+    s = stream(model, tok, "a", DecodingOptions(max_new_tokens=30), seeded(1))
+    assert "\ufffd" not in "".join(s) and tok.unk_id not in s.result.ids
+
+
+def test_streams_leave_grad_mode_and_training_mode_as_they_were(char_tok):
+    model = tiny_model(char_tok.vocab_size).train()
+    s = stream(model, char_tok, "the", DecodingOptions(max_new_tokens=20), seeded())
+    next(iter(s))
+    assert torch.is_grad_enabled()  # the caller's code between pieces runs with gradients on
+    assert not model.training  # the stream is still running
+    s.close()  # abandoned half-way (the CLI does this on Ctrl-C)
+    assert model.training and torch.is_grad_enabled()
+
+
+def test_a_prompt_with_carriage_returns_reads_like_the_corpus_reader_reads_it(char_tok):
+    assert encode_prompt(char_tok, "the\r\ncat\rsat").ids == encode_prompt(char_tok, "the\ncat\nsat").ids
+    assert encode_prompt(char_tok, "a\r\n").unknown == ()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"max_new_tokens": 10**9}, "length 1,000,000,000 is above the limit"),
+    ({"num_samples": 10**5}, "num-samples"),
+    ({"beam_width": 10**4}, "beam width"),
+])
+def test_requests_past_the_limits_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        DecodingOptions(**kwargs)

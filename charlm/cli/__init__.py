@@ -9,6 +9,9 @@ from __future__ import annotations
 import click
 
 from charlm import __version__
+from charlm.cli.generate_cmd import generate_command
+from charlm.cli.perplexity_cmd import perplexity_command
+from charlm.cli.train_cmd import train_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,9 +20,5 @@ def main() -> None:
     """Train recurrent language models on your own text, generate text, measure perplexity."""
 
 
-def _register() -> None:
-    # Each command lives in its own module; importing registers it on `main`.
-    from charlm.cli import generate_cmd, perplexity_cmd, train_cmd  # noqa: F401
-
-
-_register()
+for command in (train_command, generate_command, perplexity_command):
+    main.add_command(command)

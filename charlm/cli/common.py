@@ -13,6 +13,8 @@ from charlm.errors import CharlmError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+DEVICE_HELP = "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps."
+
 # stdout carries results (text, tables, JSON); stderr carries progress and errors.
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)

@@ -15,8 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from charlm.checkpoint import load_for_inference
-from charlm.cli import main
-from charlm.cli.common import console, domain_errors, err_console
+from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console
 from charlm.errors import CorpusError
 from charlm.evaluate import DEFAULT_SEGMENT, DEFAULT_STREAMS, DEFAULT_WARMUP, DEFAULT_WINDOW, TextScore, evaluate_file, total
 from charlm.devices import resolve_device
@@ -24,7 +23,7 @@ from charlm.devices import resolve_device
 _UNKNOWN_WHAT = {"char": "characters never seen in training", "word": "out-of-vocabulary words", "subword": "unknown pieces"}
 
 
-@main.command("perplexity")
+@click.command("perplexity")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--exact", is_flag=True, help="Score each file as one stream: the reference figure, slower.")
@@ -38,7 +37,7 @@ _UNKNOWN_WHAT = {"char": "characters never seen in training", "word": "out-of-vo
 )
 @click.option("--window", type=click.IntRange(1), default=DEFAULT_WINDOW, show_default=True, help="Tokens per forward call.")
 @click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which weights of the checkpoint.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option(
     "--encoding-errors",
     type=click.Choice(["strict", "replace"]),
@@ -48,7 +47,7 @@ _UNKNOWN_WHAT = {"char": "characters never seen in training", "word": "out-of-vo
 )
 @click.pass_context
 @domain_errors
-def perplexity(
+def perplexity_command(
     ctx: click.Context,
     checkpoint: Path,
     files: tuple[Path, ...],

@@ -14,8 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from charlm import checkpoint as ckpt
-from charlm.cli import main
-from charlm.cli.common import Duration, console, domain_errors, err_console
+from charlm.cli.common import DEVICE_HELP, Duration, console, domain_errors, err_console
 from charlm.config import LEVELS, MAX_SEED, OPTIMIZERS, PRETOKENIZERS, SCHEDULES, SUBWORD_MODELS, TrainConfig, resumed_config
 from charlm.devices import PRECISIONS
 from charlm.model import CELLS
@@ -136,7 +135,7 @@ class RichObserver:
         console.print(table)
 
 
-@main.command("train")
+@click.command("train")
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--out", "-o", type=click.Path(path_type=str), help="Checkpoint directory [default: checkpoints/<corpus name>].")
 @click.option("--valid", "valid", multiple=True, type=click.Path(path_type=str), help="Validation file(s); default: hold out the end of the corpus.")
@@ -179,7 +178,7 @@ class RichObserver:
 @click.option("--eval-interval", type=click.IntRange(1), default=_D["eval_interval"], show_default=True, help="Validate (and save) every N steps.")
 @click.option("--eval-streams", type=click.IntRange(1), default=_D["eval_streams"], show_default=True, help="Parallel streams for validation.")
 @click.option("--log-interval", type=click.IntRange(1), default=_D["log_interval"], show_default=True)
-@click.option("--device", default=_D["device"], show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default=_D["device"], show_default=True, help=DEVICE_HELP)
 @click.option("--precision", type=click.Choice(PRECISIONS), default=_D["precision"], show_default=True, help="auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU.")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=_D["seed"], show_default=True, help="Random seed (weights, dropout, data order).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")

@@ -1,0 +1,183 @@
+"""The interactive loop of `charlm generate --interactive`: a line is a prompt or a /command."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from charlm.cli.common import err_console
+from charlm.cli.generate_cmd import continue_text, error, note, unescape, write
+from charlm.config import MAX_SEED
+from charlm.errors import CharlmError, ConfigError
+from charlm.sampling import DecodingOptions
+
+_HELP = r"""Type a prompt and press Enter; the continuation streams back. Ctrl-C stops it; Ctrl-D or /quit leaves.
+  /temperature T     sampling temperature (0 = greedy)
+  /top-k K|off       draw only from the K most likely tokens
+  /top-p P|off       draw from the fewest tokens holding probability P
+  /greedy  /sample   switch strategy
+  /beam W|off        beam search with width W (off: back to sampling)
+  /length-penalty A  beam score = sum(log p) / length^A
+  /n-best N          beam hypotheses to show
+  /samples N         samples per prompt, as one batch
+  /length N          most new tokens
+  /stop TEXT|off     end each text before TEXT (\n understood)
+  /lines N|off       stop after N line ends
+  /seed S            re-seed the random generator
+  /settings          show the settings
+  /reset             back to the settings and seed the session started with
+  /help  /quit
+A line starting with // sends a prompt that starts with /."""
+
+_QUIT = object()
+
+
+def _int_or_off(value: str) -> int | None:
+    return None if value.lower() in ("off", "none") else int(value)
+
+
+def _float_or_off(value: str) -> float | None:
+    return None if value.lower() in ("off", "none") else float(value)
+
+
+class Repl:
+    """The interactive loop: a line is a prompt or a /command; settings persist between prompts."""
+
+    def __init__(self, model: Any, tokenizer: Any, options: DecodingOptions, seed: int, device: torch.device) -> None:
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.options, self.seed = options, seed
+        self._start = (options, seed)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self._commands: dict[str, Callable[[str], Any]] = {
+            "temperature": lambda v: self._set(temperature=float(v)),
+            "top-k": lambda v: self._set(top_k=_int_or_off(v)),
+            "top-p": lambda v: self._set(top_p=_float_or_off(v)),
+            "greedy": lambda v: self._set(strategy="greedy", num_samples=1),
+            "sample": lambda v: self._set(strategy="sample", temperature=self.options.temperature or 1.0),
+            "beam": self._beam,
+            "length-penalty": lambda v: self._set(length_penalty=float(v)),
+            "n-best": lambda v: self._set(n_best=_int_or_off(v)),
+            "samples": lambda v: self._set(num_samples=int(v)),
+            "length": lambda v: self._set(max_new_tokens=int(v)),
+            "stop": lambda v: self._set(stop=() if v.lower() in ("off", "none") else (unescape(v),)),
+            "lines": lambda v: self._set(lines=_int_or_off(v)),
+            "seed": self._reseed,
+            "settings": lambda v: self.show(),
+            "reset": self._reset,
+            "help": lambda v: err_console.print(_HELP, markup=False, highlight=False, soft_wrap=True),
+            "quit": lambda v: _QUIT,
+            "exit": lambda v: _QUIT,
+        }
+        self._needs_value = {"temperature", "top-k", "top-p", "beam", "length-penalty", "n-best", "samples", "length", "stop", "lines", "seed"}
+
+    # -------------------------------------------------------------- settings
+    def settings_line(self) -> str:
+        o = self.options
+        s = o.effective_strategy
+        parts = [f"strategy {s}"]
+        if s == "sample":
+            parts += [f"temperature {o.temperature:g}", f"top-k {o.top_k or 'off'}", f"top-p {o.top_p or 'off'}", f"samples {o.num_samples}"]
+        elif s == "beam":
+            parts += [f"beam width {o.beam_width}", f"length-penalty {o.length_penalty:g}", f"n-best {o.n_best or o.beam_width}"]
+        parts += [f"length {o.max_new_tokens}", f"stop {', '.join(map(repr, o.stop)) or 'off'}", f"lines {o.lines or 'off'}", f"seed {self.seed}"]
+        return " · ".join(parts)
+
+    def show(self) -> None:
+        note(self.settings_line())
+
+    def _set(self, **changes: Any) -> None:
+        new = dataclasses.replace(self.options, **changes)
+        new.check_vocab(self.tokenizer.vocab_size)
+        self.options = new
+        self.show()
+
+    def _beam(self, value: str) -> None:
+        if value.lower() == "off":
+            self._set(strategy="sample", temperature=self.options.temperature or 1.0)
+            return
+        width = int(value)
+        n_best = self.options.n_best if self.options.n_best is not None and self.options.n_best <= width else None
+        self._set(strategy="beam", beam_width=width, n_best=n_best, num_samples=1)
+
+    def _reseed(self, value: str) -> None:
+        seed = int(value)
+        if not 0 <= seed <= MAX_SEED:  # checked before anything changes, so a bad seed leaves the old one
+            raise ConfigError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+        self.generator.manual_seed(seed)
+        self.seed = seed
+        self.show()
+
+    def _reset(self, value: str) -> None:
+        self.options, self.seed = self._start
+        self.generator.manual_seed(self.seed)
+        self.show()
+
+    def command(self, line: str) -> Any:
+        """Run one /command; a ConfigError (or a bad number) leaves the settings as they were."""
+        name, _, value = line[1:].strip().partition(" ")
+        name, value = name.lower(), value.strip()
+        handler = self._commands.get(name)
+        if handler is None:
+            raise ConfigError(f"unknown command /{name}; type /help for the list")
+        if name in self._needs_value and not value:
+            raise ConfigError(f"/{name} needs a value, e.g. {_EXAMPLES.get(name, '/' + name + ' 1')}")
+        try:
+            return handler(value)
+        except ValueError:
+            raise ConfigError(f"/{name}: {value!r} is not a number; e.g. {_EXAMPLES.get(name, '/' + name + ' 1')}") from None
+
+    # -------------------------------------------------------------- loop
+    def run(self, first: str | None = None, read: Callable[[str], str] = input) -> None:
+        """Until Ctrl-D, /quit or the end of piped input. Ctrl-C stops the current continuation only."""
+        tty = sys.stdin.isatty()
+        note("charlm interactive: type a prompt, /help for commands, Ctrl-D or /quit to leave", style="bold")
+        self.show()
+        pending = [first] if first else []
+        while True:
+            try:
+                line = pending.pop() if pending else read("> " if tty else "")
+            except EOFError:
+                if tty:
+                    write("\n")
+                return
+            except KeyboardInterrupt:
+                write("\n")
+                note("(Ctrl-D or /quit to leave)")
+                continue
+            if line.startswith("/") and not line.startswith("//"):
+                try:
+                    if self.command(line) is _QUIT:
+                        return
+                except CharlmError as exc:
+                    error(str(exc))
+                continue
+            if line.startswith("//"):
+                line = line[1:]
+            if not line.strip():
+                continue
+            try:
+                continue_text(self.model, self.tokenizer, line, self.options, self.generator, echo_prompt=False)
+            except KeyboardInterrupt:
+                write("\n")
+                note("[stopped]")
+            except CharlmError as exc:
+                error(str(exc))
+
+
+_EXAMPLES = {
+    "temperature": "/temperature 0.7",
+    "top-k": "/top-k 20 or /top-k off",
+    "top-p": "/top-p 0.9 or /top-p off",
+    "beam": "/beam 5 or /beam off",
+    "length-penalty": "/length-penalty 0.6",
+    "n-best": "/n-best 3",
+    "samples": "/samples 3",
+    "length": "/length 300",
+    "stop": r"/stop \n or /stop off",
+    "lines": "/lines 2 or /lines off",
+    "seed": "/seed 1",
+}

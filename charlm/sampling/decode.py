@@ -1,0 +1,266 @@
+"""The decoding loops: read the prompt, then pick tokens (greedy, sampling) or search (beam).
+
+    prompt ids ──one batched forward──▶ (logits of the next token, state)
+        greedy / sample:  pick a token per sequence, step the state, repeat
+        beam:             see charlm.sampling.beam
+
+N samples are one batch of N rows sharing the prompt's state. Per new token the
+work is constant and stays on the device: ids go to the host in chunks (at
+steps 1, 2, 4, ... then every 32), and only a stop rule that needs the text
+(stop strings, a char model's line count) makes the host read every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from charlm.devices import eval_mode
+from charlm.errors import ConfigError
+from charlm.model import LOGIT_BUDGET, State, reorder_state
+from charlm.sampling.beam import BeamTextFinisher, beam_search
+from charlm.sampling.filters import choose
+from charlm.sampling.options import DecodingOptions
+from charlm.sampling.protocols import DecodingModel, TextCodec
+from charlm.sampling.text import Generation, Plan, Prompt, TextTracker, make_plan, render
+
+SYNC_EVERY = 32  # whole-result sampling moves ids to the host at most once per this many steps
+
+
+def _device(model: Any) -> torch.device:
+    p = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def warm_up(model: DecodingModel, ids: Sequence[int], device: torch.device | None = None) -> tuple[torch.Tensor, State]:
+    """Read the prompt in one batched forward pass: -> logits of the next token (1, V), state (batch 1).
+
+    Only a prompt with more than LOGIT_BUDGET logits (T x V) is read in several windows, state carried.
+    """
+    if not ids:
+        raise ConfigError("the prompt has no tokens; give a prompt")
+    x = torch.tensor([list(ids)], dtype=torch.long, device=device or _device(model))  # (1, T)
+    state: State | None = None
+    logits = None
+    vocab = getattr(getattr(model, "config", None), "vocab_size", 1)
+    window = max(1, LOGIT_BUDGET // max(1, vocab))
+    for i in range(0, x.size(1), window):
+        logits, state = model(x[:, i : i + window], state)  # (1, t, V)
+    assert logits is not None and state is not None
+    return logits[:, -1], state  # (1, V)
+
+
+def token_steps(
+    model: DecodingModel, logits: torch.Tensor, state: State, options: DecodingOptions, generator: torch.Generator | None, banned: Sequence[int] = ()
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The device loop: yields (ids (B,), log-probs (B,)) for up to `max_new_tokens` steps.
+
+    No host sync: the consumer decides when to look at the ids. The state is stepped
+    only when the consumer asks for the next token.
+    """
+    for i in range(options.max_new_tokens):
+        ids, logp = choose(logits, options, generator, banned)
+        yield ids, logp
+        if i + 1 < options.max_new_tokens:
+            logits, state = model.step(ids, state)  # (B, V)
+
+
+def _sync_points() -> Iterator[int]:
+    """Steps after which the host looks at the ids: 1, 2, 4, ..., 32, 64, 96, ...: short texts waste few steps."""
+    t = 1
+    while True:
+        yield t
+        t += min(t, SYNC_EVERY)
+
+
+# ------------------------------------------------------------------ a batch without text stops: tensor-shaped
+def _sample_tensor(model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, generator: torch.Generator | None) -> list[Generation]:
+    """N samples whose only stop is the length or the n-th <eos>: counted on the device, decoded once at the end."""
+    n, limit = options.num_samples, options.max_new_tokens
+    logits, state = _batch_start(model, plan, n)
+    device = logits.device
+    ids_seen: list[torch.Tensor] = []
+    lps_seen: list[torch.Tensor] = []
+    eos_count = torch.zeros(n, dtype=torch.long, device=device)
+    ended = torch.zeros(n, dtype=torch.bool, device=device)  # reached the eos target
+    length = torch.full((n,), limit, dtype=torch.long, device=device)  # tokens each row keeps
+    sync = _sync_points()
+    next_sync = next(sync)
+    for t, (ids, lp) in enumerate(token_steps(model, logits, state, options, generator, plan.banned), 1):
+        ids_seen.append(ids)
+        lps_seen.append(lp)
+        if plan.eos_id is None:
+            continue
+        eos_count += (ids == plan.eos_id).long()
+        newly = (eos_count == plan.eos_target) & ~ended
+        length = torch.where(newly, t, length)
+        ended |= newly
+        if t == next_sync:
+            next_sync = next(sync)
+            if bool(ended.all()):  # one host sync per chunk
+                break
+    ids_all = torch.stack(ids_seen, 1)  # (N, T)
+    keep = torch.arange(ids_all.size(1), device=device)[None, :] < length[:, None]  # (N, T)
+    logprob = (torch.stack(lps_seen, 1).double() * keep).sum(1)  # (N,)
+    rows, lengths = ids_all.tolist(), length.tolist()
+    return [
+        render(tokenizer, plan, row[:k], lp, reached)
+        for row, k, lp, reached in zip(rows, lengths, logprob.tolist(), ended.tolist())
+    ]
+
+
+def _batch_start(model: DecodingModel, plan: Plan, n: int) -> tuple[torch.Tensor, State]:
+    logits, state = warm_up(model, plan.prompt.ids)
+    index = torch.zeros(n, dtype=torch.long, device=logits.device)
+    return logits.expand(n, -1), reorder_state(state, index)  # (N, V), each (L, N, H)
+
+
+# ------------------------------------------------------------------ a batch with text stops: rows read on the host
+@dataclass
+class _Row:
+    """Host bookkeeping of one sequence whose stop rule reads its text."""
+
+    tracker: TextTracker | None
+    ids: list[int] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    logprob: float = 0.0
+    eos_seen: int = 0
+    done: bool = False
+    reached_eos: bool = False
+
+    def accept(self, token: int, logp: float, plan: Plan, limit: int) -> str:
+        """Record one token; return the text it releases; mark the row done at its stop."""
+        self.ids.append(token)
+        self.logprob += logp
+        piece = self.tracker.push([token]) if self.tracker is not None else ""
+        if piece:
+            self.text.append(piece)
+        if plan.eos_id is not None and token == plan.eos_id:
+            self.eos_seen += 1
+            if self.eos_seen >= plan.eos_target:
+                self.done = self.reached_eos = True
+        if (self.tracker is not None and self.tracker.stopped) or len(self.ids) >= limit:
+            self.done = True
+        return piece
+
+    def result(self) -> Generation:
+        assert self.tracker is not None
+        tail = self.tracker.finish()
+        reason = "eos" if self.reached_eos else "stop" if self.tracker.stopped else "length"
+        return Generation("".join(self.text) + tail, self.ids, self.logprob, reason)
+
+
+def _sample_rows(model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, generator: torch.Generator | None) -> list[Generation]:
+    logits, state = _batch_start(model, plan, options.num_samples)
+    rows = [_Row(plan.tracker(tokenizer)) for _ in range(options.num_samples)]
+    chunk: list[tuple[torch.Tensor, torch.Tensor]] = []
+    sync = _sync_points()
+    next_sync = next(sync)
+    steps = token_steps(model, logits, state, options, generator, plan.banned)
+    for t, step in enumerate(steps, 1):
+        chunk.append(step)
+        if t < next_sync and t < options.max_new_tokens:
+            continue
+        next_sync = next(sync)
+        ids = torch.stack([c[0] for c in chunk], 1).tolist()  # (N, c): one host sync per chunk
+        lps = torch.stack([c[1] for c in chunk], 1).double().tolist()
+        chunk = []
+        for row, row_ids, row_lps in zip(rows, ids, lps):
+            for token, lp in zip(row_ids, row_lps):
+                if row.done:
+                    break
+                row.accept(token, lp, plan, options.max_new_tokens)
+        if all(r.done for r in rows):
+            break
+    steps.close()
+    return [r.result() for r in rows]
+
+
+# ------------------------------------------------------------------ one sequence, streamed
+class TextStream:
+    """Iterate to get text pieces as they are generated; `result` is set once it is exhausted.
+
+    The model is in eval mode while the stream runs and gets its mode back when
+    the stream ends, is closed, or is used as a context manager and left
+    (say by Ctrl-C while the caller prints a piece).
+    """
+
+    def __init__(self, model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, generator: torch.Generator | None) -> None:
+        self.prompt = plan.prompt
+        self.result: Generation | None = None
+        self._gen = self._run(model, tokenizer, plan, options, generator)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._gen
+
+    def close(self) -> None:
+        self._gen.close()
+
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _run(self, model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, generator: torch.Generator | None) -> Iterator[str]:
+        # No torch.no_grad() here: grad mode is per thread, so it would leak to the caller at every
+        # yield. warm_up and the model's step run without gradients themselves.
+        with eval_mode(model):  # type: ignore[arg-type]
+            logits, state = warm_up(model, plan.prompt.ids)
+            row = _Row(plan.tracker(tokenizer))
+            for ids, logp in token_steps(model, logits, state, options, generator, plan.banned):
+                piece = row.accept(int(ids[0]), float(logp[0]), plan, options.max_new_tokens)  # one sync per token
+                if piece:
+                    yield piece
+                if row.done:
+                    break
+            self.result = row.result()
+            tail = self.result.text[len("".join(row.text)) :]
+            if tail:
+                yield tail
+
+
+def stream(model: DecodingModel, tokenizer: TextCodec, prompt: str | Prompt, options: DecodingOptions, generator: torch.Generator | None = None) -> TextStream:
+    """Generate one continuation (greedy or sample), yielding text pieces as they are produced.
+
+        with stream(model, tok, "ROMEO:", DecodingOptions(max_new_tokens=200), torch.Generator().manual_seed(1)) as s:
+            for piece in s:
+                print(piece, end="", flush=True)
+        s.result.logprob
+    """
+    if options.effective_strategy == "beam":
+        raise ConfigError("beam search cannot stream (hypotheses change until the end); use generate() or greedy/sample")
+    if options.num_samples != 1:
+        raise ConfigError("streaming produces one sequence; use generate() for several samples")
+    options.check_vocab(tokenizer.vocab_size)
+    return TextStream(model, tokenizer, make_plan(tokenizer, prompt, options), options, generator)
+
+
+def generate(model: DecodingModel, tokenizer: TextCodec, prompt: str | Prompt, options: DecodingOptions, generator: torch.Generator | None = None) -> list[Generation]:
+    """Whole results: `num_samples` samples (one batch), one greedy text, or the n best beam hypotheses (best first)."""
+    options.check_vocab(tokenizer.vocab_size)
+    plan = make_plan(tokenizer, prompt, options)
+    with eval_mode(model), torch.no_grad():  # type: ignore[arg-type]
+        if options.effective_strategy != "beam":
+            sample = _sample_rows if plan.text_stops else _sample_tensor
+            return sample(model, tokenizer, plan, options, generator)
+        logits, state = warm_up(model, plan.prompt.ids)
+        hyps = beam_search(
+            model,
+            logits,
+            state,
+            width=options.beam_width,
+            max_new_tokens=options.max_new_tokens,
+            length_penalty=options.length_penalty,
+            n_best=options.n_best,
+            eos_id=plan.eos_id,
+            eos_target=plan.eos_target,
+            finisher=BeamTextFinisher(tokenizer, plan) if plan.text_stops else None,
+            exact=options.exact_beam,
+            banned=plan.banned,
+        )
+        return [render(tokenizer, plan, h.ids, h.logprob, h.reached_eos, h.score) for h in hyps]

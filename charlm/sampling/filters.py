@@ -1,0 +1,95 @@
+"""Logit filters and the choice of a token: pure functions of tensors, each returning a new tensor.
+
+    logits -> mask banned ids (<unk>) -> temperature -> top-k -> top-p -> softmax -> draw
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from charlm.errors import ConfigError
+from charlm.sampling.options import DecodingOptions
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / T: T < 1 sharpens, T > 1 flattens. T must be > 0 (T -> 0 is greedy)."""
+    if not temperature > 0:
+        raise ConfigError(f"temperature must be > 0 here, got {temperature}; use greedy decoding for 0")
+    return logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row (and any tied with the k-th), set the rest to -inf."""
+    if k < 1:
+        raise ConfigError(f"top-k must be at least 1, got {k}")
+    if k >= logits.size(-1):
+        return logits.clone()
+    kth = logits.topk(k, dim=-1).values[..., -1:]  # (..., 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus: keep the smallest set of most probable tokens whose probability reaches p.
+
+    A token is dropped when the tokens ranked above it already hold >= p, so the
+    most probable token always stays.
+    """
+    if not 0.0 < p <= 1.0:
+        raise ConfigError(f"top-p must be in (0, 1], got {p}")
+    if p >= 1.0:
+        return logits.clone()
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (..., V)
+    probs = sorted_logits.float().softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # (..., V)
+    drop_sorted = mass_before >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """The sampling distribution's logits: temperature, then top-k, then top-p (on the tempered distribution)."""
+    out = apply_temperature(logits, temperature) if temperature != 1.0 else logits
+    if top_k is not None:
+        out = top_k_filter(out, top_k)
+    if top_p is not None:
+        out = top_p_filter(out, top_p)
+    return out if out is not logits else logits.clone()
+
+
+def ban(logits: torch.Tensor, banned: Sequence[int]) -> torch.Tensor:
+    """Logits with the `banned` ids set to -inf (never chosen), as a new tensor; `logits` itself when none."""
+    if not banned:
+        return logits
+    out = logits.clone()
+    out[..., list(banned)] = float("-inf")
+    return out
+
+
+def greedy_next(logits: torch.Tensor) -> torch.Tensor:
+    """logits (B, V) -> the most likely id of each row (B,); ties go to the lowest id."""
+    return logits.argmax(dim=-1)
+
+
+def sample_next(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """logits (B, V), already filtered -> one id per row (B,), drawn with `generator` (None: torch's global RNG)."""
+    probs = logits.float().softmax(dim=-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def choose(
+    logits: torch.Tensor, options: DecodingOptions, generator: torch.Generator | None, banned: Sequence[int] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoding decision: logits (B, V) -> ids (B,) and their log-probability under the model (B,).
+
+    The log-probability is the model's own, before banning and filtering.
+    """
+    logp = F.log_softmax(logits.float(), dim=-1)  # (B, V)
+    allowed = ban(logits.float(), banned)
+    if options.effective_strategy == "greedy":
+        ids = greedy_next(allowed)
+    else:
+        ids = sample_next(filter_logits(allowed, options.temperature, options.top_k, options.top_p), generator)
+    return ids, logp.gather(1, ids[:, None]).squeeze(1)  # (B,), (B,)

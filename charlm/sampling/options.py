@@ -1,0 +1,90 @@
+"""How to decode: `DecodingOptions`, checked on creation, with the limits that keep a request finite."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from charlm.errors import ConfigError
+
+STRATEGIES = ("greedy", "sample", "beam")
+# Upper bounds: a request past them is a typo or a runaway script, and would hold
+# (count x vocabulary) logits or run for hours; each is a one-line error naming the bound.
+MAX_NEW_TOKENS = 1_000_000
+MAX_SAMPLES = 1024
+MAX_BEAM_WIDTH = 256
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How to decode: the strategy, its knobs and the stop conditions. Checked on creation."""
+
+    strategy: str = "sample"
+    max_new_tokens: int = 500
+    temperature: float = 1.0  # 0 means greedy
+    top_k: int | None = None
+    top_p: float | None = None
+    beam_width: int = 5
+    length_penalty: float = 1.0  # alpha in sum(log p) / length^alpha
+    n_best: int | None = None  # beam: hypotheses returned; None = beam_width
+    exact_beam: bool = False  # beam: search to max_new_tokens (exhaustive when wide) instead of stopping early
+    num_samples: int = 1
+    stop: tuple[str, ...] = ()
+    lines: int | None = None  # stop after this many line ends (<eos> for the word kind: None = 1)
+    allow_unk: bool = False  # let the model emit <unk> (masked by default: it has no text)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        check_int("length", self.max_new_tokens, 1, MAX_NEW_TOKENS)
+        if not _finite_number(self.temperature) or self.temperature < 0:
+            raise ConfigError(f"temperature must be a number > 0 (or 0 for greedy), got {self.temperature}")
+        if self.top_k is not None:
+            check_int("top-k", self.top_k, 1)
+        if self.top_p is not None and not (_finite_number(self.top_p) and 0.0 < self.top_p <= 1.0):
+            raise ConfigError(f"top-p must be in (0, 1], got {self.top_p}; 0.9 keeps the tokens making up 90% of the probability")
+        check_int("beam width", self.beam_width, 1, MAX_BEAM_WIDTH)
+        if not _finite_number(self.length_penalty) or self.length_penalty < 0:
+            raise ConfigError(
+                f"length penalty must be a number >= 0 (0 ranks by the raw sum of log-probabilities), got {self.length_penalty}"
+            )
+        if self.n_best is not None:
+            check_int("n-best", self.n_best, 1)
+            if self.n_best > self.beam_width:
+                raise ConfigError(f"n-best {self.n_best} is more than the beam width {self.beam_width}; raise --beam-width or lower --n-best")
+        check_int("num-samples", self.num_samples, 1, MAX_SAMPLES)
+        if self.lines is not None:
+            check_int("lines", self.lines, 1)
+        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
+            raise ConfigError("stop strings must be a list of non-empty strings; drop the empty --stop")
+        if self.num_samples > 1 and self.effective_strategy != "sample":
+            hint = "--n-best for several beam hypotheses" if self.strategy == "beam" else "--strategy sample with a temperature > 0"
+            raise ConfigError(f"--num-samples {self.num_samples} needs sampling ({self.effective_strategy} gives one answer); use {hint}")
+
+    @property
+    def effective_strategy(self) -> str:
+        """`sample` at temperature 0 is greedy."""
+        return "greedy" if self.strategy == "sample" and self.temperature == 0 else self.strategy
+
+    def check_vocab(self, vocab_size: int) -> None:
+        """The checks that need the model's vocabulary."""
+        if self.top_k is not None and self.top_k > vocab_size:
+            raise ConfigError(f"top-k {self.top_k} is above the vocabulary size {vocab_size}; use a top-k of at most {vocab_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """A one-line ConfigError unless `value` is an integer in [low, high]."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{name} must be an integer of at least {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{name} {value:,} is above the limit of {high:,}; ask for at most {high:,}")
