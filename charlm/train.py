@@ -174,6 +174,11 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.O
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def make_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler | None:
+    """Loss scaling for fp16 autocast, whose gradients would underflow; bf16 and fp32 need none."""
+    return torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+
+
 @dataclass(frozen=True)
 class Limits:
     """When a run stops: steps, passes over the data, or seconds, whichever comes first."""
@@ -430,7 +435,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = RNNLanguageModel(config.model_config(data.tokenizer.vocab_size)).to(device)
         self.optimizer = make_optimizer(config, self.model)
-        self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        self.scaler = make_scaler(amp_dtype, device)
         self.state = RunState(fingerprint=data.fingerprint, valid_fingerprint=data.valid_fingerprint)
         self.hidden: State | None = None
         self.resumed_from: int | None = None
