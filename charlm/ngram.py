@@ -87,21 +87,11 @@ class KneserNeyConfig:
 
 
 # ------------------------------------------------------------------ sorted-array helpers
-def _argsort(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted q, order) for non-negative int64 q. Packing each value with its
-    position into one int64 lets numpy's SIMD `sort` replace `argsort` (~5x faster)."""
-    n = len(q)
-    bits = max(1, (n - 1).bit_length())
-    if n and int(q.max()) < (1 << (63 - bits)):
-        packed = np.sort((q << bits) | np.arange(n, dtype=np.int64))
-        return packed >> bits, packed & ((1 << bits) - 1)
-    order = np.argsort(q)
-    return q[order], order
-
-
 def _sort_by_key(q: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted q, pos in the same order) for non-negative int64 q (overwritten) and pos:
-    one in-place packed `sort` when both fit in 63 bits, else an argsort."""
+    """(sorted q, pos in the same order) for non-negative int64 q (overwritten) and pos.
+
+    Packing each value with its position into one int64 lets numpy's SIMD `sort`
+    replace `argsort` (~5x faster here); an argsort only when they do not fit."""
     bits = max(1, int(pos.max(initial=0)).bit_length())
     if len(q) and int(q.max()) < (1 << (63 - bits)):
         q <<= bits
@@ -121,14 +111,16 @@ def _runs(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return sq[starts], np.diff(np.append(starts, len(sq))), np.cumsum(new) - 1
 
 
+def _argsort(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted q, the order that sorts it) for non-negative int64 q."""
+    return _sort_by_key(q.copy(), np.arange(len(q), dtype=np.int64))
+
+
 def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Sorted distinct values of two sorted arrays (a stable sort of two runs is a linear merge)."""
     c = np.concatenate([a, b])
     c.sort(kind="stable")
-    keep = np.empty(len(c), dtype=bool)
-    keep[:1] = True
-    np.not_equal(c[1:], c[:-1], out=keep[1:])
-    return c[keep]
+    return _runs(c)[0]
 
 
 def _find(keys: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -188,13 +180,7 @@ def _merge_tables(a: Tables, b: Tables, vocab: int) -> Tables:
         counts[map_a] = ca
         counts[map_b] += cb
         out.append((keys, counts))
-    _check_key_range(out, vocab)
     return out
-
-
-def _check_key_range(tables: Tables, vocab: int) -> None:
-    if any(len(keys) * vocab >= 1 << 62 for keys, _ in tables):
-        raise ConfigError("too many distinct n-grams for 64-bit keys; lower --order or the vocabulary size")
 
 
 def count_ngrams(ids: Any, vocab_size: int, order: int, chunk_tokens: int = CHUNK_TOKENS) -> Tables:
@@ -209,7 +195,7 @@ def count_ngrams(ids: Any, vocab_size: int, order: int, chunk_tokens: int = CHUN
             raise ConfigError(f"token ids must be integers, got {piece.dtype}; pass encoded ids")
         if piece.min() < 0 or piece.max() >= vocab_size:
             bad = piece[(piece < 0) | (piece >= vocab_size)][0]
-            raise ConfigError(f"token id {bad} is outside the vocabulary of {vocab_size} ids; encode with the same tokenizer")
+            raise ConfigError(f"token id {bad} is outside the vocabulary of {vocab_size} ids; use the same tokenizer")
         chunk = _chunk_tables(piece, min(chunk_tokens, n - start), vocab_size, order)
         total = chunk if total is None else _merge_tables(total, chunk, vocab_size)
     assert total is not None
@@ -251,7 +237,7 @@ def _row_of(keys: list[np.ndarray], tokens: np.ndarray, vocab: int) -> int:
 
 
 def _adjusted_counts(tables: Tables, suffix: list[np.ndarray], head: np.ndarray, vocab: int) -> list[np.ndarray]:
-    """Raw counts at the highest order, continuation counts N1+(. g) below (+1 for the stream's start)."""
+    """Raw counts at the highest order, continuation counts N1+(. g) below (+1 at the stream's start)."""
     keys = [k for k, _ in tables]
     adjusted = [c for _, c in tables]
     for i in range(len(tables) - 1):
@@ -288,13 +274,15 @@ def _interpolate(
 class KneserNeyModel(nn.Module):
     """An n-gram language model (interpolated modified Kneser-Ney) with the recurrent model's interface."""
 
-    def __init__(self, vocab_size: int, keys: list[np.ndarray], logp: list[np.ndarray], logbow: list[np.ndarray]) -> None:
+    def __init__(
+        self, vocab_size: int, keys: list[np.ndarray], logp: list[np.ndarray], logbow: list[np.ndarray]
+    ) -> None:
         super().__init__()
         self.vocab_size, self.order = int(vocab_size), len(keys)
         self.config = KneserNeyConfig(self.vocab_size, self.order)
         self.discounts: np.ndarray | None = None  # (N, 4): [0, D1, D2, D3+] per order, when estimated
         self._keys, self._logp, self._logbow = keys, logp, logbow
-        # first row of each context's continuations in the next order's table: children of row r are [off[r], off[r+1])
+        # where each context's continuations start in the next order's table: row r's are [off[r], off[r+1])
         self._children = [
             np.searchsorted(keys[i + 1], np.arange(len(keys[i]) + 1, dtype=np.int64) * self.vocab_size)
             for i in range(self.order - 1)
@@ -314,10 +302,12 @@ class KneserNeyModel(nn.Module):
     @classmethod
     def estimate(cls, ids: Any, vocab_size: int, order: int, *, chunk_tokens: int = CHUNK_TOKENS) -> KneserNeyModel:
         """Estimate from a 1-D stream of token ids (array-like or np.memmap of any size), see the module doc."""
-        if not isinstance(order, int) or order < 1:
+        if not isinstance(order, (int, np.integer)) or order < 1:
             raise ConfigError(f"order must be an integer of at least 1, got {order!r}")
-        if not isinstance(vocab_size, int) or vocab_size < 1:
-            raise ConfigError(f"vocab size must be an integer of at least 1, got {vocab_size!r}")
+        # keys are rank * V + id < 2^31 * V: int64 for any table that fits in memory
+        if not isinstance(vocab_size, (int, np.integer)) or not 1 <= vocab_size < 1 << 31:
+            raise ConfigError(f"vocab size must be an integer in [1, 2^31), got {vocab_size!r}")
+        order, vocab_size = int(order), int(vocab_size)
         if np.ndim(ids) != 1 or len(ids) == 0:
             raise ConfigError("a Kneser-Ney model needs a non-empty 1-D stream of token ids; pass some training text")
         if chunk_tokens < 1:
@@ -396,11 +386,12 @@ class KneserNeyModel(nn.Module):
             c = ctx[k - 2]
             rows = np.flatnonzero(c >= 0)
             c = c[rows]
-            out[rows] += self._logbow[k - 2][c][:, None]  # back off everywhere ...
+            out[rows] += self._logbow[k - 2][c][:, None]  # back off everywhere, ...
             lo, hi = self._children[k - 2][c], self._children[k - 2][c + 1]
             n = hi - lo
-            at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n - lo, n)  # rows of all continuations, flat
-            out[np.repeat(rows, n), self._keys[k - 1][at] % self.vocab_size] = self._logp[k - 1][at]  # ... but where seen
+            at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n - lo, n)  # table rows of all continuations, flat
+            words = self._keys[k - 1][at] % self.vocab_size
+            out[np.repeat(rows, n), words] = self._logp[k - 1][at]  # ... except where the n-gram is stored
         return out
 
     # ----------------------------------------------------------------- the engine's interface
@@ -427,7 +418,9 @@ class KneserNeyModel(nn.Module):
         return torch.from_numpy(logits.astype(np.float32)).to(state[0].device)
 
     @torch.no_grad()
-    def token_logprobs(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def token_logprobs(
+        self, x: torch.Tensor, y: torch.Tensor, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
         """ln p(y[b, t] | history, x[b, :t+1]) (B, T) float64 and the state after x, without a (B, T, V) tensor."""
         s = self._stream(x, state)  # (B, N+T)
         target = y.detach().cpu().numpy().astype(np.int64).reshape(-1)  # (B*T,)
@@ -489,7 +482,7 @@ class KneserNeyModel(nn.Module):
                         f.write(markers.encode())
                 f.write(b"\n\\end\\\n")
         except OSError as exc:
-            raise CheckpointError(f"cannot write {path}: {exc.strerror}; check that its directory exists and is writable") from None
+            raise CheckpointError(f"cannot write {path}: {exc.strerror}; check its directory") from None
 
     @classmethod
     def from_arpa(cls, path: str | os.PathLike, token_names: Sequence[str]) -> KneserNeyModel:
@@ -502,7 +495,7 @@ class KneserNeyModel(nn.Module):
                 sections = _read_arpa(f, names)
             return cls._from_ngrams(len(names), sections, names)
         except _ArpaError as exc:
-            raise CheckpointError(f"{path} is not a usable ARPA model: {exc}; re-export it or pick the right file") from None
+            raise CheckpointError(f"{path} is not a usable ARPA model: {exc}; re-export it or pick another") from None
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
             raise CheckpointError(f"cannot read {path}: {_one_line(what)}; check the file") from None
@@ -624,7 +617,7 @@ def _parse_lines(lines: list[bytes], k: int, lookup: dict[bytes, int]) -> tuple[
     unknown = np.argwhere(tokens == -1 if k == 1 else tokens < 0)  # <s> and </s> stand alone only
     if len(unknown):
         r, j = unknown[0]
-        raise _ArpaError(f"the {k}-gram {_show(lines[r])} uses {_show(words[j][r])}, which is not a token of this vocabulary")
+        raise _ArpaError(f"the {k}-gram {_show(lines[r])} uses {_show(words[j][r])}, not a token of this vocabulary")
     backoff = np.zeros(len(lines))
     has = fields == k + 2
     backoff[has] = _floats(flat[first[has] + k + 1])
@@ -739,7 +732,7 @@ def _check_names(token_names: Sequence[str], vocab: int) -> list[str]:
         raise ConfigError(f"{len(names)} token names for a vocabulary of {vocab} ids; {hint}")
     for name in names:
         if not isinstance(name, str) or not name or any(map(_unsafe, name)) or name in ("<s>", "</s>"):
-            raise ConfigError(f"token name {name!r} cannot be an ARPA word (empty, whitespace, control or <s>/</s>); {hint}")
+            raise ConfigError(f"token name {name!r} cannot be an ARPA word (empty, blank, control, <s>); {hint}")
     if len(set(names)) != len(names):
         raise ConfigError(f"token names are not unique; {hint}")
     return names

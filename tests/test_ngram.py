@@ -351,12 +351,13 @@ def test_arpa_of_an_order_one_model(tmp_path: Path) -> None:
     np.testing.assert_allclose(probs_after(loaded, [()]), probs_after(model, [()]), atol=1e-9)
 
 
-def corrupt(text: str) -> dict[str, str]:
+def corrupt(text: str, rare: str) -> dict[str, str]:
     """Broken variants of a good ARPA file, each a way a file gets damaged or mixed up."""
     lines = text.split("\n")
     first2 = lines.index("\\2-grams:") + 1
     first3 = lines.index("\\3-grams:") + 1
     prob, words, backoff = lines[first2].split("\t")
+    prob3, words3 = lines[first3].split("\t")
 
     def variant(i: int, line: str) -> str:
         return "\n".join(lines[:i] + [line] + lines[i + 1 :])
@@ -374,6 +375,7 @@ def corrupt(text: str) -> dict[str, str]:
         "too few fields": variant(first2, f"{prob}\t{words.split(' ')[0]}"),
         "wrong count": text.replace("ngram 2=", "ngram 2=1", 1),
         "duplicate": duplicate,
+        "no prefix": variant(first3, f"{prob3}\t{rare} {rare} {words3.split(' ')[2]}"),
     }
 
 
@@ -381,7 +383,7 @@ def test_malformed_arpa_is_a_checkpoint_error(small_word_model, tmp_path: Path) 
     model, names = small_word_model
     good = tmp_path / "good.arpa"
     model.to_arpa(good, names)
-    for what, text in corrupt(good.read_text(encoding="utf-8")).items():
+    for what, text in corrupt(good.read_text(encoding="utf-8"), rare=names[-1]).items():
         path = tmp_path / f"{what.replace(' ', '_')}.arpa"
         path.write_text(text, encoding="utf-8")
         with pytest.raises(CheckpointError) as err:
