@@ -34,14 +34,20 @@ an n-gram's key is rank(prefix) * V + last token, rank(prefix) being the prefix'
 row in the order k-1 table (a unigram's rank is its id). So the continuations of a
 context are one contiguous run of keys, and every lookup is a `np.searchsorted`.
 
-State: a 1-tuple (hist,) with hist (1, B, N-1) int64, the last N-1 token ids,
--1 where there is no token yet (-1s only = the start of a stream: p is p_1).
+The recurrent model's interface: `init_state`, `forward` (B, T) -> (B, T, V),
+`step` (B,) -> (B, V), plus `token_logprobs` (the scores of given targets without a
+(B, T, V) tensor), `sequence_logprobs` (every token scored, the first from the state
+alone), `next_logprobs` and `advance`. State: a 1-tuple (hist,) with hist
+(1, B, N-1) int64, the last N-1 token ids, -1 where there is no token yet (only -1s:
+the start of a stream, where p is p_1). Lookups are vectorised over the batch and
+time; tables live on the host, outputs go to the device of the input ids.
 
 ARPA files (`to_arpa`/`from_arpa`, gzip when the name ends in .gz): log10 P and
 log10 gamma with 10 significant digits. KenLM refuses a file without <s> and </s>,
 so both are written as unigrams with log10 probability -99 (1e-99: they hold no
 mass of charlm's vocabulary, which sums to 1 without them) and backoff 0; they are
-never part of a longer n-gram. Token names: see `token_names`.
+never part of a longer n-gram. Token names: see `token_names`. (The `kenlm` pip
+package reads orders up to 6; build it with MAX_ORDER=7 or more for longer models.)
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ from charlm.errors import CheckpointError, ConfigError
 
 State = tuple[torch.Tensor, ...]
 
-CHUNK_TOKENS = 1 << 22  # tokens counted at once: bounds the counting memory to ~50 bytes per token of a chunk
+CHUNK_TOKENS = 1 << 21  # tokens counted at once: ~5 int64 arrays of this size live besides the tables (~100 MB)
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)  # D1, D2, D3+ where the closed form fails (KenLM's --discount_fallback)
 SENTENCE_MARKER_LOG10 = -99.0  # log10 p of <s> and </s> in an ARPA file
 _LN10 = math.log(10.0)
@@ -97,7 +103,9 @@ def _sort_by_key(q: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray
         q <<= bits
         q |= pos
         q.sort()
-        return q >> bits, q & ((1 << bits) - 1)
+        keys = q >> bits
+        q &= (1 << bits) - 1  # in place: one chunk-sized array fewer at the peak
+        return keys, q
     order = np.argsort(q)
     return q[order], pos[order]
 
@@ -108,7 +116,9 @@ def _runs(sq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     new[:1] = True
     np.not_equal(sq[1:], sq[:-1], out=new[1:])
     starts = np.flatnonzero(new)
-    return sq[starts], np.diff(np.append(starts, len(sq))), np.cumsum(new) - 1
+    index = np.cumsum(new, dtype=np.int64)
+    index -= 1
+    return sq[starts], np.diff(np.append(starts, len(sq))), index
 
 
 def _argsort(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -596,14 +606,15 @@ def _read_counts(f: IO[bytes]) -> list[int]:
     return counts
 
 
-_SPACE_BYTES = np.frombuffer(b" \t\n\r\x0b\x0c", dtype=np.uint8)  # what bytes.split() splits on
+_IS_SPACE = np.zeros(256, dtype=bool)
+_IS_SPACE[list(b" \t\n\r\x0b\x0c")] = True  # the bytes that bytes.split() splits on
 
 
 def _parse_lines(lines: list[bytes], k: int, lookup: dict[bytes, int]) -> tuple[np.ndarray, ...]:
     """ARPA n-gram lines of order k -> tokens (n, k) (-1: unknown, -2: <s> or </s>), log10 P, log10 gamma."""
     blob = b"".join(lines)
     byte = np.frombuffer(blob, dtype=np.uint8)
-    space = np.isin(byte, _SPACE_BYTES)
+    space = _IS_SPACE[byte]
     starts = ~space & np.concatenate([[True], space[:-1]])  # the first byte of every field
     newline = byte == 10
     fields = np.bincount((np.cumsum(newline) - newline)[starts], minlength=len(lines))  # per line
