@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from charlm import ngram
 from charlm.errors import CheckpointError, ConfigError
 from charlm.evaluate import score_stream
 from charlm.ngram import KneserNeyModel, kn_discounts, token_names
@@ -210,6 +211,21 @@ def test_estimation_rejects_bad_input() -> None:
         KneserNeyModel.estimate(np.array([1, 2]), 5, 0)
     with pytest.raises(ConfigError, match="integers"):
         KneserNeyModel.estimate(np.array([1.0, 2.0]), 5, 2)
+
+
+def test_sorted_lookups_match_plain_binary_search() -> None:
+    """The packed-sort paths (large query batches, keys with positions) against numpy's own answers."""
+    rng = np.random.default_rng(0)
+    keys = np.unique(rng.integers(0, 1 << 40, size=40_000))
+    q = np.concatenate([keys[rng.integers(0, len(keys), 30_000)], rng.integers(0, 1 << 40, size=10_000)])
+    pos = np.searchsorted(keys, q).clip(max=len(keys) - 1)
+    np.testing.assert_array_equal(ngram._find(keys, q), np.where(keys[pos] == q, pos, -1))
+    for big in (False, True):  # values too large to pack with their positions fall back to argsort
+        values = rng.integers(0, 1 << 62 if big else 1 << 30, size=1000)
+        order = rng.permutation(1000)
+        sorted_values, moved = ngram._sort_by_key(values.copy(), order)
+        np.testing.assert_array_equal(sorted_values, np.sort(values))
+        np.testing.assert_array_equal(values[np.argsort(order)][moved], sorted_values)
 
 
 # ------------------------------------------------------------------ the engine's interface
