@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from charlm.checkpoint import CheckpointInfo, atomic_write_bytes, open_checkpoint, read_metrics
+from charlm.checkpoint import CheckpointInfo, open_checkpoint, read_metrics
+from charlm.fileio import atomic_write_bytes
 from charlm.errors import CharlmError
 
 PNG_NAME = "loss.png"
@@ -179,10 +180,7 @@ def write_png(directory: str | Path, path: str | Path | None = None) -> Path:
     if not target.parent.is_dir():
         raise PlotError(f"cannot write {target}: {target.parent} does not exist; create it or pick another path")
     data = render_png(curves)
-    try:
-        atomic_write_bytes(target, data)  # a temp file beside it, then os.replace: readers never see half a PNG
-    except OSError as exc:
-        raise PlotError(f"cannot write {target}: {exc.strerror or exc}") from None
+    atomic_write_bytes(target, data)  # temp file, os.replace: readers never see half a PNG; errors are one line
     return target
 
 

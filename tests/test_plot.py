@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from charlm import checkpoint as ckpt
 from charlm import plot
 from charlm.cli.plot_cmd import plot_command
-from charlm.errors import CheckpointError
+from charlm.errors import CheckpointError, StorageError
 from charlm.model import ModelConfig, RNNLanguageModel
 from charlm.tokenizers import fit_tokenizer
 
@@ -175,7 +175,7 @@ def test_a_failed_write_keeps_the_old_picture_and_leaves_no_temp_file(run, monke
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(os, "replace", refuse)
-    with pytest.raises(plot.PlotError, match="cannot write .*Permission denied"):
+    with pytest.raises(StorageError, match="cannot write .*Permission denied"):
         plot.write_png(run)
     assert old.read_bytes() == b"an old picture" and temp_files(run) == []
 

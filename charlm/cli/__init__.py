@@ -11,6 +11,7 @@ import click
 from charlm import __version__
 from charlm.cli.generate_cmd import generate_command
 from charlm.cli.perplexity_cmd import perplexity_command
+from charlm.cli.plot_cmd import plot_command
 from charlm.cli.train_cmd import train_command
 
 
@@ -20,5 +21,5 @@ def main() -> None:
     """Train recurrent language models on your own text, generate text, measure perplexity."""
 
 
-for command in (train_command, generate_command, perplexity_command):
+for command in (train_command, generate_command, perplexity_command, plot_command):
     main.add_command(command)

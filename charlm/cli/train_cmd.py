@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import signal
+from pathlib import Path
 from dataclasses import fields
 from typing import Any
 
@@ -17,6 +18,7 @@ from charlm import checkpoint as ckpt
 from charlm.cli.common import DEVICE_HELP, Duration, console, domain_errors, err_console
 from charlm.config import LEVELS, MAX_SEED, OPTIMIZERS, PRETOKENIZERS, SCHEDULES, SUBWORD_MODELS, TrainConfig, resumed_config
 from charlm.devices import PRECISIONS
+from charlm.errors import CharlmError
 from charlm.model import CELLS
 from charlm.train import train
 
@@ -135,6 +137,19 @@ class RichObserver:
         console.print(table)
 
 
+def _write_plot(out: Path, quiet: bool) -> None:
+    """The loss-curve picture beside the checkpoint; a plotting problem never fails a finished run."""
+    from charlm.plot import write_png  # matplotlib loads only here
+
+    try:
+        path = write_png(out)
+    except CharlmError as exc:
+        err_console.print(f"[yellow]warning:[/] no loss plot: {escape(str(exc))}", soft_wrap=True)
+        return
+    if not quiet:
+        err_console.print(f"loss curves: {escape(str(path))} (charlm plot {escape(str(out))} draws them here)", soft_wrap=True)
+
+
 @click.command("train")
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--out", "-o", type=click.Path(path_type=str), help="Checkpoint directory [default: checkpoints/<corpus name>].")
@@ -212,6 +227,7 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], resume: bool, ove
         # A second signal: the first one already asked the trainer to save and stop.
         err_console.print("interrupted; the last saved checkpoint is kept")
         ctx.exit(130)
+    _write_plot(result.out, quiet)
     if result.signal is not None:
         if not quiet:
             err_console.print(f"stopped by {result.signal} at step {result.step}; saved, continue with --resume")
