@@ -92,31 +92,67 @@ def main() -> None:
 
     def record(what: str, batch: int, length: int, seconds: float) -> None:
         rows.append((what, batch, length, seconds))
-        print(f"  {what:<44} {length:>5} tokens x {batch:>2}: {seconds:7.3f}s  {batch * length / seconds:9,.0f} tokens/s", file=sys.stderr, flush=True)
+        print(
+            f"  {what:<44} {length:>5} tokens x {batch:>2}: {seconds:7.3f}s  {batch * length / seconds:9,.0f} tokens/s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     run_stream(model, tok, 20)  # warm-up: allocator, oneDNN primitives
     for n in (100, 2000):
-        record("sample, 1 sequence (stream)", 1, n, best_time(lambda: run_stream(model, tok, n), r if n <= 100 else max(1, r - 1)))
-    record("sample, 1 sequence (generate)", 1, 500, best_time(lambda: generate(model, tok, PROMPT, DecodingOptions(max_new_tokens=500), torch.Generator().manual_seed(0)), r))
+        record(
+            "sample, 1 sequence (stream)",
+            1,
+            n,
+            best_time(lambda n=n: run_stream(model, tok, n), r if n <= 100 else max(1, r - 1)),
+        )
+    record(
+        "sample, 1 sequence (generate)",
+        1,
+        500,
+        best_time(
+            lambda: generate(model, tok, PROMPT, DecodingOptions(max_new_tokens=500), torch.Generator().manual_seed(0)),
+            r,
+        ),
+    )
     opts32 = DecodingOptions(max_new_tokens=300, num_samples=32)
-    record("sample, 32 sequences as one batch", 32, 300, best_time(lambda: generate(model, tok, PROMPT, opts32, torch.Generator().manual_seed(0)), r))
+    record(
+        "sample, 32 sequences as one batch",
+        32,
+        300,
+        best_time(lambda: generate(model, tok, PROMPT, opts32, torch.Generator().manual_seed(0)), r),
+    )
     for n in (100, 2000):
         beam = DecodingOptions(strategy="beam", beam_width=5, max_new_tokens=n)
-        record("beam search, width 5", 1, n, best_time(lambda: generate(model, tok, PROMPT, beam), r if n <= 100 else 1))
+        record(
+            "beam search, width 5",
+            1,
+            n,
+            best_time(lambda beam=beam: generate(model, tok, PROMPT, beam), r if n <= 100 else 1),
+        )
     for flag in (True, False):
-        with (contextlib.nullcontext() if flag else torch.backends.mkldnn.flags(enabled=False)):
+        with contextlib.nullcontext() if flag else torch.backends.mkldnn.flags(enabled=False):
             name = f"trap: nn.LSTM at T=1, oneDNN {'on' if flag else 'off'}"
             run_stream(fused, tok, 10)
             record(name, 1, 300, best_time(lambda: run_stream(fused, tok, 300), r))
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"model: {cfg.num_layers}x{cfg.hidden_size} {cfg.cell.upper()}, emb {cfg.emb_size}, vocab {tok.vocab_size}, {model.num_parameters():,} parameters, random weights\n")
+    print(
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    print(
+        f"model: {cfg.num_layers}x{cfg.hidden_size} {cfg.cell.upper()}, emb {cfg.emb_size}, "
+        f"vocab {tok.vocab_size}, {model.num_parameters():,} parameters, random weights\n"
+    )
     print("| decoding | batch | new tokens | time (s) | tokens/s | ms per step |")
     print("|---|---:|---:|---:|---:|---:|")
     for what, batch, length, seconds in rows:
-        print(f"| {what} | {batch} | {length} | {seconds:.3f} | {batch * length / seconds:,.0f} | {1000 * seconds / length:.3f} |")
+        print(
+            f"| {what} | {batch} | {length} | {seconds:.3f} | "
+            f"{batch * length / seconds:,.0f} | {1000 * seconds / length:.3f} |"
+        )
     per = {(w, n): s / n for w, b, n, s in rows}
     for what in ("sample, 1 sequence (stream)", "beam search, width 5"):
         ratio = per[(what, 2000)] / per[(what, 100)]

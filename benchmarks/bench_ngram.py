@@ -51,8 +51,9 @@ def measured(estimate) -> tuple[object, dict]:
     model = estimate()
     seconds = time.perf_counter() - t
     after = memory_mb()
-    return model, dict(seconds=seconds, base_mb=before["VmRSS"], peak_mb=after["VmHWM"],
-                       file_mb=after["RssFile"] - before["RssFile"])
+    return model, dict(
+        seconds=seconds, base_mb=before["VmRSS"], peak_mb=after["VmHWM"], file_mb=after["RssFile"] - before["RssFile"]
+    )
 
 
 # ------------------------------------------------------------------ child tasks (one process each)

@@ -58,17 +58,30 @@ def default_model(ckpt: Path | None, text: str, train_minutes: float, tmp: Path)
     if ckpt is not None and (ckpt / "checkpoint.json").is_file():
         model, tok, info = load_for_inference(ckpt, device="cpu")
         c = model.config
-        return model, tok, f"trained checkpoint {ckpt} ({c.num_layers}x{c.hidden_size} {c.cell}, emb {c.emb_size}, vocab {c.vocab_size})", ckpt, True
+        return (
+            model,
+            tok,
+            f"trained checkpoint {ckpt} ({c.num_layers}x{c.hidden_size} "
+            f"{c.cell}, emb {c.emb_size}, vocab {c.vocab_size})",
+            ckpt,
+            True,
+        )
     if train_minutes > 0:
         out = tmp / "trained"
-        result = train(TrainConfig(corpus=(str(SHAKES),), out=str(out), time_budget=60 * train_minutes, device="cpu", precision="fp32"))
+        result = train(
+            TrainConfig(
+                corpus=(str(SHAKES),), out=str(out), time_budget=60 * train_minutes, device="cpu", precision="fp32"
+            )
+        )
         model, tok, _ = load_for_inference(out, device="cpu")
         c = model.config
         return (
             model,
             tok,
-            f"no checkpoint at {ckpt}, so the default model ({c.num_layers}x{c.hidden_size} {c.cell}, emb {c.emb_size}, "
-            f"vocab {c.vocab_size}) was trained here for {train_minutes:g} minutes of wall clock with TrainConfig's defaults "
+            f"no checkpoint at {ckpt}, so the default model "
+            f"({c.num_layers}x{c.hidden_size} {c.cell}, emb {c.emb_size}, "
+            f"vocab {c.vocab_size}) was trained here for {train_minutes:g} "
+            "minutes of wall clock with TrainConfig's defaults "
             f"(best validation loss {result.best_valid_loss:.4f} nats/char; a fully trained one reaches about 1.5)",
             out,
             True,
@@ -77,7 +90,13 @@ def default_model(ckpt: Path | None, text: str, train_minutes: float, tmp: Path)
     tok = fit_tokenizer("char", train_text)
     torch.manual_seed(0)
     model = RNNLanguageModel(ModelConfig(vocab_size=tok.vocab_size)).eval()
-    return model, tok, f"random weights (no checkpoint at {ckpt}), 2x512 lstm, emb 64, vocab {tok.vocab_size}", None, False
+    return (
+        model,
+        tok,
+        f"random weights (no checkpoint at {ckpt}), 2x512 lstm, emb 64, vocab {tok.vocab_size}",
+        None,
+        False,
+    )
 
 
 def tokens_per_second(model, tok, text: str, **kw) -> tuple[float, float]:
@@ -105,12 +124,19 @@ def rss_of(ckpt: Path, path: Path, *flags: str) -> dict:
         "'max_rss_kb': r.ru_maxrss, 'seconds': dt}))\n"
     )
     cmd = [sys.executable, "-c", CHILD, "perplexity", str(ckpt), str(path), "--json", "--device", "cpu", *flags]
-    wrapped = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, cwd=ROOT, check=True, env=os.environ)
+    wrapped = subprocess.run(
+        [sys.executable, "-c", code, *cmd], capture_output=True, cwd=ROOT, check=True, env=os.environ
+    )
     r = json.loads(wrapped.stdout)
     if r["rc"] != 0:
         raise RuntimeError(f"child failed: {r['err']}")
     res = json.loads(r["out"])["files"][0]
-    return {"max_rss_mb": r["max_rss_kb"] / 1024, "seconds": r["seconds"], "tokens": res["tokens"], "bytes": path.stat().st_size}
+    return {
+        "max_rss_mb": r["max_rss_kb"] / 1024,
+        "seconds": r["seconds"],
+        "tokens": res["tokens"],
+        "bytes": path.stat().st_size,
+    }
 
 
 def main() -> None:
@@ -121,10 +147,19 @@ def main() -> None:
     ap.add_argument("--streams", default="16,32,64", help="streams values to time in the default mode")
     ap.add_argument("--big-mb", type=float, default=100.0, help="size of the big file (MB)")
     ap.add_argument(
-        "--max-bytes", default="1048576,4194304", help="prefixes of the big file evaluated with the default model (bytes, comma-separated)"
+        "--max-bytes",
+        default="1048576,4194304",
+        help="prefixes of the big file evaluated with the default model (bytes, comma-separated)",
     )
-    ap.add_argument("--threads", type=int, default=None, help="torch threads here and in the child processes (default: torch's)")
-    ap.add_argument("--train-minutes", type=float, default=3.0, help="without a checkpoint: train the default model this long first (0: random weights)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads here and in the child processes (default: torch's)"
+    )
+    ap.add_argument(
+        "--train-minutes",
+        type=float,
+        default=3.0,
+        help="without a checkpoint: train the default model this long first (0: random weights)",
+    )
     ap.add_argument("--skip-agreement", action="store_true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_perplexity.md")
     args = ap.parse_args()
@@ -150,7 +185,14 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     speed: list[tuple[str, float, float, int]] = []
     for s in [int(x) for x in args.streams.split(",")]:
         tps, dt = tokens_per_second(model, tok, valid[: args.speed_tokens], streams=s)
-        speed.append((f"default, --streams {s}" + (" (default)" if s == DEFAULT_STREAMS else ""), tps, dt, min(len(valid), args.speed_tokens)))
+        speed.append(
+            (
+                f"default, --streams {s}" + (" (default)" if s == DEFAULT_STREAMS else ""),
+                tps,
+                dt,
+                min(len(valid), args.speed_tokens),
+            )
+        )
         print(speed[-1], flush=True)
     tps, dt = tokens_per_second(model, tok, valid[: args.exact_tokens], exact=True)
     speed.append(("--exact", tps, dt, min(len(valid), args.exact_tokens)))
@@ -159,7 +201,9 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     if (c.num_layers, c.hidden_size, c.emb_size, c.cell) != (2, 512, 64, "lstm"):
         # the shape the issue names; speed does not depend on the weights, so random ones do
         torch.manual_seed(0)
-        big_model = RNNLanguageModel(ModelConfig(vocab_size=tok.vocab_size, num_layers=2, hidden_size=512, emb_size=64)).eval()
+        big_model = RNNLanguageModel(
+            ModelConfig(vocab_size=tok.vocab_size, num_layers=2, hidden_size=512, emb_size=64)
+        ).eval()
         for name, kw, n in (
             (f"2x512 (random weights), default --streams {DEFAULT_STREAMS}", {}, args.speed_tokens),
             ("2x512 (random weights), --exact", {"exact": True}, args.exact_tokens),
@@ -226,8 +270,10 @@ def write_results(args, what, trained, speed, agreement, mem, load_start, load_e
     lines = [
         "# `charlm perplexity` benchmark",
         "",
-        f"Run {now} on {cpu}, {os.cpu_count()} cores, torch {torch.__version__} (CPU, {torch.get_num_threads()} threads), "
-        f"Python {platform.python_version()}. Load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end "
+        f"Run {now} on {cpu}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__} (CPU, {torch.get_num_threads()} threads), "
+        f"Python {platform.python_version()}. Load average "
+        f"{load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end "
         "(the machine is shared, so figures are noisy, roughly +-10% or worse; with both cores busy, "
         "2-thread torch calls can stall for seconds, which is why --threads 1 may be the fairer setting).",
         "",
@@ -258,7 +304,8 @@ def write_results(args, what, trained, speed, agreement, mem, load_start, load_e
             f"| default | {d.tokens:,} | {d.loss:.5f} | {d.perplexity:.4f} | {d.bits_per_char:.5f} | {td:.1f} |",
             f"| --exact | {e.tokens:,} | {e.loss:.5f} | {e.perplexity:.4f} | {e.bits_per_char:.5f} | {te:.1f} |",
             "",
-            f"Relative difference of the loss, default vs --exact: {d.loss / e.loss - 1:+.2e} (the bar is 0.5% = 5e-3).",
+            "Relative difference of the loss, default vs --exact: "
+            f"{d.loss / e.loss - 1:+.2e} (the bar is 0.5% = 5e-3).",
         ]
         if recorded is not None:
             lines += [
@@ -286,13 +333,16 @@ def write_results(args, what, trained, speed, agreement, mem, load_start, load_e
         "|---|---:|---:|---:|---:|",
     ]
     for name, m in mem.items():
-        lines.append(f"| {name} | {m['bytes'] / 1e6:.2f} | {m['tokens']:,} | {m['seconds']:.1f} | {m['max_rss_mb']:.0f} |")
+        lines.append(
+            f"| {name} | {m['bytes'] / 1e6:.2f} | {m['tokens']:,} | {m['seconds']:.1f} | {m['max_rss_mb']:.0f} |"
+        )
     prefixes = [m for name, m in mem.items() if name.startswith("default model, first")]
     if prefixes:
         rate = prefixes[-1]["tokens"] / prefixes[-1]["seconds"]
         lines += [
             "",
-            f"The default model would need about {args.big_mb * 1e6 / rate / 60:.0f} minutes for the whole {args.big_mb:.0f} MB file "
+            f"The default model would need about {args.big_mb * 1e6 / rate / 60:.0f} "
+            f"minutes for the whole {args.big_mb:.0f} MB file "
             f"at the {rate:,.0f} tokens/s of its largest prefix run, so its memory is measured on prefixes; the tiny",
             "model runs the same streaming path (same chunk and block sizes) over the whole file.",
         ]

@@ -84,7 +84,12 @@ def train_throughput(config: TrainConfig, steps: int) -> dict[str, float]:
         step(i)
     dt = time.perf_counter() - t
     tps = steps * config.batch_size * config.bptt / dt
-    return {"tokens_per_s": tps, "flops_per_token": 3 * model.flops_per_token(), "vocab": V, "params": model.num_parameters()}
+    return {
+        "tokens_per_s": tps,
+        "flops_per_token": 3 * model.flops_per_token(),
+        "vocab": V,
+        "params": model.num_parameters(),
+    }
 
 
 def main() -> None:
@@ -109,11 +114,17 @@ def main() -> None:
         lr=1e-3,
     )
     rows = []
-    for name, cfg, steps in (("char, defaults", char_cfg, args.steps), ("word 2x650 tied (wikitext-2 valid)", word_cfg, max(10, args.steps // 2))):
+    for name, cfg, steps in (
+        ("char, defaults", char_cfg, args.steps),
+        ("word 2x650 tied (wikitext-2 valid)", word_cfg, max(10, args.steps // 2)),
+    ):
         r = train_throughput(cfg, steps)
         achieved = r["tokens_per_s"] * r["flops_per_token"] / 1e9
         rows.append((name, cfg, r, achieved))
-        print(f"{name}: {r['tokens_per_s']:,.0f} tokens/s, {achieved:.1f} GFLOP/s, {100 * achieved / peak:.1f}% of {peak:.0f}")
+        print(
+            f"{name}: {r['tokens_per_s']:,.0f} tokens/s, {achieved:.1f} "
+            f"GFLOP/s, {100 * achieved / peak:.1f}% of {peak:.0f}"
+        )
 
     lines = [
         "# Training throughput (benchmarks/bench_train.py)",
@@ -121,7 +132,9 @@ def main() -> None:
         f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, numpy {np.__version__}.",
         "",
-        "fp32 matmul peak (2048^3): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()) + f"; peak used: {peak:.0f}.",
+        "fp32 matmul peak (2048^3): "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
+        + f"; peak used: {peak:.0f}.",
         "",
         "| model | shape | batch x bptt | vocab | params | tokens/s | model GFLOP/s | utilisation |",
         "|---|---|---|---|---|---|---|---|",
@@ -132,7 +145,11 @@ def main() -> None:
             f"| {name} | {shape} | {cfg.batch_size}x{cfg.bptt} | {r['vocab']:,} | {r['params'] / 1e6:.2f}M | "
             f"{r['tokens_per_s']:,.0f} | {achieved:.1f} | {100 * achieved / peak:.1f}% |"
         )
-    lines += ["", "FLOPs per token = 3 x 2 x (recurrent + input + decoder weights), the 6N rule; elementwise work not counted.", ""]
+    lines += [
+        "",
+        "FLOPs per token = 3 x 2 x (recurrent + input + decoder weights), the 6N rule; elementwise work not counted.",
+        "",
+    ]
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
 

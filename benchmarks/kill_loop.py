@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import signal
@@ -31,12 +30,33 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out" / "kill_loop"
-TRAIN = ["--hidden", "32", "--emb", "16", "--layers", "1", "--batch-size", "8", "--bptt", "32",
-         "--eval-interval", "3", "--log-interval", "1", "--eval-streams", "4", "--device", "cpu", "--quiet"]
+TRAIN = [
+    "--hidden",
+    "32",
+    "--emb",
+    "16",
+    "--layers",
+    "1",
+    "--batch-size",
+    "8",
+    "--bptt",
+    "32",
+    "--eval-interval",
+    "3",
+    "--log-interval",
+    "1",
+    "--eval-streams",
+    "4",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def charlm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "charlm", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "charlm", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def check(run: Path, corpus: Path) -> str:
@@ -79,20 +99,35 @@ def main() -> None:
     run = OUT / "run"
     failures, t0 = [], time.time()
     for i in range(args.rounds):
-        mode = ["--resume", "--max-steps", "100000"] if i % 2 and run.exists() else ["--overwrite", "--max-steps", "100000", "--seed", str(i)]
-        child = subprocess.Popen([sys.executable, "-m", "charlm", "train", str(corpus), "--out", str(run), *TRAIN, *mode],
-                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        mode = (
+            ["--resume", "--max-steps", "100000"]
+            if i % 2 and run.exists()
+            else ["--overwrite", "--max-steps", "100000", "--seed", str(i)]
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-m", "charlm", "train", str(corpus), "--out", str(run), *TRAIN, *mode],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         delay = rng.uniform(0.5, args.max_delay)
         time.sleep(delay)
         child.send_signal(signal.SIGKILL)
         child.wait()
         problem = check(run, corpus)
-        print(json.dumps({"round": i, "mode": mode[0], "kill_after_s": round(delay, 2), "ok": not problem, "problem": problem}), flush=True)
+        print(
+            json.dumps(
+                {"round": i, "mode": mode[0], "kill_after_s": round(delay, 2), "ok": not problem, "problem": problem}
+            ),
+            flush=True,
+        )
         if problem:
             failures.append((i, problem))
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
     (HERE / "results_kill_loop.md").write_text(
-        f"# kill -9 loop (benchmarks/kill_loop.py)\n\nRun {datetime.now():%Y-%m-%d %H:%M}, {cpu}, {args.rounds} rounds, "
+        "# kill -9 loop (benchmarks/kill_loop.py)\n\nRun "
+        f"{datetime.now():%Y-%m-%d %H:%M}, {cpu}, {args.rounds} rounds, "
         f"kills uniform in [0.5, {args.max_delay}] s after start, {time.time() - t0:.0f} s in all.\n\n"
         f"Rounds where the directory did not load, score, resume, or kept a worse best: **{len(failures)}**.\n"
         + "".join(f"- round {i}: {p}\n" for i, p in failures)

@@ -118,7 +118,8 @@ def write_summary(jsonl: Path, md: Path) -> None:
     for r in rows:
         tps = r.get("measured_tps") or r["tokens_per_s"]
         lines.append(
-            f"| {r['budget_s'] / 60:g} min | {r.get('mode', 'wall-clock')} | {r['name']} | `{json.dumps(r['overrides'])}` | "
+            f"| {r['budget_s'] / 60:g} min | {r.get('mode', 'wall-clock')} "
+            f"| {r['name']} | `{json.dumps(r['overrides'])}` | "
             f"{r['best_valid_loss']:.4f} | {r['best_valid_bpc']:.3f} | {r['steps']} | {tps:,.0f} | {r['date']} |"
         )
     md.write_text("\n".join(lines) + "\n")
@@ -151,7 +152,11 @@ def main() -> None:
             cfg = TrainConfig(corpus=("x",), **overrides)
             steps = int(budget * tps[name] / (cfg.batch_size * cfg.bptt))
         r = run(name, overrides, budget, steps, tps[name])
-        print(f"{name}: best valid {r['best_valid_loss']:.4f} nats/char ({r['best_valid_bpc']:.3f} bpc), {r['steps']} steps, {r['tokens_per_s']:,.0f} tok/s", flush=True)
+        print(
+            f"{name}: best valid {r['best_valid_loss']:.4f} nats/char ({r['best_valid_bpc']:.3f} "
+            f"bpc), {r['steps']} steps, {r['tokens_per_s']:,.0f} tok/s",
+            flush=True,
+        )
         with jsonl.open("a") as f:
             f.write(json.dumps(r) + "\n")
         write_summary(jsonl, ROOT / "benchmarks" / "results_search.md")

@@ -178,7 +178,9 @@ class TrainConfig:
         """Rebuild from `to_dict` data; unknown keys are refused, as `ModelConfig.from_dict` does."""
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise ConfigError(f"unknown training options {sorted(unknown)}; was this checkpoint made by a newer charlm?")
+            raise ConfigError(
+                f"unknown training options {sorted(unknown)}; was this checkpoint made by a newer charlm?"
+            )
         d = dict(d)
         d["corpus"], d["valid"] = tuple(d.get("corpus", ())), tuple(d.get("valid", ()))
         return cls(**d)
@@ -193,7 +195,9 @@ def _listed(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def resumed_config(stored: Mapping[str, Any], given: Mapping[str, Any], flag_names: Mapping[str, str] | None = None) -> TrainConfig:
+def resumed_config(
+    stored: Mapping[str, Any], given: Mapping[str, Any], flag_names: Mapping[str, str] | None = None
+) -> TrainConfig:
     """The options of a resumed run: the run's own, with the changes a resume may make.
 
     `given` holds only the options the caller set explicitly (the command line's,
@@ -208,7 +212,10 @@ def resumed_config(stored: Mapping[str, Any], given: Mapping[str, Any], flag_nam
     fixed = sorted(k for k, v in given.items() if k not in RESUMABLE and _listed(getattr(run, k, v)) != _listed(v))
     if fixed:
         flags = ", ".join(names.get(k, "--" + k.replace("_", "-")) for k in fixed)
-        raise ConfigError(f"{flags} cannot change when resuming (the run keeps its options); drop them, or start a new run with --overwrite")
+        raise ConfigError(
+            f"{flags} cannot change when resuming (the run keeps its options); "
+            "drop them, or start a new run with --overwrite"
+        )
     changes = {k: v for k, v in given.items() if k in RESUMABLE}
     if changes.keys() & set(LIMITS):
         changes = {**dict.fromkeys(LIMITS), **changes}

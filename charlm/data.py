@@ -1,14 +1,14 @@
 """Truncated-BPTT plumbing: a token stream -> B parallel streams -> windows of T steps.
 
-    stream:  a b c d e f g h i j k l m n o p q r s t u v w x      (N tokens)
-    batchify(B=4):
-             a b c d e f        <- stream 0
-             g h i j k l        <- stream 1
-             m n o p q r        <- stream 2
-             s t u v w x        <- stream 3                         (B, N // B)
-    get_batch(i=0, T=3):  x = columns 0..2, y = columns 1..3 (inputs shifted by one)
-    the state after window k is the (detached) initial state of window k+1,
-    so row b reads one continuous text across windows.
+stream:  a b c d e f g h i j k l m n o p q r s t u v w x      (N tokens)
+batchify(B=4):
+         a b c d e f        <- stream 0
+         g h i j k l        <- stream 1
+         m n o p q r        <- stream 2
+         s t u v w x        <- stream 3                         (B, N // B)
+get_batch(i=0, T=3):  x = columns 0..2, y = columns 1..3 (inputs shifted by one)
+the state after window k is the (detached) initial state of window k+1,
+so row b reads one continuous text across windows.
 """
 
 from __future__ import annotations

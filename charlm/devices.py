@@ -46,7 +46,9 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise ConfigError(f"--device {name}: this machine has {count} CUDA device(s); use cuda:0 to cuda:{count - 1}")
+            raise ConfigError(
+                f"--device {name}: this machine has {count} CUDA device(s); use cuda:0 to cuda:{count - 1}"
+            )
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"--device {name}: MPS is not available here; use --device cpu")
     return device
@@ -70,7 +72,7 @@ def cpu_has_native_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_bf16_supported(cell: str) -> bool:
     """Whether CPU bf16 autocast runs a `cell` layer (forward and backward) on this machine.
 
@@ -116,7 +118,8 @@ def resolve_precision(name: str, device: torch.device, cell: str = "lstm") -> to
     if not cpu_bf16_supported(cell):
         missing = "AVX-512 (oneDNN's bf16 kernels)" if "avx512f" not in cpu_flags() else "bf16 support"
         raise ConfigError(
-            f"--precision bf16: this CPU lacks {missing} for a {cell.upper()} layer in torch; use --precision fp32 or auto"
+            f"--precision bf16: this CPU lacks {missing} for a {cell.upper()} layer in torch; "
+            "use --precision fp32 or auto"
         )
     return torch.bfloat16
 

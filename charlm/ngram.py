@@ -62,7 +62,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from itertools import islice, repeat
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
@@ -302,7 +302,7 @@ class KneserNeyModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self._anchor.device
+        return cast(torch.Tensor, self._anchor).device
 
     @property
     def num_ngrams(self) -> list[int]:

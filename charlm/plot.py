@@ -18,13 +18,14 @@ from __future__ import annotations
 import io
 import math
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from charlm.checkpoint import CheckpointInfo, open_checkpoint, read_metrics
-from charlm.fileio import atomic_write_bytes
 from charlm.errors import CharlmError
+from charlm.fileio import atomic_write_bytes
 
 PNG_NAME = "loss.png"
 FIGSIZE = (12.0, 4.5)  # inches; with DPI the PNG is 1200 x 450 pixels
@@ -146,8 +147,16 @@ def render_png(curves: Curves) -> bytes:
             ax.plot(x_of(curves.valid), curves.valid.loss, "o-", lw=1.2, ms=4, color="tab:orange", label="validation")
         if best is not None:
             loss = best[2]
-            ax.plot([best_x(best)], [loss], "*", ms=15, color="tab:red", mec="black", mew=0.6,
-                    label=f"best validation {loss:.4f} (ppl {math.exp(min(loss, 700.0)):.2f}) at step {best[0]:,.0f}")
+            ax.plot(
+                [best_x(best)],
+                [loss],
+                "*",
+                ms=15,
+                color="tab:red",
+                mec="black",
+                mew=0.6,
+                label=f"best validation {loss:.4f} (ppl {math.exp(min(loss, 700.0)):.2f}) at step {best[0]:,.0f}",
+            )
         ax.set_xlabel(xlabel)
         ax.grid(True, alpha=0.3)
     ax_steps.set_ylabel("loss (nats/token)")
@@ -270,7 +279,7 @@ def render_terminal(curves: Curves, width: int, height: int = DEFAULT_HEIGHT) ->
     return lines
 
 
-def _x_ticks(grid: "_Canvas", offset: int, width: int) -> str:
+def _x_ticks(grid: _Canvas, offset: int, width: int) -> str:
     """Step labels under the left end, the middle and the right end of the x axis."""
     x_lo, x_hi = grid.x_range
     mid_col = grid.width // 2

@@ -295,7 +295,9 @@ def train_step(
     else:
         objective.backward()
     if config.clip > 0:
-        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.clip, foreach=True)
+        torch.nn.utils.clip_grad_norm_(
+            [p for g in optimizer.param_groups for p in g["params"]], config.clip, foreach=True
+        )
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -341,10 +343,18 @@ def prepare_data(config: TrainConfig, tokenizer: Tokenizer | None = None) -> Pre
             "use a longer corpus or smaller --batch-size/--bptt"
         )
     if len(valid_array) < 2:
-        raise ConfigError("the validation text has fewer than 2 tokens; use a larger --valid-fraction or a longer --valid file")
+        raise ConfigError(
+            "the validation text has fewer than 2 tokens; use a larger --valid-fraction or a longer --valid file"
+        )
     oov = count_oov(tokenizer, valid_text, valid_array)
     return PreparedData(
-        tokenizer, train_ids, to_tensor(valid_array), valid_text, _fingerprint(train_text), _fingerprint(valid_text), oov
+        tokenizer,
+        train_ids,
+        to_tensor(valid_array),
+        valid_text,
+        _fingerprint(train_text),
+        _fingerprint(valid_text),
+        oov,
     )
 
 
@@ -357,7 +367,9 @@ def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
     if resume and not ckpt.is_checkpoint_dir(out):
         raise CheckpointError(f"nothing to resume in {out}: no checkpoint there; drop --resume to start a new run")
     if not resume and not overwrite and ckpt.holds_run(out):
-        raise CheckpointError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, or --out DIR")
+        raise CheckpointError(
+            f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, or --out DIR"
+        )
 
 
 def _shared_data(config: TrainConfig, dctx: DistContext, device: torch.device) -> PreparedData:
@@ -430,7 +442,14 @@ class Trainer:
         writer: ckpt.RunWriter | None,
         observer: TrainObserver | None,
     ) -> None:
-        self.config, self.data, self.device, self.amp_dtype, self.dctx, self.writer = config, data, device, amp_dtype, dctx, writer
+        self.config, self.data, self.device, self.amp_dtype, self.dctx, self.writer = (
+            config,
+            data,
+            device,
+            amp_dtype,
+            dctx,
+            writer,
+        )
         self.obs = observer or SilentObserver()
         torch.manual_seed(config.seed)
         self.model = RNNLanguageModel(config.model_config(data.tokenizer.vocab_size)).to(device)
@@ -459,9 +478,14 @@ class Trainer:
         out = info.path
         tensors, saved = ckpt.load_training_state(out)
         if "rng/cpu" not in tensors or not isinstance(saved.get("trainer"), dict):
-            raise CheckpointError(f"{out / ckpt.LAST} lacks the training state a resume needs; the checkpoint is corrupt")
+            raise CheckpointError(
+                f"{out / ckpt.LAST} lacks the training state a resume needs; the checkpoint is corrupt"
+            )
         if saved["trainer"].get("fingerprint") != self.data.fingerprint:
-            raise CheckpointError(f"the training text differs from the one {out} was trained on; resume with the same corpus or start a new run")
+            raise CheckpointError(
+                f"the training text differs from the one {out} was trained on; "
+                "resume with the same corpus or start a new run"
+            )
         ckpt.load_model_tensors(self.model, tensors, out / ckpt.LAST)
         try:  # the optimiser's tensors go where load_state_dict puts them (AdamW keeps `step` on the CPU)
             ckpt.optimizer_from_flat(self.optimizer, tensors, saved["optimizer"])
@@ -469,7 +493,10 @@ class Trainer:
             if self.scaler is not None and saved["trainer"].get("scaler"):
                 self.scaler.load_state_dict(saved["trainer"]["scaler"])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-            raise CheckpointError(f"{out / ckpt.LAST} has an unusable optimiser or RNG state ({type(exc).__name__}); the checkpoint is corrupt") from None
+            raise CheckpointError(
+                f"{out / ckpt.LAST} has an unusable optimiser or RNG state ({type(exc).__name__}); "
+                "the checkpoint is corrupt"
+            ) from None
         if self.device.type == "cuda" and "rng/cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
         carry = [tensors[f"carry/{i}"] for i in range(self.model.num_state_tensors) if f"carry/{i}" in tensors]
@@ -494,22 +521,34 @@ class Trainer:
         s = self.state
         if s.valid_fingerprint and s.valid_fingerprint != self.data.valid_fingerprint:
             s.best_valid, s.last_valid, s.bad_evals, s.plateau_bad = None, None, 0, 0
-            self.notes.append("the validation text differs from the run's: best is chosen again from the next validation on it")
-        elif best_meta and best_meta.get("valid_fingerprint") == s.valid_fingerprint and best_meta.get("valid_loss") is not None:
+            self.notes.append(
+                "the validation text differs from the run's: best is chosen again from the next validation on it"
+            )
+        elif (
+            best_meta
+            and best_meta.get("valid_fingerprint") == s.valid_fingerprint
+            and best_meta.get("valid_loss") is not None
+        ):
             s.best_valid = min(best_meta["valid_loss"], s.best_valid if s.best_valid is not None else math.inf)
         s.valid_fingerprint = self.data.valid_fingerprint
 
     # ------------------------------------------------------------ the loop
     def run(self, stop_after: Callable[[int], bool] | None = None) -> TrainResult:
         self.net = self.dctx.wrap(self.model, self.device)
-        self._session_start, self._elapsed_before, self._tokens_at_start = time.perf_counter(), self.state.elapsed, self.state.tokens
+        self._session_start, self._elapsed_before, self._tokens_at_start = (
+            time.perf_counter(),
+            self.state.elapsed,
+            self.state.tokens,
+        )
         self.obs.on_start(self.start_info())
         self.model.train()
         with StopSignals() as signals:
             while not (status := self.stop_reason(signals, stop_after)):
                 self.set_lr()
                 x, y = get_batch(self.train_rows, self.state.window * self.config.bptt, self.config.bptt)  # (B, T) x 2
-                loss, self.hidden = train_step(self.net, self.optimizer, self.scaler, x, y, self.hidden, self.config, self.amp_dtype)
+                loss, self.hidden = train_step(
+                    self.net, self.optimizer, self.scaler, x, y, self.hidden, self.config, self.amp_dtype
+                )
                 self.advance(loss, y.numel())
                 if self.state.step % self.config.log_interval == 0:
                     self.log()
@@ -538,7 +577,9 @@ class Trainer:
         if self.dctx.active:  # no step waits on a collective for this
             if s.step % self.config.log_interval:
                 return None
-            t, a, self._synced_elapsed = self.dctx.all_max([float(out_of_time), float(asked), self.elapsed()], self.device)
+            t, a, self._synced_elapsed = self.dctx.all_max(
+                [float(out_of_time), float(asked), self.elapsed()], self.device
+            )
             out_of_time, asked = bool(t), bool(a)
         return "time budget" if out_of_time else "interrupted" if asked else None
 
@@ -609,7 +650,11 @@ class Trainer:
         self.check_finite(rec["valid_loss"], "validation")
         improved, stop = record_validation(self.state, rec["valid_loss"], self.config)
         rec |= {"best_valid_loss": self.state.best_valid, "improved": improved}
-        best = {"step": self.state.step, "valid_loss": rec["valid_loss"], "valid_fingerprint": self.state.valid_fingerprint}
+        best = {
+            "step": self.state.step,
+            "valid_loss": rec["valid_loss"],
+            "valid_fingerprint": self.state.valid_fingerprint,
+        }
         self.save(best=best if improved else None, records=[rec])
         self.eval_cost = time.perf_counter() - t0
         self.history.append(rec)
@@ -619,7 +664,13 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         # The same function and defaults as `charlm perplexity`, so its figure on the
         # validation text reproduces the loss recorded here.
-        score = evaluate_text(self.model, self.data.tokenizer, self.data.valid_text, streams=self.config.eval_streams, amp_dtype=self.amp_dtype)
+        score = evaluate_text(
+            self.model,
+            self.data.tokenizer,
+            self.data.valid_text,
+            streams=self.config.eval_streams,
+            amp_dtype=self.amp_dtype,
+        )
         return {
             "type": "valid",
             "step": self.state.step,

@@ -12,10 +12,7 @@ import torch
 torch.set_num_threads(1)
 
 TINY_TEXT = (
-    "the cat sat on the mat.\n"
-    "the dog sat on the log.\n"
-    "a cat and a dog met on a mat.\n"
-    "the end of the tale is near.\n"
+    "the cat sat on the mat.\nthe dog sat on the log.\na cat and a dog met on a mat.\nthe end of the tale is near.\n"
 ) * 12  # ~1,250 characters, 48 lines, a vocabulary of ~20 characters
 
 

@@ -29,11 +29,43 @@ def test_each_rank_reads_its_own_contiguous_shard():
 
 def test_torchrun_two_processes_train_and_resume(tiny_corpus, tmp_path):
     out = tmp_path / "ddp"
-    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "charlm", "train", str(tiny_corpus), "--out", str(out)]
-    opts = ["--hidden", "16", "--emb", "8", "--layers", "1", "--batch-size", "2", "--bptt", "16", "--eval-interval", "10", "--log-interval", "5", "--eval-streams", "2", "--quiet"]
+    base = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "charlm",
+        "train",
+        str(tiny_corpus),
+        "--out",
+        str(out),
+    ]
+    opts = [
+        "--hidden",
+        "16",
+        "--emb",
+        "8",
+        "--layers",
+        "1",
+        "--batch-size",
+        "2",
+        "--bptt",
+        "16",
+        "--eval-interval",
+        "10",
+        "--log-interval",
+        "5",
+        "--eval-streams",
+        "2",
+        "--quiet",
+    ]
     first = subprocess.run(base + opts + ["--max-steps", "20"], capture_output=True, text=True, timeout=240)
     assert first.returncode == 0, first.stderr[-2000:]
-    second = subprocess.run(base + ["--resume", "--max-steps", "30", "--quiet"], capture_output=True, text=True, timeout=240)
+    second = subprocess.run(
+        base + ["--resume", "--max-steps", "30", "--quiet"], capture_output=True, text=True, timeout=240
+    )
     assert second.returncode == 0, second.stderr[-2000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     valid = [r for r in records if r["type"] == "valid"]

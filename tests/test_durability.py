@@ -36,8 +36,21 @@ TINY = ["--hidden", "16", "--emb", "8", "--layers", "1", "--batch-size", "4", "-
 
 
 def config(corpus: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(corpus=(str(corpus),), out=str(out), hidden_size=12, emb_size=6, num_layers=1, batch_size=4, bptt=16,
-                max_steps=4, eval_interval=2, log_interval=2, eval_streams=2, device="cpu", seed=3)
+    base = dict(
+        corpus=(str(corpus),),
+        out=str(out),
+        hidden_size=12,
+        emb_size=6,
+        num_layers=1,
+        batch_size=4,
+        bptt=16,
+        max_steps=4,
+        eval_interval=2,
+        log_interval=2,
+        eval_streams=2,
+        device="cpu",
+        seed=3,
+    )
     return TrainConfig(**(base | kw))
 
 
@@ -158,7 +171,9 @@ def test_a_kill_between_best_and_last_never_lets_a_worse_model_overwrite_best(ti
     real_save = ckpt.save_training_state
     monkeypatch.setattr(ckpt, "save_training_state", lambda *a, **k: (_ for _ in ()).throw(StorageError("killed")))
     with pytest.raises(StorageError):
-        train(config(tiny_corpus, out, max_steps=4, eval_interval=2), resume=True)  # best 2.0 at step 4, last stays at 2
+        train(
+            config(tiny_corpus, out, max_steps=4, eval_interval=2), resume=True
+        )  # best 2.0 at step 4, last stays at 2
     monkeypatch.setattr(ckpt, "save_training_state", real_save)
     assert ckpt.weights_metadata(out, "best")["valid_loss"] == 2.0
     r = train(config(tiny_corpus, out, max_steps=6, eval_interval=2), resume=True)  # validations: 2.5 (step 4), 2.4 (6)
@@ -182,7 +197,9 @@ def test_overwrite_interrupted_before_any_validation_replaces_the_old_run_whole(
     r = train(config(tiny_corpus, out_dir, max_steps=8, eval_interval=100), overwrite=True, stop_after=lambda s: s == 3)
     assert r.status == "interrupted"
     info = ckpt.open_checkpoint(out_dir)
-    assert info.model_config.hidden_size == 12 and not (out_dir / ckpt.BEST).exists()  # the old best went with the old run
+    assert (
+        info.model_config.hidden_size == 12 and not (out_dir / ckpt.BEST).exists()
+    )  # the old best went with the old run
     assert [x["step"] for x in ckpt.read_metrics(out_dir)] == [2, 3]  # the new run's logs only
     ckpt.load_for_inference(out_dir)  # best falls back to the new last
 
@@ -193,7 +210,9 @@ def test_bf16_on_a_cpu_without_it_is_refused_before_anything_is_written(tiny_cor
     line = one_line_error(result)
     assert "--precision bf16" in line and "CPU lacks" in line
     assert not out_dir.exists()
-    assert invoke(tiny_corpus, "--out", out_dir, *TINY, "--max-steps", "2", "--quiet").exit_code == 0  # no --overwrite needed
+    assert (
+        invoke(tiny_corpus, "--out", out_dir, *TINY, "--max-steps", "2", "--quiet").exit_code == 0
+    )  # no --overwrite needed
 
 
 @pytest.mark.skipif(not cpu_bf16_supported("lstm"), reason="this CPU has no bf16 LSTM kernel in torch")
@@ -216,7 +235,9 @@ def test_precision_auto_on_cuda_follows_the_devices_native_support(monkeypatch):
 
 
 def test_the_loss_scalers_state_is_saved_and_restored(tiny_corpus, out_dir, monkeypatch):
-    monkeypatch.setattr(train_mod, "make_scaler", lambda amp_dtype, device: torch.amp.GradScaler("cpu", init_scale=2.0**10))
+    monkeypatch.setattr(
+        train_mod, "make_scaler", lambda amp_dtype, device: torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    )
     train(config(tiny_corpus, out_dir, max_steps=2))
     _, saved = ckpt.load_training_state(out_dir)
     scale = saved["trainer"]["scaler"]["scale"]
@@ -269,9 +290,17 @@ def test_the_cli_exits_128_plus_the_signal_after_saving(tiny_corpus, out_dir, mo
     assert ckpt.load_training_state(out_dir)[1]["trainer"]["step"] == 2
 
 
-@pytest.mark.parametrize("errno, words", [(28, "No space left on device; free some disk space"), (13, "Permission denied; check the permissions")])
-def test_a_full_disk_or_no_permission_is_one_line_and_keeps_the_previous_checkpoint(tiny_corpus, out_dir, monkeypatch, errno, words):
-    assert invoke(tiny_corpus, "--out", out_dir, *TINY, "--max-steps", "2", "--eval-interval", "2", "--quiet").exit_code == 0
+@pytest.mark.parametrize(
+    "errno, words",
+    [(28, "No space left on device; free some disk space"), (13, "Permission denied; check the permissions")],
+)
+def test_a_full_disk_or_no_permission_is_one_line_and_keeps_the_previous_checkpoint(
+    tiny_corpus, out_dir, monkeypatch, errno, words
+):
+    assert (
+        invoke(tiny_corpus, "--out", out_dir, *TINY, "--max-steps", "2", "--eval-interval", "2", "--quiet").exit_code
+        == 0
+    )
     last = (out_dir / ckpt.LAST).read_bytes()
 
     def fail(*a, **k):
@@ -309,7 +338,10 @@ def test_stale_temporary_files_are_cleaned_by_the_next_writer(tiny_corpus, out_d
 
 # ---------------------------------------------------------------- the resume rules
 def test_resume_records_its_limits_and_a_finished_run_says_there_is_nothing_to_do(tiny_corpus, out_dir):
-    assert invoke(tiny_corpus, "--out", out_dir, *TINY, "--max-steps", "4", "--eval-interval", "2", "--quiet").exit_code == 0
+    assert (
+        invoke(tiny_corpus, "--out", out_dir, *TINY, "--max-steps", "4", "--eval-interval", "2", "--quiet").exit_code
+        == 0
+    )
     assert invoke(tiny_corpus, "--out", out_dir, "--resume", "--max-steps", "8", "--quiet").exit_code == 0
     assert json.loads((out_dir / "checkpoint.json").read_text())["train"]["max_steps"] == 8
     result = invoke(tiny_corpus, "--out", out_dir, "--resume", "--quiet")

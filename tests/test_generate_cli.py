@@ -100,32 +100,90 @@ def test_json_prints_only_json(char_ckpt):
 
 def test_several_samples_print_one_block_each(char_ckpt):
     result = ok(char_ckpt, "-p", "the", "-n", "10", "-N", "3", "--seed", "2")
-    assert [line.split()[:2] for line in result.stdout.splitlines() if line.startswith("sample ")] == [["sample", "1"], ["sample", "2"], ["sample", "3"]]
+    assert [line.split()[:2] for line in result.stdout.splitlines() if line.startswith("sample ")] == [
+        ["sample", "1"],
+        ["sample", "2"],
+        ["sample", "3"],
+    ]
     assert result.stdout.count("\nthe") + result.stdout.startswith("the") == 3
 
 
 def test_beam_prints_the_n_best_list_with_scores(char_ckpt):
-    result = ok(char_ckpt, "-p", "the ", "-n", "10", "--strategy", "beam", "--beam-width", "4", "--n-best", "3", "--length-penalty", "0.5")
+    result = ok(
+        char_ckpt,
+        "-p",
+        "the ",
+        "-n",
+        "10",
+        "--strategy",
+        "beam",
+        "--beam-width",
+        "4",
+        "--n-best",
+        "3",
+        "--length-penalty",
+        "0.5",
+    )
     heads = [line for line in result.stdout.splitlines() if line.startswith("#")]
     assert [h.split()[0] for h in heads] == ["#1", "#2", "#3"]
     scores = [float(h.split("score ")[1].split()[0]) for h in heads]
     assert scores == sorted(scores, reverse=True)
-    expected = library(char_ckpt, "the ", DecodingOptions(strategy="beam", beam_width=4, n_best=3, max_new_tokens=10, length_penalty=0.5))
+    expected = library(
+        char_ckpt,
+        "the ",
+        DecodingOptions(strategy="beam", beam_width=4, n_best=3, max_new_tokens=10, length_penalty=0.5),
+    )
     assert scores == pytest.approx([round(e.score, 4) for e in expected], abs=1e-4)
-    data = json.loads(ok(char_ckpt, "-p", "the ", "-n", "10", "-s", "beam", "-b", "4", "--n-best", "3", "--length-penalty", "0.5", "--json").stdout)
+    data = json.loads(
+        ok(
+            char_ckpt,
+            "-p",
+            "the ",
+            "-n",
+            "10",
+            "-s",
+            "beam",
+            "-b",
+            "4",
+            "--n-best",
+            "3",
+            "--length-penalty",
+            "0.5",
+            "--json",
+        ).stdout
+    )
     assert [r["text"] for r in data["results"]] == [e.text for e in expected]
     assert all("score" in r for r in data["results"])
 
 
 def test_stop_string_with_an_escape(char_ckpt):
-    data = json.loads(ok(char_ckpt, "-p", "ROMEO:", "-n", "200", "-N", "4", "--seed", "0", "--temperature", "1.3", "--stop", r"\n", "--json").stdout)
+    data = json.loads(
+        ok(
+            char_ckpt,
+            "-p",
+            "ROMEO:",
+            "-n",
+            "200",
+            "-N",
+            "4",
+            "--seed",
+            "0",
+            "--temperature",
+            "1.3",
+            "--stop",
+            r"\n",
+            "--json",
+        ).stdout
+    )
     assert data["options"]["stop"] == ["\n"]
     assert all("\n" not in r["text"] for r in data["results"])
     assert any(r["finish_reason"] == "stop" for r in data["results"])
 
 
 def test_word_model_stops_after_n_lines(word_ckpt):
-    data = json.loads(ok(word_ckpt, "-p", "the cat", "-n", "200", "-N", "3", "--seed", "0", "--lines", "2", "--json").stdout)
+    data = json.loads(
+        ok(word_ckpt, "-p", "the cat", "-n", "200", "-N", "3", "--seed", "0", "--lines", "2", "--json").stdout
+    )
     for r in data["results"]:
         assert r["finish_reason"] == "eos" and r["text"].count("\n") == 2 and r["text"].endswith("\n")
     assert any(r["tokens"] > 4 for r in data["results"])  # lines with words in them
@@ -135,7 +193,9 @@ def test_word_model_stops_after_n_lines(word_ckpt):
 
 def test_prompt_outside_the_vocabulary_warns_and_names_the_units(char_ckpt, word_ckpt):
     result = ok(char_ckpt, "-p", "ROMEO: ¿qué?", "-n", "5", "--seed", "0")
-    assert "warning:" in result.stderr and "'¿'" in result.stderr and "'é'" in result.stderr and "<unk>" in result.stderr
+    assert (
+        "warning:" in result.stderr and "'¿'" in result.stderr and "'é'" in result.stderr and "<unk>" in result.stderr
+    )
     assert result.stdout.startswith("ROMEO: ¿qué?")
     result = ok(word_ckpt, "-p", "the zebra sat", "-n", "5", "--seed", "0")
     assert "1 word" in result.stderr and "'zebra'" in result.stderr
@@ -250,7 +310,9 @@ def test_repl_settings_commands(char_ckpt):
 
 def test_repl_same_seed_same_text(char_ckpt):
     # with a line end as stop string, each continuation is exactly one line of stdout
-    result = ok(char_ckpt, "-i", "-n", "25", "--temperature", "1.5", input="/stop \\n\n/seed 5\nthe\n/seed 5\nthe\nthe\n")
+    result = ok(
+        char_ckpt, "-i", "-n", "25", "--temperature", "1.5", input="/stop \\n\n/seed 5\nthe\n/seed 5\nthe\nthe\n"
+    )
     first, second, third = result.stdout.splitlines()
     assert first == second != third
     [expected] = library(char_ckpt, "the", DecodingOptions(max_new_tokens=25, temperature=1.5, stop=("\n",)), seed=5)
@@ -258,7 +320,18 @@ def test_repl_same_seed_same_text(char_ckpt):
 
 
 def test_repl_bad_settings_are_reported_and_the_session_goes_on(char_ckpt):
-    bad = ["/temperature -1", "/temperature abc", "/top-k 0", "/top-k 1000", "/top-p 2", "/beam 0", "/length 0", "/length", "/bogus", "/samples 0"]
+    bad = [
+        "/temperature -1",
+        "/temperature abc",
+        "/top-k 0",
+        "/top-k 1000",
+        "/top-p 2",
+        "/beam 0",
+        "/length 0",
+        "/length",
+        "/bogus",
+        "/samples 0",
+    ]
     result = ok(char_ckpt, "-i", "-n", "5", "--seed", "1", input="\n".join(bad) + "\n/temperature 0\nthe\n")
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == len(bad)
@@ -362,7 +435,13 @@ def test_device_and_weights_choice(char_ckpt):
 
 
 def test_seeds_and_sizes_out_of_range_are_usage_errors(char_ckpt):
-    for args in (["--seed", str(2**64)], ["--seed", "-1"], ["--length", str(10**7)], ["--num-samples", "100000"], ["--beam-width", "100000"]):
+    for args in (
+        ["--seed", str(2**64)],
+        ["--seed", "-1"],
+        ["--length", str(10**7)],
+        ["--num-samples", "100000"],
+        ["--beam-width", "100000"],
+    ):
         result = run(char_ckpt, "-p", "a", *args)
         assert result.exit_code == 2 and "Traceback" not in result.output, args
         assert args[0] in result.output

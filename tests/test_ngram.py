@@ -444,8 +444,14 @@ def test_word_token_names_cannot_pose_as_specials_or_escapes() -> None:
     names = token_names(tok)
     assert names[:2] == ["<unk>", "<eos>"]
     escaped = {tok.decode([i]): n for i, n in enumerate(names) if i > 1}
-    assert escaped == {"<s>": "<U+003C>s>", "</s>": "<U+003C>/s>", "<U+000A>": "<U+003C>U+000A>",
-                       "<id:5>": "<U+003C>id:5>", "x": "x", "y": "y"}
+    assert escaped == {
+        "<s>": "<U+003C>s>",
+        "</s>": "<U+003C>/s>",
+        "<U+000A>": "<U+003C>U+000A>",
+        "<id:5>": "<U+003C>id:5>",
+        "x": "x",
+        "y": "y",
+    }
     assert_arpa_safe(names)
 
 

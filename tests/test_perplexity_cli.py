@@ -21,10 +21,7 @@ from charlm.tokenizers import fit_tokenizer
 from charlm.train import TrainConfig, train
 
 TEXT = (
-    "the cat sat on the mat.\n"
-    "the dog sat on the log.\n"
-    "a cat and a dog met on a mat.\n"
-    "the end of the tale is near.\n"
+    "the cat sat on the mat.\nthe dog sat on the log.\na cat and a dog met on a mat.\nthe end of the tale is near.\n"
 ) * 12
 
 
@@ -57,7 +54,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def run(*args: str) -> "CliRunner.invoke":
+def run(*args: str) -> CliRunner.invoke:
     return CliRunner().invoke(main, ["perplexity", *map(str, args)])
 
 

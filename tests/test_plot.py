@@ -39,12 +39,31 @@ def synthetic_records(last_step: int = 1000) -> list[dict]:
     """Train records every 10 steps, validation every 100, 0.5 s per step, as charlm's trainer writes them."""
     records: list[dict] = []
     for step in range(10, last_step + 1, 10):
-        records.append({"type": "train", "step": step, "epoch": 0, "loss": train_loss(step), "lr": 3e-3,
-                        "tokens_per_s": 1000.0, "elapsed": step * 0.5})
+        records.append(
+            {
+                "type": "train",
+                "step": step,
+                "epoch": 0,
+                "loss": train_loss(step),
+                "lr": 3e-3,
+                "tokens_per_s": 1000.0,
+                "elapsed": step * 0.5,
+            }
+        )
         if step % 100 == 0:
-            records.append({"type": "valid", "step": step, "epoch": 0, "valid_loss": valid_loss(step),
-                            "valid_ppl": math.exp(valid_loss(step)), "valid_bpc": 2.0, "elapsed": step * 0.5 + 1.0,
-                            "best_valid_loss": None, "improved": True})
+            records.append(
+                {
+                    "type": "valid",
+                    "step": step,
+                    "epoch": 0,
+                    "valid_loss": valid_loss(step),
+                    "valid_ppl": math.exp(valid_loss(step)),
+                    "valid_bpc": 2.0,
+                    "elapsed": step * 0.5 + 1.0,
+                    "best_valid_loss": None,
+                    "improved": True,
+                }
+            )
     return records
 
 
@@ -66,6 +85,7 @@ def run(tmp_path) -> Path:
 
 def curves_of(train: list[tuple[float, float]], valid: list[tuple[float, float]] = ()) -> plot.Curves:
     """Curves from (step, loss) pairs, one minute per 100 steps."""
+
     def series(points):
         return plot.Series(tuple(s for s, _ in points), tuple(s / 100 for s, _ in points), tuple(v for _, v in points))
 
@@ -105,9 +125,12 @@ def test_load_curves_keeps_only_the_run_after_the_step_went_back(run):
 
 def test_records_that_are_not_finite_numbers_become_nan(run):
     (run / ckpt.METRICS).write_text(
-        json.dumps({"type": "train", "step": 1, "loss": None, "elapsed": 1}) + "\n"
-        + json.dumps({"type": "train", "step": 2, "loss": float("nan"), "elapsed": "x"}) + "\n"
-        + json.dumps({"type": "valid", "step": 2, "valid_loss": 2.5, "elapsed": 3}) + "\n",
+        json.dumps({"type": "train", "step": 1, "loss": None, "elapsed": 1})
+        + "\n"
+        + json.dumps({"type": "train", "step": 2, "loss": float("nan"), "elapsed": "x"})
+        + "\n"
+        + json.dumps({"type": "valid", "step": 2, "valid_loss": 2.5, "elapsed": 3})
+        + "\n",
         encoding="utf-8",
     )
     curves = plot.load_curves(run)
@@ -137,8 +160,13 @@ def test_a_directory_that_is_not_a_checkpoint_is_a_checkpoint_error(tmp_path):
 # ---------------------------------------------------------------- PNG
 def test_importing_the_module_does_not_import_matplotlib():
     code = "import sys, charlm.plot, charlm.cli.plot_cmd; print('matplotlib' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env={**os.environ, "PYTHONPATH": str(Path(plot.__file__).parents[1])})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(plot.__file__).parents[1])},
+    )
     assert done.stdout.strip() == "False"
 
 

@@ -48,7 +48,13 @@ class ScriptedModel(nn.Module):
     calls and batch sizes.
     """
 
-    def __init__(self, vocab: int, table: dict[tuple[int, ...], list[float]] | None = None, seed: int = 0, default: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        vocab: int,
+        table: dict[tuple[int, ...], list[float]] | None = None,
+        seed: int = 0,
+        default: list[float] | None = None,
+    ) -> None:
         super().__init__()
         self.vocab, self.table, self.seed, self.default = vocab, table or {}, seed, default
         self.prefixes: list[tuple[int, ...]] = [()]
@@ -268,7 +274,10 @@ def test_top_k_one_and_low_temperature_equal_greedy(char_tok, char_model):
         DecodingOptions(temperature=0.0, max_new_tokens=30),  # 0 means greedy
     ):
         assert generate(char_model, char_tok, "a ", opts, seeded(7))[0].ids == greedy
-    assert generate(char_model, char_tok, "a ", DecodingOptions(temperature=3.0, max_new_tokens=30), seeded(7))[0].ids != greedy
+    assert (
+        generate(char_model, char_tok, "a ", DecodingOptions(temperature=3.0, max_new_tokens=30), seeded(7))[0].ids
+        != greedy
+    )
 
 
 def test_same_seed_same_text(char_tok, char_model):
@@ -354,10 +363,31 @@ def _brute_force(model, prompt: list[int], V: int, L: int, alpha: float, eos: in
     return scored
 
 
-def _beam(model, prompt: list[int], width: int, L: int, alpha: float, eos: int | None, n_best: int | None = None, eos_target: int = 1, exact: bool = True):
+def _beam(
+    model,
+    prompt: list[int],
+    width: int,
+    L: int,
+    alpha: float,
+    eos: int | None,
+    n_best: int | None = None,
+    eos_target: int = 1,
+    exact: bool = True,
+):
     """Exact search by default: the brute-force comparisons need the search to run to its length limit."""
     logits, state = warm_up(model, prompt)
-    return beam_search(model, logits, state, width=width, max_new_tokens=L, length_penalty=alpha, n_best=n_best, eos_id=eos, eos_target=eos_target, exact=exact)
+    return beam_search(
+        model,
+        logits,
+        state,
+        width=width,
+        max_new_tokens=L,
+        length_penalty=alpha,
+        n_best=n_best,
+        eos_id=eos,
+        eos_target=eos_target,
+        exact=exact,
+    )
 
 
 def _assert_same_ranking(hyps, brute):
@@ -514,7 +544,12 @@ def test_length_normalisation_flips_the_winner():
 
 
 def test_beam_generate_returns_n_best_sorted_with_text(char_tok, char_model):
-    out = generate(char_model, char_tok, "the ", DecodingOptions(strategy="beam", beam_width=4, n_best=3, max_new_tokens=12, length_penalty=0.6))
+    out = generate(
+        char_model,
+        char_tok,
+        "the ",
+        DecodingOptions(strategy="beam", beam_width=4, n_best=3, max_new_tokens=12, length_penalty=0.6),
+    )
     assert len(out) == 3
     assert [r.score for r in out] == sorted((r.score for r in out), reverse=True)
     assert len({tuple(r.ids) for r in out}) == 3
@@ -526,7 +561,9 @@ def test_beam_generate_returns_n_best_sorted_with_text(char_tok, char_model):
 def test_beam_with_stop_string_finishes_hypotheses_there(char_tok, char_model):
     plain = generate(char_model, char_tok, "the ", DecodingOptions(strategy="beam", beam_width=3, max_new_tokens=15))
     stop = plain[0].text[3]  # a character the best hypothesis produces
-    out = generate(char_model, char_tok, "the ", DecodingOptions(strategy="beam", beam_width=3, max_new_tokens=15, stop=(stop,)))
+    out = generate(
+        char_model, char_tok, "the ", DecodingOptions(strategy="beam", beam_width=3, max_new_tokens=15, stop=(stop,))
+    )
     assert all(stop not in r.text for r in out)
     assert any(r.finish_reason == "stop" for r in out)
     for r in out:
@@ -560,10 +597,14 @@ def test_stop_string_cuts_text_before_it(char_tok, char_model):
     full = generate(char_model, char_tok, "the", opts, seeded(5))[0].text
     stop = full[20:22]
     cut = full.index(stop)
-    out = generate(char_model, char_tok, "the", DecodingOptions(max_new_tokens=80, temperature=1.3, stop=(stop, "zzz")), seeded(5))[0]
+    out = generate(
+        char_model, char_tok, "the", DecodingOptions(max_new_tokens=80, temperature=1.3, stop=(stop, "zzz")), seeded(5)
+    )[0]
     assert out.text == full[:cut] and out.finish_reason == "stop"
     assert out.num_tokens == cut + len(stop)  # the tokens up to the one completing the stop
-    s = stream(char_model, char_tok, "the", DecodingOptions(max_new_tokens=80, temperature=1.3, stop=(stop,)), seeded(5))
+    s = stream(
+        char_model, char_tok, "the", DecodingOptions(max_new_tokens=80, temperature=1.3, stop=(stop,)), seeded(5)
+    )
     pieces = list(s)
     assert "".join(pieces) == out.text and stop not in "".join(pieces)
 
@@ -690,7 +731,12 @@ def test_top_k_above_the_vocabulary_is_an_error(char_tok, char_model):
 
 def test_filters_reject_out_of_range_arguments():
     x = torch.zeros(1, 3)
-    for bad in (lambda: apply_temperature(x, 0.0), lambda: top_k_filter(x, 0), lambda: top_p_filter(x, 0.0), lambda: top_p_filter(x, 1.1)):
+    for bad in (
+        lambda: apply_temperature(x, 0.0),
+        lambda: top_k_filter(x, 0),
+        lambda: top_p_filter(x, 0.0),
+        lambda: top_p_filter(x, 1.1),
+    ):
         with pytest.raises(ConfigError):
             bad()
 
@@ -706,7 +752,9 @@ def test_generation_to_dict_has_text_tokens_logprob(char_tok, char_model):
     [r] = generate(char_model, char_tok, "a", DecodingOptions(max_new_tokens=4), seeded())
     d = r.to_dict()
     assert d["text"] == r.text and d["tokens"] == 4 and d["logprob"] == r.logprob and "score" not in d
-    [b] = generate(char_model, char_tok, "a", DecodingOptions(strategy="beam", beam_width=2, n_best=1, max_new_tokens=4))
+    [b] = generate(
+        char_model, char_tok, "a", DecodingOptions(strategy="beam", beam_width=2, n_best=1, max_new_tokens=4)
+    )
     assert b.to_dict()["score"] == b.score
 
 
@@ -715,8 +763,11 @@ def test_unk_is_never_generated_unless_allowed():
     """A model that puts most of its mass on <unk>: every strategy steers around it by default."""
     tok = CharTokenizer(["\n", "a", "b"])  # <unk> 0, "\n" 1, a 2, b 3
     model = ScriptedModel(4, default=[0.7, 0.05, 0.15, 0.1])
-    for opts in (DecodingOptions(strategy="greedy", max_new_tokens=20), DecodingOptions(max_new_tokens=20, num_samples=8),
-                 DecodingOptions(strategy="beam", beam_width=3, max_new_tokens=6)):
+    for opts in (
+        DecodingOptions(strategy="greedy", max_new_tokens=20),
+        DecodingOptions(max_new_tokens=20, num_samples=8),
+        DecodingOptions(strategy="beam", beam_width=3, max_new_tokens=6),
+    ):
         for r in generate(model, tok, "a", opts, seeded(3)):
             assert tok.unk_id not in r.ids and "\ufffd" not in r.text
     [g] = generate(model, tok, "a", DecodingOptions(strategy="greedy", max_new_tokens=3))
@@ -742,11 +793,14 @@ def test_a_prompt_with_carriage_returns_reads_like_the_corpus_reader_reads_it(ch
     assert encode_prompt(char_tok, "a\r\n").unknown == ()
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"max_new_tokens": 10**9}, "length 1,000,000,000 is above the limit"),
-    ({"num_samples": 10**5}, "num-samples"),
-    ({"beam_width": 10**4}, "beam width"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_new_tokens": 10**9}, "length 1,000,000,000 is above the limit"),
+        ({"num_samples": 10**5}, "num-samples"),
+        ({"beam_width": 10**4}, "beam width"),
+    ],
+)
 def test_requests_past_the_limits_are_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         DecodingOptions(**kwargs)

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from charlm import checkpoint as ckpt
 from charlm import train as train_mod
 from charlm.data import batchify, get_batch, num_windows
-from charlm.errors import CheckpointError, ConfigError, DivergedError
+from charlm.errors import CheckpointError, ConfigError, CorpusError, DivergedError
 from charlm.evaluate import TextScore
 from charlm.model import RNNLanguageModel
 from charlm.train import TrainConfig, lr_factor, train
@@ -61,7 +61,14 @@ def assert_same_losses(a: list[tuple], b: list[tuple]) -> None:
 
 # ---------------------------------------------------------------- config
 def test_train_config_refuses_out_of_range_values(tiny_corpus):
-    for bad in (dict(lr=0), dict(batch_size=0), dict(valid_fraction=1.0), dict(dropout=1.5), dict(max_steps=0), dict(clip=-1)):
+    for bad in (
+        dict(lr=0),
+        dict(batch_size=0),
+        dict(valid_fraction=1.0),
+        dict(dropout=1.5),
+        dict(max_steps=0),
+        dict(clip=-1),
+    ):
         with pytest.raises(ConfigError):
             TrainConfig(corpus=(str(tiny_corpus),), **bad)
     with pytest.raises(ConfigError, match="no corpus"):
@@ -116,8 +123,18 @@ def test_a_tiny_model_overfits_a_short_text(tmp_path):
     corpus = tmp_path / "short.txt"
     corpus.write_text(text * 12, encoding="utf-8")
     c = config(
-        corpus, tmp_path / "run", hidden_size=48, emb_size=16, batch_size=4, bptt=32,
-        lr=1e-2, schedule="constant", warmup_steps=0, max_steps=150, log_interval=10, eval_interval=50,
+        corpus,
+        tmp_path / "run",
+        hidden_size=48,
+        emb_size=16,
+        batch_size=4,
+        bptt=32,
+        lr=1e-2,
+        schedule="constant",
+        warmup_steps=0,
+        max_steps=150,
+        log_interval=10,
+        eval_interval=50,
     )
     result = train(c)
     vocab = ckpt.open_checkpoint(tmp_path / "run").model_config.vocab_size
@@ -240,7 +257,17 @@ def test_exploding_loss_stops_the_run_and_keeps_best(tiny_corpus, out_dir, monke
 
 
 def test_sgd_with_a_huge_lr_and_no_clipping_diverges(tiny_corpus, out_dir):
-    c = config(tiny_corpus, out_dir, optimizer="sgd", lr=1e6, clip=0.0, warmup_steps=0, max_steps=20, eval_interval=10, log_interval=1)
+    c = config(
+        tiny_corpus,
+        out_dir,
+        optimizer="sgd",
+        lr=1e6,
+        clip=0.0,
+        warmup_steps=0,
+        max_steps=20,
+        eval_interval=10,
+        log_interval=1,
+    )
     with pytest.raises(DivergedError):
         train(c)
     assert not (out_dir / "best.safetensors").exists()  # a diverged model never becomes best
@@ -314,7 +341,11 @@ def test_ctrl_c_saves_a_resumable_last_and_restores_the_handler(tiny_corpus, out
 def _scripted_validation(monkeypatch, losses_in_order: list[float]) -> None:
     """Make validation return these losses, in order (the trainer's reaction is what is tested)."""
     it = iter(losses_in_order)
-    monkeypatch.setattr(train_mod, "evaluate_text", lambda *a, **k: TextScore(tokens=100, nll=next(it) * 100, chars=100, bytes=100, oov=0))
+    monkeypatch.setattr(
+        train_mod,
+        "evaluate_text",
+        lambda *a, **k: TextScore(tokens=100, nll=next(it) * 100, chars=100, bytes=100, oov=0),
+    )
 
 
 def test_early_stopping_and_best_keeps_the_lowest_validation(tiny_corpus, out_dir, monkeypatch):
@@ -330,8 +361,20 @@ def test_early_stopping_and_best_keeps_the_lowest_validation(tiny_corpus, out_di
 
 def test_plateau_schedule_anneals_when_validation_stalls(tiny_corpus, out_dir, monkeypatch):
     _scripted_validation(monkeypatch, [3.0, 3.5, 3.6, 3.7, 3.8])
-    r = train(config(tiny_corpus, out_dir, schedule="plateau", plateau_patience=0, plateau_factor=0.5,
-                     warmup_steps=0, lr=0.01, max_steps=8, eval_interval=2, log_interval=2))
+    r = train(
+        config(
+            tiny_corpus,
+            out_dir,
+            schedule="plateau",
+            plateau_patience=0,
+            plateau_factor=0.5,
+            warmup_steps=0,
+            lr=0.01,
+            max_steps=8,
+            eval_interval=2,
+            log_interval=2,
+        )
+    )
     lrs = {rec["step"]: rec["lr"] for rec in r.history if rec["type"] == "train"}
     assert lrs == pytest.approx({2: 0.01, 4: 0.01, 6: 0.005, 8: 0.0025})
 
@@ -365,7 +408,7 @@ def test_the_logged_loss_is_token_weighted(tiny_corpus, tmp_path):
     assert sizes[-1] < sizes[0]  # the last window is partial
     per_step = [r["loss"] for r in train(c).history if r["type"] == "train"]
     grouped = train(config(tiny_corpus, tmp_path / "b", log_interval=5, **kw)).history[0]
-    expected = sum(l * n for l, n in zip(per_step, sizes)) / sum(sizes)
+    expected = sum(loss * n for loss, n in zip(per_step, sizes)) / sum(sizes)
     assert grouped["loss"] == pytest.approx(expected, rel=1e-6)
     assert grouped["loss"] != pytest.approx(sum(per_step) / 5, rel=1e-6)  # not a mean of means
 
@@ -383,7 +426,7 @@ def test_overwrite_with_a_bad_corpus_keeps_the_previous_run(tiny_corpus, out_dir
 
 def test_a_refused_start_leaves_no_directory_behind(tmp_path):
     out = tmp_path / "never"
-    with pytest.raises(Exception):
+    with pytest.raises(CorpusError):
         train(config(tmp_path / "missing.txt", out))
     assert not out.exists()
 

@@ -66,7 +66,22 @@ def test_without_quiet_a_summary_table_appears(tiny_corpus, out_dir):
     [("word", [], None), ("subword", ["--subword-vocab-size", "300"], "tokenizer.model")],
 )
 def test_word_and_subword_levels_train(tiny_corpus, out_dir, level, extra, side_file):
-    result = invoke(tiny_corpus, "--out", out_dir, "--level", level, *extra, *TINY, "--bptt", "8", "--max-steps", "6", "--eval-interval", "3", "--quiet")
+    result = invoke(
+        tiny_corpus,
+        "--out",
+        out_dir,
+        "--level",
+        level,
+        *extra,
+        *TINY,
+        "--bptt",
+        "8",
+        "--max-steps",
+        "6",
+        "--eval-interval",
+        "3",
+        "--quiet",
+    )
     assert_ok(result)
     meta = json.loads((out_dir / "checkpoint.json").read_text())
     assert meta["tokenizer"]["kind"] == level
@@ -107,7 +122,23 @@ def test_resume_keeps_the_runs_own_intervals_and_validation_file(tiny_corpus, ti
     valid = tmp_path / "valid.txt"
     valid.write_text(tiny_text[:300], encoding="utf-8")
     out = tmp_path / "run"
-    assert_ok(invoke(tiny_corpus, "--out", out, "--valid", valid, *TINY, "--max-steps", "3", "--eval-interval", "3", "--log-interval", "1", "--quiet"))
+    assert_ok(
+        invoke(
+            tiny_corpus,
+            "--out",
+            out,
+            "--valid",
+            valid,
+            *TINY,
+            "--max-steps",
+            "3",
+            "--eval-interval",
+            "3",
+            "--log-interval",
+            "1",
+            "--quiet",
+        )
+    )
     assert_ok(invoke(tiny_corpus, "--out", out, "--resume", "--max-steps", "6", "--quiet"))
     records = ckpt.read_metrics(out)
     assert [r["step"] for r in records if r["type"] == "valid"] == [3, 6]
@@ -118,7 +149,18 @@ def test_resume_keeps_the_runs_own_intervals_and_validation_file(tiny_corpus, ti
 
 def test_the_same_command_plus_resume_equals_one_long_run(tiny_corpus, tmp_path):
     """N steps, then the same command line with --resume and a 2N limit == 2N steps in one go."""
-    flags = [*TINY, "--schedule", "constant", "--eval-interval", "2", "--log-interval", "2", "--dropout", "0.1", "--quiet"]
+    flags = [
+        *TINY,
+        "--schedule",
+        "constant",
+        "--eval-interval",
+        "2",
+        "--log-interval",
+        "2",
+        "--dropout",
+        "0.1",
+        "--quiet",
+    ]
     assert_ok(invoke(tiny_corpus, "--out", tmp_path / "a", *flags, "--max-steps", "8"))
     assert_ok(invoke(tiny_corpus, "--out", tmp_path / "b", *flags, "--max-steps", "4"))
     assert_ok(invoke(tiny_corpus, "--out", tmp_path / "b", *flags, "--max-steps", "8", "--resume"))
@@ -145,7 +187,20 @@ def test_a_directory_holding_a_run_is_refused_unless_asked(tiny_corpus, trained)
     result = invoke(tiny_corpus, "--out", trained, *TINY, "--max-steps", "4", "--quiet")
     assert_one_line_error(result, code=1, contains="already holds a run")
     assert (trained / "best.safetensors").read_bytes() == before
-    result = invoke(tiny_corpus, "--out", trained, *TINY, "--hidden", "8", "--max-steps", "2", "--eval-interval", "2", "--overwrite", "--quiet")
+    result = invoke(
+        tiny_corpus,
+        "--out",
+        trained,
+        *TINY,
+        "--hidden",
+        "8",
+        "--max-steps",
+        "2",
+        "--eval-interval",
+        "2",
+        "--overwrite",
+        "--quiet",
+    )
     assert_ok(result)
     assert ckpt.open_checkpoint(trained).model_config.hidden_size == 8
 
@@ -165,8 +220,25 @@ def test_resume_on_an_empty_directory_is_refused(tiny_corpus, tmp_path):
 
 
 def test_a_diverging_run_stops_with_one_line(tiny_corpus, out_dir):
-    result = invoke(tiny_corpus, "--out", out_dir, *TINY, "--optimizer", "sgd", "--lr", "1e6", "--clip", "0",
-                    "--warmup-steps", "0", "--max-steps", "30", "--log-interval", "1", "--quiet")
+    result = invoke(
+        tiny_corpus,
+        "--out",
+        out_dir,
+        *TINY,
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e6",
+        "--clip",
+        "0",
+        "--warmup-steps",
+        "0",
+        "--max-steps",
+        "30",
+        "--log-interval",
+        "1",
+        "--quiet",
+    )
     assert_one_line_error(result, code=1, contains="diverged")
 
 
@@ -176,8 +248,14 @@ def files(tmp_path, tiny_corpus) -> dict[str, Path]:
     (tmp_path / "empty.txt").write_text("", encoding="utf-8")
     (tmp_path / "short.txt").write_text("hello world\n", encoding="utf-8")
     (tmp_path / "adir").mkdir()
-    return {"tiny": tiny_corpus, "empty": tmp_path / "empty.txt", "short": tmp_path / "short.txt",
-            "missing": tmp_path / "missing.txt", "adir": tmp_path / "adir", "out": tmp_path / "out"}
+    return {
+        "tiny": tiny_corpus,
+        "empty": tmp_path / "empty.txt",
+        "short": tmp_path / "short.txt",
+        "missing": tmp_path / "missing.txt",
+        "adir": tmp_path / "adir",
+        "out": tmp_path / "out",
+    }
 
 
 DOMAIN_ERRORS = [

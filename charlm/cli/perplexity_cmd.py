@@ -16,11 +16,23 @@ from rich.table import Table
 
 from charlm.checkpoint import load_for_inference
 from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console
-from charlm.errors import CorpusError
-from charlm.evaluate import DEFAULT_SEGMENT, DEFAULT_STREAMS, DEFAULT_WARMUP, DEFAULT_WINDOW, TextScore, evaluate_file, total
 from charlm.devices import resolve_device
+from charlm.errors import CorpusError
+from charlm.evaluate import (
+    DEFAULT_SEGMENT,
+    DEFAULT_STREAMS,
+    DEFAULT_WARMUP,
+    DEFAULT_WINDOW,
+    TextScore,
+    evaluate_file,
+    total,
+)
 
-_UNKNOWN_WHAT = {"char": "characters never seen in training", "word": "out-of-vocabulary words", "subword": "unknown pieces"}
+_UNKNOWN_WHAT = {
+    "char": "characters never seen in training",
+    "word": "out-of-vocabulary words",
+    "subword": "unknown pieces",
+}
 
 
 @click.command("perplexity")
@@ -35,8 +47,16 @@ _UNKNOWN_WHAT = {"char": "characters never seen in training", "word": "out-of-vo
     show_default=True,
     help="Parallel streams (each warmed on the tokens before it); 1 is --exact.",
 )
-@click.option("--window", type=click.IntRange(1), default=DEFAULT_WINDOW, show_default=True, help="Tokens per forward call.")
-@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which weights of the checkpoint.")
+@click.option(
+    "--window", type=click.IntRange(1), default=DEFAULT_WINDOW, show_default=True, help="Tokens per forward call."
+)
+@click.option(
+    "--which",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="Which weights of the checkpoint.",
+)
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option(
     "--encoding-errors",
@@ -72,7 +92,14 @@ def perplexity_command(
         raise click.UsageError("--exact scores one stream; leave out --streams or drop --exact")
     exact = exact or streams == 1
     model, tokenizer, info = load_for_inference(checkpoint, which=which, device=resolve_device(device))
-    opts = dict(exact=exact, streams=streams, window=window, warmup=DEFAULT_WARMUP, segment=DEFAULT_SEGMENT, errors=encoding_errors)
+    opts = dict(
+        exact=exact,
+        streams=streams,
+        window=window,
+        warmup=DEFAULT_WARMUP,
+        segment=DEFAULT_SEGMENT,
+        errors=encoding_errors,
+    )
 
     results: list[tuple[Path, TextScore | CorpusError]] = []
     for path in files:
@@ -134,7 +161,9 @@ def _print_report(summary: dict[str, Any], results: list[tuple[Path, Any]], scor
         else f"{p['streams']} streams x {p['segment']} tokens, warm-up {p['warmup']} (--exact: one stream)"
     )
     table = Table(
-        title=f"{escape(summary['checkpoint'])} ({summary['which']}), {kind} level, vocabulary {summary['vocab_size']:,}",
+        title=(
+            f"{escape(summary['checkpoint'])} ({summary['which']}), {kind} level, vocabulary {summary['vocab_size']:,}"
+        ),
         caption=mode,
         box=box.SIMPLE_HEAD,
         pad_edge=False,

@@ -72,7 +72,19 @@ class Repl:
             "quit": lambda v: _QUIT,
             "exit": lambda v: _QUIT,
         }
-        self._needs_value = {"temperature", "top-k", "top-p", "beam", "length-penalty", "n-best", "samples", "length", "stop", "lines", "seed"}
+        self._needs_value = {
+            "temperature",
+            "top-k",
+            "top-p",
+            "beam",
+            "length-penalty",
+            "n-best",
+            "samples",
+            "length",
+            "stop",
+            "lines",
+            "seed",
+        }
 
     # -------------------------------------------------------------- settings
     def settings_line(self) -> str:
@@ -80,10 +92,24 @@ class Repl:
         s = o.effective_strategy
         parts = [f"strategy {s}"]
         if s == "sample":
-            parts += [f"temperature {o.temperature:g}", f"top-k {o.top_k or 'off'}", f"top-p {o.top_p or 'off'}", f"samples {o.num_samples}"]
+            parts += [
+                f"temperature {o.temperature:g}",
+                f"top-k {o.top_k or 'off'}",
+                f"top-p {o.top_p or 'off'}",
+                f"samples {o.num_samples}",
+            ]
         elif s == "beam":
-            parts += [f"beam width {o.beam_width}", f"length-penalty {o.length_penalty:g}", f"n-best {o.n_best or o.beam_width}"]
-        parts += [f"length {o.max_new_tokens}", f"stop {', '.join(map(repr, o.stop)) or 'off'}", f"lines {o.lines or 'off'}", f"seed {self.seed}"]
+            parts += [
+                f"beam width {o.beam_width}",
+                f"length-penalty {o.length_penalty:g}",
+                f"n-best {o.n_best or o.beam_width}",
+            ]
+        parts += [
+            f"length {o.max_new_tokens}",
+            f"stop {', '.join(map(repr, o.stop)) or 'off'}",
+            f"lines {o.lines or 'off'}",
+            f"seed {self.seed}",
+        ]
         return " · ".join(parts)
 
     def show(self) -> None:
@@ -128,7 +154,9 @@ class Repl:
         try:
             return handler(value)
         except ValueError:
-            raise ConfigError(f"/{name}: {value!r} is not a number; e.g. {_EXAMPLES.get(name, '/' + name + ' 1')}") from None
+            raise ConfigError(
+                f"/{name}: {value!r} is not a number; e.g. {_EXAMPLES.get(name, '/' + name + ' 1')}"
+            ) from None
 
     # -------------------------------------------------------------- loop
     def run(self, first: str | None = None, read: Callable[[str], str] = input) -> None:

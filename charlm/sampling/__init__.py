@@ -16,7 +16,16 @@ others; stop strings (the text ends just before the first one).
 
 from charlm.sampling.beam import BeamFinisher, Hypothesis, beam_search, length_normalised
 from charlm.sampling.decode import TextStream, generate, stream, token_steps, warm_up
-from charlm.sampling.filters import apply_temperature, ban, choose, filter_logits, greedy_next, sample_next, top_k_filter, top_p_filter
+from charlm.sampling.filters import (
+    apply_temperature,
+    ban,
+    choose,
+    filter_logits,
+    greedy_next,
+    sample_next,
+    top_k_filter,
+    top_p_filter,
+)
 from charlm.sampling.options import MAX_BEAM_WIDTH, MAX_NEW_TOKENS, MAX_SAMPLES, STRATEGIES, DecodingOptions
 from charlm.sampling.protocols import DecodingModel, TextCodec
 from charlm.sampling.text import Generation, Prompt, StopMatcher, TextDecoder, describe_unknown, encode_prompt

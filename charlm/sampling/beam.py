@@ -137,7 +137,11 @@ def beam_search(
         last = t == max_new_tokens
         top, idx = cand.topk(min(n_best, B * V) if last else k)  # best first
         parent, token = idx // V, idx % V
-        at_eos = (token == eos_id) & (eos_seen[parent] == eos_target - 1) if eos_id is not None else torch.zeros_like(token, dtype=torch.bool)
+        at_eos = (
+            (token == eos_id) & (eos_seen[parent] == eos_target - 1)
+            if eos_id is not None
+            else torch.zeros_like(token, dtype=torch.bool)
+        )
         if last:  # every continuation is complete; same length, so the raw sum ranks them
             fin.append(_Finished(top, t, parent, token, at_eos))
             break
@@ -178,7 +182,9 @@ class _Finished:
     eos: torch.Tensor  # (m,) bool: ended by <eos>
 
 
-def _best_hypotheses(fin: list[_Finished], hist_tok: list[torch.Tensor], hist_parent: list[torch.Tensor], n_best: int, alpha: float) -> list[Hypothesis]:
+def _best_hypotheses(
+    fin: list[_Finished], hist_tok: list[torch.Tensor], hist_parent: list[torch.Tensor], n_best: int, alpha: float
+) -> list[Hypothesis]:
     raw = torch.cat([f.raw for f in fin])
     lengths = torch.cat([torch.full_like(f.raw, f.step) for f in fin])
     norm = length_normalised(raw, lengths, alpha)

@@ -1,6 +1,6 @@
 """Logit filters and the choice of a token: pure functions of tensors, each returning a new tensor.
 
-    logits -> mask banned ids (<unk>) -> temperature -> top-k -> top-p -> softmax -> draw
+logits -> mask banned ids (<unk>) -> temperature -> top-k -> top-p -> softmax -> draw
 """
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+def filter_logits(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
     """The sampling distribution's logits: temperature, then top-k, then top-p (on the tempered distribution)."""
     out = apply_temperature(logits, temperature) if temperature != 1.0 else logits
     if top_k is not None:

@@ -43,24 +43,37 @@ class DecodingOptions:
         if self.top_k is not None:
             check_int("top-k", self.top_k, 1)
         if self.top_p is not None and not (_finite_number(self.top_p) and 0.0 < self.top_p <= 1.0):
-            raise ConfigError(f"top-p must be in (0, 1], got {self.top_p}; 0.9 keeps the tokens making up 90% of the probability")
+            raise ConfigError(
+                f"top-p must be in (0, 1], got {self.top_p}; 0.9 keeps the tokens making up 90% of the probability"
+            )
         check_int("beam width", self.beam_width, 1, MAX_BEAM_WIDTH)
         if not _finite_number(self.length_penalty) or self.length_penalty < 0:
             raise ConfigError(
-                f"length penalty must be a number >= 0 (0 ranks by the raw sum of log-probabilities), got {self.length_penalty}"
+                "length penalty must be a number >= 0 (0 ranks by the "
+                f"raw sum of log-probabilities), got {self.length_penalty}"
             )
         if self.n_best is not None:
             check_int("n-best", self.n_best, 1)
             if self.n_best > self.beam_width:
-                raise ConfigError(f"n-best {self.n_best} is more than the beam width {self.beam_width}; raise --beam-width or lower --n-best")
+                raise ConfigError(
+                    f"n-best {self.n_best} is more than the beam width {self.beam_width}; "
+                    "raise --beam-width or lower --n-best"
+                )
         check_int("num-samples", self.num_samples, 1, MAX_SAMPLES)
         if self.lines is not None:
             check_int("lines", self.lines, 1)
         if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
             raise ConfigError("stop strings must be a list of non-empty strings; drop the empty --stop")
         if self.num_samples > 1 and self.effective_strategy != "sample":
-            hint = "--n-best for several beam hypotheses" if self.strategy == "beam" else "--strategy sample with a temperature > 0"
-            raise ConfigError(f"--num-samples {self.num_samples} needs sampling ({self.effective_strategy} gives one answer); use {hint}")
+            hint = (
+                "--n-best for several beam hypotheses"
+                if self.strategy == "beam"
+                else "--strategy sample with a temperature > 0"
+            )
+            raise ConfigError(
+                f"--num-samples {self.num_samples} needs sampling ({self.effective_strategy} gives one answer); "
+                f"use {hint}"
+            )
 
     @property
     def effective_strategy(self) -> str:
@@ -70,7 +83,9 @@ class DecodingOptions:
     def check_vocab(self, vocab_size: int) -> None:
         """The checks that need the model's vocabulary."""
         if self.top_k is not None and self.top_k > vocab_size:
-            raise ConfigError(f"top-k {self.top_k} is above the vocabulary size {vocab_size}; use a top-k of at most {vocab_size}")
+            raise ConfigError(
+                f"top-k {self.top_k} is above the vocabulary size {vocab_size}; use a top-k of at most {vocab_size}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -41,7 +41,10 @@ def encode_prompt(tokenizer: TextCodec, text: str) -> Prompt:
     text = normalise_newlines(text)  # "\r\n" and "\r" read as the corpus reader reads them
     unknown = tuple(tokenizer.unknown_units(text)) if text else ()
     if unknown and tokenizer.unk_id is None:
-        raise TokenizerError(f"the prompt has {_units(tokenizer, len(unknown))} this checkpoint cannot represent ({_quote(unknown)}); remove them")
+        raise TokenizerError(
+            f"the prompt has {_units(tokenizer, len(unknown))} this checkpoint cannot represent ({_quote(unknown)}); "
+            "remove them"
+        )
     start = line_start_id(tokenizer)
     ids = (() if start is None else (start,)) + (tuple(tokenizer.encode(text)) if text else ())
     if not ids:
@@ -64,7 +67,10 @@ def describe_unknown(tokenizer: TextCodec, prompt: Prompt) -> str | None:
     if not prompt.unknown:
         return None
     n = len(prompt.unknown)
-    return f"the prompt has {_units(tokenizer, n)} outside the vocabulary ({_quote(prompt.unknown)}); {'it was' if n == 1 else 'they were'} read as <unk>"
+    return (
+        f"the prompt has {_units(tokenizer, n)} outside the vocabulary ({_quote(prompt.unknown)}); "
+        f"{'it was' if n == 1 else 'they were'} read as <unk>"
+    )
 
 
 # ------------------------------------------------------------------ ids -> text, a piece at a time
@@ -248,11 +254,12 @@ def make_plan(tokenizer: TextCodec, prompt: str | Prompt, options: DecodingOptio
     return Plan(p, eos, options.lines or 1, options.stop, options.lines if eos is None else None, banned)
 
 
-def render(tokenizer: TextCodec, plan: Plan, ids: list[int], logprob: float, reached_eos: bool, score: float | None = None) -> Generation:
+def render(
+    tokenizer: TextCodec, plan: Plan, ids: list[int], logprob: float, reached_eos: bool, score: float | None = None
+) -> Generation:
     """The text of a finished id sequence (decoded once), cut by the stop rule exactly as streaming would cut it."""
     tracker = plan.tracker(tokenizer)
     text = tracker.push(ids)
     text += tracker.finish()
     reason = "eos" if reached_eos else "stop" if tracker.stopped else "length"
     return Generation(text, ids, logprob, reason, score)
-
