@@ -79,7 +79,9 @@ def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata:
 def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a safetensors file (tensors + string metadata). Never unpickles."""
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete, train again or pick another checkpoint")
+        raise CheckpointError(
+            f"{path} is missing; the checkpoint is incomplete, train again or pick another checkpoint"
+        )
     try:
         tensors = load_file(str(path))
         from safetensors import safe_open
@@ -136,7 +138,9 @@ def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> None:
+def optimizer_from_flat(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], data: dict[str, Any]
+) -> None:
     state: dict[int, dict[str, Any]] = {}
     for name, val in tensors.items():
         if name.startswith("optim/"):
@@ -193,15 +197,8 @@ class CheckpointInfo:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def metrics(self) -> list[dict[str, Any]]:
-        return read_metrics(self.path)
-
-    @property
     def run_id(self) -> str | None:
         return self.meta.get("run_id")
-
-    def has(self, which: str) -> bool:
-        return locate(self.path, BEST if which == "best" else LAST).is_file()
 
 
 def is_checkpoint_dir(path: str | Path) -> bool:
@@ -219,7 +216,11 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
 
 
 def write_run_files(
-    directory: Path, model_config: ModelConfig, tokenizer: Tokenizer, train_config: dict[str, Any], run_id: str | None = None
+    directory: Path,
+    model_config: ModelConfig,
+    tokenizer: Tokenizer,
+    train_config: dict[str, Any],
+    run_id: str | None = None,
 ) -> str:
     """Write the description of a run (tokenizer first, then checkpoint.json); return its run id."""
     directory = Path(directory)
@@ -235,7 +236,11 @@ def write_run_files(
             "run_id": run_id,
             "model": model_config.to_dict(),
             "train": train_config,
-            "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "sha256": tokenizer_fingerprint(tokenizer)},
+            "tokenizer": {
+                "kind": tokenizer.kind,
+                "vocab_size": tokenizer.vocab_size,
+                "sha256": tokenizer_fingerprint(tokenizer),
+            },
         },
     )
     return run_id
@@ -247,14 +252,20 @@ def open_checkpoint(path: str | Path) -> CheckpointInfo:
     if p.is_file() and p.suffix == ".safetensors":
         p = p.parent
     if not p.exists():
-        raise CheckpointError(f"checkpoint {p} does not exist; pass the directory `charlm train` wrote (e.g. checkpoints/tinyshakespeare)")
+        raise CheckpointError(
+            f"checkpoint {p} does not exist; pass the directory `charlm train` wrote (e.g. checkpoints/tinyshakespeare)"
+        )
     meta_path = locate(p, META_FILE) if p.is_dir() else p / META_FILE
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(f"{p} is not a charlm checkpoint (no {META_FILE}); pass the directory `charlm train` wrote") from None
+        raise CheckpointError(
+            f"{p} is not a charlm checkpoint (no {META_FILE}); pass the directory `charlm train` wrote"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{p / META_FILE} is corrupt ({exc.__class__.__name__}); train again or restore it") from None
+        raise CheckpointError(
+            f"{p / META_FILE} is corrupt ({exc.__class__.__name__}); train again or restore it"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{p / META_FILE} is not a charlm checkpoint description")
     version = meta.get("format_version")
@@ -278,10 +289,13 @@ def open_tokenizer(info: CheckpointInfo) -> Tokenizer:
         raise CheckpointError(f"{info.path}: {exc}") from None
     recorded = info.meta.get("tokenizer", {}).get("sha256")
     if recorded is not None and recorded != tokenizer_fingerprint(tokenizer):
-        raise _MixedRuns(f"{info.path}: tokenizer.json belongs to another run than {META_FILE}; the checkpoint is corrupt")
+        raise _MixedRuns(
+            f"{info.path}: tokenizer.json belongs to another run than {META_FILE}; the checkpoint is corrupt"
+        )
     if tokenizer.vocab_size != info.model_config.vocab_size:
         raise CheckpointError(
-            f"{info.path}: tokenizer has {tokenizer.vocab_size} ids but the model {info.model_config.vocab_size}; the checkpoint is corrupt"
+            f"{info.path}: tokenizer has {tokenizer.vocab_size} ids but the model {info.model_config.vocab_size}; "
+            "the checkpoint is corrupt"
         )
     return tokenizer
 
@@ -293,7 +307,11 @@ class _MixedRuns(CheckpointError):
 def save_weights(directory: Path, which: str, model: RNNLanguageModel, metadata: dict[str, Any]) -> None:
     """Write best.safetensors or a weights-only last.safetensors."""
     name = BEST if which == "best" else LAST
-    _atomic_save_tensors(Path(directory) / name, {f"model/{k}": v for k, v in model_tensors(model).items()}, {"charlm": json.dumps(metadata)})
+    _atomic_save_tensors(
+        Path(directory) / name,
+        {f"model/{k}": v for k, v in model_tensors(model).items()},
+        {"charlm": json.dumps(metadata)},
+    )
 
 
 def save_training_state(
@@ -320,7 +338,9 @@ def load_training_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[
         data = json.loads(metadata["charlm"])
         data["trainer"], data["optimizer"]  # noqa: B018 - both must be present
     except (KeyError, TypeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path} holds weights only, not a resumable training state; start a new run with --overwrite") from None
+        raise CheckpointError(
+            f"{path} holds weights only, not a resumable training state; start a new run with --overwrite"
+        ) from None
     return tensors, data
 
 
@@ -337,7 +357,9 @@ def weights_metadata(directory: Path, which: str) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else {}
 
 
-def build_model(info: CheckpointInfo, which: str = "best", device: str | torch.device = "cpu") -> tuple[RNNLanguageModel, dict[str, Any]]:
+def build_model(
+    info: CheckpointInfo, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[RNNLanguageModel, dict[str, Any]]:
     """The model with weights from best (falling back to last when no validation ran yet) or last."""
     if which not in ("best", "last"):
         raise CheckpointError(f"unknown checkpoint {which!r}; choose best or last")
@@ -352,13 +374,17 @@ def build_model(info: CheckpointInfo, which: str = "best", device: str | torch.d
     except json.JSONDecodeError:
         meta = {}
     meta = meta if isinstance(meta, dict) else {}
-    run_id = meta.get("run_id", meta.get("trainer", {}).get("run_id") if isinstance(meta.get("trainer"), dict) else None)
+    run_id = meta.get(
+        "run_id", meta.get("trainer", {}).get("run_id") if isinstance(meta.get("trainer"), dict) else None
+    )
     if info.run_id is not None and run_id is not None and run_id != info.run_id:
         raise _MixedRuns(f"{path} belongs to another run than {info.path / META_FILE}; the checkpoint is corrupt")
     return model.to(device).eval(), meta
 
 
-def load_for_inference(path: str | Path, which: str = "best", device: str | torch.device = "cpu") -> tuple[RNNLanguageModel, Tokenizer, CheckpointInfo]:
+def load_for_inference(
+    path: str | Path, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[RNNLanguageModel, Tokenizer, CheckpointInfo]:
     """Everything needed to generate or evaluate: (model in eval mode, tokenizer, info).
 
     A reader that crosses the moment a new run's files are swapped in reads again,
@@ -382,7 +408,9 @@ def _swapping(path: Path) -> bool:
     return (directory / SWAP).exists() or (directory / STAGING).exists()
 
 
-def write_inference_checkpoint(directory: str | Path, model: RNNLanguageModel, tokenizer: Tokenizer, train_config: dict[str, Any] | None = None) -> Path:
+def write_inference_checkpoint(
+    directory: str | Path, model: RNNLanguageModel, tokenizer: Tokenizer, train_config: dict[str, Any] | None = None
+) -> Path:
     """A loadable checkpoint from an in-memory model (no training state): for tests and export."""
     directory = Path(directory)
     run_id = write_run_files(directory, model.config, tokenizer, train_config or {})
@@ -523,7 +551,9 @@ def _apply_swap(directory: Path) -> None:
         (directory / SWAP).unlink(missing_ok=True)
         fsync_dir(directory)
     except OSError as exc:
-        raise StorageError(f"cannot finish writing {directory}: {exc.strerror}; fix the disk and run `charlm train --resume` again") from None
+        raise StorageError(
+            f"cannot finish writing {directory}: {exc.strerror}; fix the disk and run `charlm train --resume` again"
+        ) from None
 
 
 # ------------------------------------------------------------------ metrics

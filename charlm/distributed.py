@@ -33,7 +33,7 @@ class DistContext:
     local_rank: int = 0
 
     @classmethod
-    def from_env(cls) -> "DistContext":
+    def from_env(cls) -> DistContext:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
@@ -92,10 +92,6 @@ class DistContext:
 
     def all_max(self, values: list[float], device: torch.device) -> list[float]:
         return self._reduce(values, device, "max")
-
-    def from_main(self, values: list[float], device: torch.device) -> list[float]:
-        """Rank 0's values, on every rank."""
-        return self._reduce(values, device, "main")
 
     def share_from_main(self, produce: Callable[[], bytes], device: torch.device) -> bytes:
         """Rank 0 runs `produce()`; every rank gets its bytes, or raises its one-line error.

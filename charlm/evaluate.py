@@ -86,7 +86,12 @@ def _window_for(batch: int, vocab: int, window: int) -> int:
 
 
 def _score_rows(
-    model: RNNLanguageModel, x: torch.Tensor, y: torch.Tensor, state: State | None, window: int, amp_dtype: torch.dtype | None
+    model: RNNLanguageModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    state: State | None,
+    window: int,
+    amp_dtype: torch.dtype | None,
 ) -> tuple[torch.Tensor, State]:
     """Summed NLL (float64 scalar) of rows y given rows x, window by window, and the final state.
 
@@ -100,6 +105,7 @@ def _score_rows(
             logits, state = model(x[:, i : i + t], state)  # (B, t, V)
         nll = F.cross_entropy(logits.float().reshape(-1, vocab), y[:, i : i + t].reshape(-1), reduction="none")
         total += nll.sum(dtype=torch.float64)
+    assert state is not None  # L >= 1: at least one window ran
     return total, state
 
 
@@ -176,21 +182,11 @@ class _StreamScorer:
     token counts, so the figure does not depend on the pieces.
     """
 
-    def __init__(
-        self,
-        model: RNNLanguageModel,
-        context_id: int,
-        *,
-        streams: int,
-        window: int,
-        warmup: int,
-        segment: int,
-        amp_dtype: torch.dtype | None,
-    ) -> None:
+    def __init__(self, model: RNNLanguageModel, context_id: int, scoring: Scoring) -> None:
         self.model = model
         self.device = next(model.parameters()).device
-        self.kw = dict(streams=streams, window=window, warmup=warmup, amp_dtype=amp_dtype)
-        self.block = EXACT_BLOCK if streams == 1 else streams * max(segment, warmup, 1)
+        self.scoring = scoring
+        self.block = EXACT_BLOCK if scoring.exact else scoring.streams * max(scoring.segment, scoring.warmup, 1)
         self.pending: list[np.ndarray] = [np.array([context_id], dtype=np.int64)]
         self.n_pending = 1
         self.state: State | None = None
@@ -220,7 +216,11 @@ class _StreamScorer:
 
     def _score(self, ids: np.ndarray) -> None:
         t = torch.from_numpy(np.ascontiguousarray(ids)).to(self.device)
-        out = score_stream(self.model, t, state=self.state, **self.kw)
+        s = self.scoring
+        streams = 1 if s.exact else s.streams
+        out = score_stream(
+            self.model, t, streams=streams, window=s.window, warmup=s.warmup, state=self.state, amp_dtype=s.amp_dtype
+        )
         self.state, self.nll, self.tokens = out.state, self.nll + out.nll, self.tokens + out.tokens
 
 
@@ -257,7 +257,7 @@ class TextScore:
     def oov_rate(self) -> float:
         return self.oov / self.tokens if self.tokens else float("nan")
 
-    def __add__(self, other: "TextScore") -> "TextScore":
+    def __add__(self, other: TextScore) -> TextScore:
         unknown = tuple(dict.fromkeys(self.unknown + other.unknown))[:MAX_UNKNOWN_SHOWN]
         return TextScore(
             self.tokens + other.tokens,
@@ -300,27 +300,33 @@ def context_id(tokenizer: Tokenizer) -> int:
     return token
 
 
-def evaluate_text(
-    model: RNNLanguageModel,
-    tokenizer: Tokenizer,
-    text: str,
-    *,
-    exact: bool = False,
-    streams: int = DEFAULT_STREAMS,
-    window: int = DEFAULT_WINDOW,
-    warmup: int = DEFAULT_WARMUP,
-    segment: int = DEFAULT_SEGMENT,
-    amp_dtype: torch.dtype | None = None,
-) -> TextScore:
+@dataclass(frozen=True)
+class Scoring:
+    """How a stream is scored (see the module doc): exact (one stream) or parallel segments."""
+
+    exact: bool = False
+    streams: int = DEFAULT_STREAMS
+    window: int = DEFAULT_WINDOW
+    warmup: int = DEFAULT_WARMUP
+    segment: int = DEFAULT_SEGMENT
+    amp_dtype: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        for opt, value in (("streams", self.streams), ("window", self.window), ("segment", self.segment)):
+            if value < 1:
+                raise ValueError(f"{opt} must be at least 1, got {value}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be at least 0, got {self.warmup}")
+
+
+def evaluate_text(model: RNNLanguageModel, tokenizer: Tokenizer, text: str, **scoring: Any) -> TextScore:
     """The figures of `text` under the protocol of the module doc.
 
-    exact=True scores one stream (the reference figure); otherwise `streams`
-    parallel segments of `segment` tokens, each warmed on `warmup` tokens.
-    Equal to `evaluate_file` on a file holding `text`.
+    `scoring` takes the keywords of `Scoring`: exact=True scores one stream (the
+    reference figure); otherwise `streams` parallel segments of `segment` tokens,
+    each warmed on `warmup` tokens. Equal to `evaluate_file` on a file holding `text`.
     """
-    return _evaluate_pieces(
-        model, tokenizer, [text], "the text", exact=exact, streams=streams, window=window, warmup=warmup, segment=segment, amp_dtype=amp_dtype
-    )
+    return _evaluate_pieces(model, tokenizer, [text], "the text", Scoring(**scoring))
 
 
 def evaluate_file(
@@ -328,17 +334,12 @@ def evaluate_file(
     tokenizer: Tokenizer,
     path: str | os.PathLike,
     *,
-    exact: bool = False,
-    streams: int = DEFAULT_STREAMS,
-    window: int = DEFAULT_WINDOW,
-    warmup: int = DEFAULT_WARMUP,
-    segment: int = DEFAULT_SEGMENT,
     errors: str = "strict",
     chunk_bytes: int = CHUNK_BYTES,
-    amp_dtype: torch.dtype | None = None,
     progress: Callable[[int], None] | None = None,
+    **scoring: Any,
 ) -> TextScore:
-    """The figures of a UTF-8 text file, streamed in chunks of `chunk_bytes`.
+    """The figures of a UTF-8 text file, streamed in chunks of `chunk_bytes` (`scoring`: see `evaluate_text`).
 
     Memory is bounded by the chunk and block sizes, not by the file size (for
     word and subword tokens a piece ends at a line end, so one line is held
@@ -347,19 +348,7 @@ def evaluate_file(
     byte count of each piece scored.
     """
     chunks = iter_text_chunks(path, chunk_bytes=chunk_bytes, errors=errors)
-    return _evaluate_pieces(
-        model,
-        tokenizer,
-        chunks,
-        str(path),
-        exact=exact,
-        streams=streams,
-        window=window,
-        warmup=warmup,
-        segment=segment,
-        amp_dtype=amp_dtype,
-        progress=progress,
-    )
+    return _evaluate_pieces(model, tokenizer, chunks, str(path), Scoring(**scoring), progress)
 
 
 def _evaluate_pieces(
@@ -367,31 +356,12 @@ def _evaluate_pieces(
     tokenizer: Tokenizer,
     chunks: Iterable[str],
     name: str,
-    *,
-    exact: bool,
-    streams: int,
-    window: int,
-    warmup: int,
-    segment: int,
-    amp_dtype: torch.dtype | None,
+    scoring: Scoring,
     progress: Callable[[int], None] | None = None,
 ) -> TextScore:
     if tokenizer.vocab_size != model.config.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids, the model {model.config.vocab_size}")
-    for opt, value in (("streams", streams), ("window", window), ("segment", segment)):
-        if value < 1:
-            raise ValueError(f"{opt} must be at least 1, got {value}")
-    if warmup < 0:
-        raise ValueError(f"warmup must be at least 0, got {warmup}")
-    scorer = _StreamScorer(
-        model,
-        context_id(tokenizer),
-        streams=1 if exact else streams,
-        window=window,
-        warmup=warmup,
-        segment=segment,
-        amp_dtype=amp_dtype,
-    )
+    scorer = _StreamScorer(model, context_id(tokenizer), scoring)
     chars = nbytes = oov = 0
     unknown: dict[str, None] = {}
     for piece in token_safe_pieces(chunks, tokenizer.kind):

@@ -9,14 +9,14 @@ carrying, detaching, resetting and reordering it is the same for every cell.
 `forward` runs whole windows (training, evaluation, prompt warm-up); `step` runs
 one token through the cell functions with the same weights, which avoids the
 large per-call overhead that oneDNN's fused layer has at T = 1 on a CPU
-(see shared/PERFORMANCE.md: about 10x).
+(about 10x per token for a 2x512 LSTM on a 2-core CPU; benchmarks/bench_generate.py
+measures both paths).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -67,7 +67,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -88,7 +88,9 @@ class RNNLanguageModel(nn.Module):
             for i in range(c.num_layers)
         )
         # With tying, the decoder reads E-sized features; project when H != E.
-        self.projection = nn.Linear(c.hidden_size, c.emb_size, bias=False) if c.tie_weights and c.hidden_size != c.emb_size else None
+        self.projection = (
+            nn.Linear(c.hidden_size, c.emb_size, bias=False) if c.tie_weights and c.hidden_size != c.emb_size else None
+        )
         self.decoder = nn.Linear(c.emb_size if c.tie_weights else c.hidden_size, c.vocab_size)
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight
@@ -100,7 +102,8 @@ class RNNLanguageModel(nn.Module):
             nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
         nn.init.zeros_(self.decoder.bias)
         if self.config.cell == "lstm":
-            # Forget-gate bias 1: remember by default (Jozefowicz et al., 2015).
+            # Forget gate open at the start (Jozefowicz et al., 2015): torch adds two bias vectors,
+            # input-to-hidden and hidden-to-hidden, so 0.5 in each sums to a forget-gate bias of 1.
             H = self.config.hidden_size
             for layer in self.layers:
                 for name in ("bias_ih_l0", "bias_hh_l0"):
@@ -111,7 +114,9 @@ class RNNLanguageModel(nn.Module):
         return 2 if self.config.cell == "lstm" else 1
 
     # ----------------------------------------------------------------- state
-    def init_state(self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> State:
+    def init_state(
+        self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
         """The zero state for `batch_size` sequences."""
         p = self.embedding.weight
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
@@ -135,7 +140,7 @@ class RNNLanguageModel(nn.Module):
             layer_state = tuple(s[i : i + 1].contiguous() for s in state)  # each (1, B, H)
             hx = layer_state if c.cell == "lstm" else layer_state[0]
             if c.weight_drop > 0.0 and self.training:
-                w_hh = drop_weight(layer.weight_hh_l0, c.weight_drop, True)
+                w_hh = drop_weight(_weights(layer)[1], c.weight_drop, True)
                 x, hy = functional_call(layer, {"weight_hh_l0": w_hh}, (x, hx))  # (B, T, H)
             else:
                 x, hy = layer(x, hx)  # (B, T, H)
@@ -146,7 +151,9 @@ class RNNLanguageModel(nn.Module):
     def _head_input(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """... and on the output: raw (B, T, H) -> (dropped (B, T, H), the decoder's input (B, T, D))."""
         dropped = seq_dropout(raw, self.config.dropout, self.training, self.config.locked_dropout)
-        return dropped, (self.projection(dropped) if self.projection is not None else dropped)  # (B, T, E) when projected
+        return dropped, (
+            self.projection(dropped) if self.projection is not None else dropped
+        )  # (B, T, E) when projected
 
     def features(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Run the embedding and the recurrent stack over a window.
@@ -181,7 +188,7 @@ class RNNLanguageModel(nn.Module):
         x = self.embedding(ids)  # (B, E)
         new_state: list[list[torch.Tensor]] = [[] for _ in state]
         for i, layer in enumerate(self.layers):
-            w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
+            w_ih, w_hh, b_ih, b_hh = _weights(layer)
             if c.cell == "lstm":
                 h, cc = torch.lstm_cell(x, (state[0][i], state[1][i]), w_ih, w_hh, b_ih, b_hh)  # (B, H) each
                 new_state[0].append(h)
@@ -214,6 +221,14 @@ class RNNLanguageModel(nn.Module):
         return 2.0 * total
 
 
+def _weights(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A one-layer fused RNN's (W_ih, W_hh, b_ih, b_hh), which the cell functions take."""
+    return cast(
+        tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+        (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0),
+    )
+
+
 # ------------------------------------------------------------------ state ops
 def detach_state(state: State) -> State:
     """Keep the values, cut the graph: the edge of a truncated-BPTT window.
@@ -230,14 +245,3 @@ def reorder_state(state: State, index: torch.Tensor) -> State:
     Beam search uses this to follow each surviving hypothesis's parent.
     """
     return tuple(s.index_select(1, index) for s in state)
-
-
-def reset_state(state: State, mask: torch.Tensor) -> State:
-    """Zero the state of the sequences where mask (B,) is True, keep the others."""
-    m = mask[None, :, None]  # (1, B, 1)
-    return tuple(torch.where(m, torch.zeros_like(s), s) for s in state)  # where, not *: NaN * 0 is NaN
-
-
-def init_loss(vocab_size: int) -> float:
-    """The loss of a uniform prediction, ln(V): what an untrained model should start near."""
-    return math.log(vocab_size)

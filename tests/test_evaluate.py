@@ -4,14 +4,13 @@ streaming against whole-text evaluation, the figures against their definitions."
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch.nn.functional as F
 
 from charlm import evaluate as ev
 from charlm.devices import cpu_bf16_supported
@@ -69,10 +68,7 @@ def trained_char_model(text: str, steps: int = 60, seed: int = 0):
 
 
 TEXT = (
-    "the cat sat on the mat.\n"
-    "the dog sat on the log.\n"
-    "a cat and a dog met on a mat.\n"
-    "the end of the tale is near.\n"
+    "the cat sat on the mat.\nthe dog sat on the log.\na cat and a dog met on a mat.\nthe end of the tale is near.\n"
 ) * 12
 
 
@@ -224,7 +220,7 @@ def test_chunked_file_equals_whole_text(tmp_path, trained, exact):
     assert chunked.nll == pytest.approx(whole.nll, rel=1e-9)
     assert len(seen) > 10 and sum(seen) == len(text.encode())
     if not exact:
-        assert ev._StreamScorer(model, 0, streams=4, window=8, warmup=16, segment=100, amp_dtype=None).block < len(text)
+        assert ev._StreamScorer(model, 0, ev.Scoring(streams=4, window=8, warmup=16, segment=100)).block < len(text)
 
 
 def test_totals_are_token_weighted_not_a_mean_of_means(tmp_path, trained):
@@ -328,7 +324,7 @@ def test_amp_autocast_scores_close_to_fp32():
 
 def test_streaming_memory_is_bounded_by_the_block(trained):
     model, tok = trained
-    scorer = ev._StreamScorer(model, 0, streams=4, window=8, warmup=8, segment=16, amp_dtype=None)
+    scorer = ev._StreamScorer(model, 0, ev.Scoring(streams=4, window=8, warmup=8, segment=16))
     peak = 0
     for _ in range(200):
         scorer.feed(np.ones(10, dtype=np.int64))

@@ -11,7 +11,6 @@ import contextlib
 import json
 import re
 import secrets
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from click.core import ParameterSource
 from rich.text import Text
 
 from charlm.checkpoint import load_for_inference
-from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console
+from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console, option_table
 from charlm.config import MAX_SEED
 from charlm.devices import resolve_device
 from charlm.errors import ConfigError
@@ -47,49 +46,56 @@ def unescape(text: str) -> str:
     return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
+# The decoding options, named as DecodingOptions names them (length is max_new_tokens).
+# fmt: off
+DECODING_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--length -n max_new_tokens", dict(type=click.IntRange(1, MAX_NEW_TOKENS), default=500, show_default=True,
+                                        help="Most new tokens (characters for a char model).")),
+    ("--strategy -s", dict(type=click.Choice(STRATEGIES), default="sample", show_default=True,
+                           help="How to pick each token.")),
+    ("--temperature -t", dict(type=click.FloatRange(min=0), default=1.0, show_default=True,
+                              help="Sampling: below 1 safer, above 1 wilder; 0 is greedy.")),
+    ("--top-k", dict(type=click.IntRange(min=1), help="Sampling: draw only from the k most likely tokens.")),
+    ("--top-p", dict(type=click.FloatRange(0, 1, min_open=True),
+                     help="Sampling: draw from the fewest tokens holding this much probability.")),
+    ("--beam-width -b", dict(type=click.IntRange(1, MAX_BEAM_WIDTH), default=5, show_default=True,
+                             help="Beam: hypotheses kept at each step.")),
+    ("--length-penalty", dict(type=click.FloatRange(min=0), default=1.0, show_default=True,
+                              help="Beam: score = sum(log p) / length^this; 0 ranks by the raw sum (favours short).")),
+    ("--n-best", dict(type=click.IntRange(min=1), show_default="the beam width", help="Beam: hypotheses to print.")),
+    ("--exact-beam", dict(is_flag=True,
+                          help="Beam: search on to --length instead of stopping once nothing live scores better.")),
+    ("--num-samples -N", dict(type=click.IntRange(1, MAX_SAMPLES), default=1, show_default=True,
+                              help="Sampling: continuations to draw, as one batch.")),
+    ("--stop", dict(multiple=True, help=r"End the text just before this string (repeatable; \n is understood).")),
+    ("--lines", dict(type=click.IntRange(min=1),
+                     help="Stop after this many line ends (word models: <eos>, 1 by default).")),
+    ("--allow-unk", dict(is_flag=True, help="Let the model emit <unk> (masked by default: it has no text).")),
+]
+# fmt: on
+
+
 @click.command("generate")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.option("--prompt", "-p", default="", help=r"Text to continue (\n and \t are understood). Default: a line start.")
-@click.option("--length", "-n", type=click.IntRange(1, MAX_NEW_TOKENS), default=500, show_default=True, help="Most new tokens (characters for a char model).")
-@click.option("--strategy", "-s", type=click.Choice(STRATEGIES), default="sample", show_default=True, help="How to pick each token.")
-@click.option("--temperature", "-t", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Sampling: below 1 safer, above 1 wilder; 0 is greedy.")
-@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Sampling: draw only from the k most likely tokens.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None, help="Sampling: draw from the fewest tokens holding this much probability.")
-@click.option("--beam-width", "-b", type=click.IntRange(1, MAX_BEAM_WIDTH), default=5, show_default=True, help="Beam: hypotheses kept at each step.")
-@click.option("--length-penalty", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Beam: score = sum(log p) / length^this; 0 ranks by the raw sum (favours short).")
-@click.option("--n-best", type=click.IntRange(min=1), default=None, show_default="the beam width", help="Beam: hypotheses to print.")
-@click.option("--exact-beam", is_flag=True, help="Beam: search up to --length instead of stopping once no live hypothesis scores better.")
-@click.option("--allow-unk", is_flag=True, help="Let the model emit <unk> (masked by default: it has no text).")
-@click.option("--num-samples", "-N", type=click.IntRange(1, MAX_SAMPLES), default=1, show_default=True, help="Sampling: continuations to draw, as one batch.")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Random seed: the same seed gives the same text on the same machine.")
-@click.option("--stop", multiple=True, help=r"End the text just before this string (repeatable; \n is understood).")
-@click.option("--lines", type=click.IntRange(min=1), default=None, help="Stop after this many line ends (word models: <eos>, 1 by default).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (text, tokens, logprob) and nothing else on stdout.")
-@click.option("--interactive", "-i", is_flag=True, help="A REPL: each line typed is a prompt; /help lists the settings.")
-@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Weights: best validation loss, or the last saved.")
+@option_table(DECODING_OPTIONS)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), help="Random seed: the same seed gives the same text here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON and nothing else on stdout.")
+@click.option(
+    "--interactive", "-i", is_flag=True, help="A REPL: each line typed is a prompt; /help lists the settings."
+)
+@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which weights.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @domain_errors
 def generate_command(
     checkpoint: Path,
     prompt: str,
-    length: int,
-    strategy: str,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    beam_width: int,
-    length_penalty: float,
-    n_best: int | None,
-    exact_beam: bool,
-    allow_unk: bool,
-    num_samples: int,
     seed: int | None,
-    stop: tuple[str, ...],
-    lines: int | None,
     as_json: bool,
     interactive: bool,
     which: str,
     device: str,
+    **decoding: Any,
 ) -> None:
     """Generate text from CHECKPOINT (a directory written by `charlm train`).
 
@@ -100,21 +106,7 @@ def generate_command(
     """
     if as_json and interactive:
         raise ConfigError("--json and --interactive do not combine; drop one")
-    options = DecodingOptions(
-        strategy=strategy,
-        max_new_tokens=length,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        beam_width=beam_width,
-        length_penalty=length_penalty,
-        n_best=n_best,
-        exact_beam=exact_beam,
-        num_samples=num_samples,
-        stop=tuple(unescape(s) for s in stop),
-        lines=lines,
-        allow_unk=allow_unk,
-    )
+    options = DecodingOptions(**(decoding | {"stop": tuple(unescape(s) for s in decoding["stop"])}))
     dev = resolve_device(device)
     _warn_unused(click.get_current_context(), options)
     model, tokenizer, _ = load_for_inference(checkpoint, which=which, device=dev)
@@ -182,7 +174,9 @@ def _encode(tokenizer: Any, text: str):
     return p
 
 
-def continue_text(model: Any, tokenizer: Any, text: str, options: DecodingOptions, generator: torch.Generator, *, echo_prompt: bool) -> None:
+def continue_text(
+    model: Any, tokenizer: Any, text: str, options: DecodingOptions, generator: torch.Generator, *, echo_prompt: bool
+) -> None:
     """Generate from `text` and print it: streamed (one sample), a list of samples, or the n-best list."""
     p = _encode(tokenizer, text)
     prefix = text if echo_prompt else ""

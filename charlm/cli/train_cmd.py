@@ -4,26 +4,35 @@ from __future__ import annotations
 
 import math
 import signal
-from pathlib import Path
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import click
 from click.core import ParameterSource
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from charlm import checkpoint as ckpt
-from charlm.cli.common import DEVICE_HELP, Duration, console, domain_errors, err_console
-from charlm.config import LEVELS, MAX_SEED, OPTIMIZERS, PRETOKENIZERS, SCHEDULES, SUBWORD_MODELS, TrainConfig, resumed_config
+from charlm.cli.common import DEVICE_HELP, Duration, console, domain_errors, err_console, option_table
+from charlm.config import (
+    ENCODING_ERRORS,
+    LEVELS,
+    MAX_SEED,
+    OPTIMIZERS,
+    PRETOKENIZERS,
+    SCHEDULES,
+    SUBWORD_MODELS,
+    TrainConfig,
+    resumed_config,
+)
 from charlm.devices import PRECISIONS
 from charlm.errors import CharlmError
 from charlm.model import CELLS
 from charlm.train import train
 
 _D = {f.name: f.default for f in fields(TrainConfig)}
-_PROB = click.FloatRange(0.0, 1.0, max_open=True)
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -122,7 +131,10 @@ class RichObserver:
             if loss is None:
                 table.add_row(name, "-")
             else:
-                table.add_row(name, f"{loss:.4f} nats/token (ppl {math.exp(min(loss, 700)):.2f}, {loss / math.log(2):.3f} bits/token)")
+                table.add_row(
+                    name,
+                    f"{loss:.4f} nats/token (ppl {math.exp(min(loss, 700)):.2f}, {loss / math.log(2):.3f} bits/token)",
+                )
 
         table.add_row("stopped by", summary["status"])
         table.add_row("steps / epochs", f"{summary['step']} / {summary['epoch']}")
@@ -147,61 +159,92 @@ def _write_plot(out: Path, quiet: bool) -> None:
         err_console.print(f"[yellow]warning:[/] no loss plot: {escape(str(exc))}", soft_wrap=True)
         return
     if not quiet:
-        err_console.print(f"loss curves: {escape(str(path))} (charlm plot {escape(str(out))} draws them here)", soft_wrap=True)
+        err_console.print(
+            f"loss curves: {escape(str(path))} (charlm plot {escape(str(out))} draws them here)", soft_wrap=True
+        )
+
+
+_PROB = click.FloatRange(0.0, 1.0, max_open=True)
+_POSITIVE = click.FloatRange(0, min_open=True)
+_OPEN_UNIT = click.FloatRange(0, 1, min_open=True, max_open=True)
+
+# Every TrainConfig option as (flags, its field, click type, help): one line each. The default
+# is TrainConfig's own; a "/" in the flag makes a boolean switch.
+# fmt: off
+OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("--out -o", "out", click.Path(path_type=str), "Checkpoint directory [default: checkpoints/<corpus name>]."),
+    ("--valid", "valid", click.Path(path_type=str), "Validation file(s), repeatable [default: the end of the corpus]."),
+    ("--valid-fraction", "valid_fraction", _OPEN_UNIT, "Fraction held out for validation when no --valid."),
+    ("--encoding-errors", "encoding_errors", click.Choice(ENCODING_ERRORS), "replace: bad bytes become U+FFFD."),
+    ("--level", "level", click.Choice(LEVELS), "Tokenizer: characters, words or SentencePiece subwords."),
+    ("--min-freq", "min_freq", click.IntRange(1), "word: rarer words become <unk>."),
+    ("--max-vocab", "max_vocab", click.IntRange(3), "word: keep at most this many types (specials included)."),
+    ("--pretokenize", "pretokenize", click.Choice(PRETOKENIZERS), "word: whitespace (tokenized text) or punct (raw)."),
+    ("--subword-vocab-size", "subword_vocab_size", click.IntRange(1), "subword: SentencePiece vocabulary size."),
+    ("--subword-model", "subword_model", click.Choice(SUBWORD_MODELS), "subword: SentencePiece model type."),
+    ("--cell", "cell", click.Choice(CELLS), "Recurrent cell (rnn = Elman tanh)."),
+    ("--layers", "num_layers", click.IntRange(1), "Stacked recurrent layers."),
+    ("--hidden", "hidden_size", click.IntRange(1), "Hidden units per layer."),
+    ("--emb", "emb_size", click.IntRange(1), "Embedding size."),
+    ("--dropout", "dropout", _PROB, "Dropout between layers and on the output (non-recurrent connections)."),
+    ("--dropout-input", "dropout_input", _PROB, "Dropout on the embeddings."),
+    ("--dropout-embed", "dropout_embed", _PROB, "Embedding dropout: drop whole token types."),
+    ("--weight-drop", "weight_drop", _PROB, "DropConnect on hidden-to-hidden weights (AWD-LSTM)."),
+    ("--locked-dropout/--no-locked-dropout", "locked_dropout", None, "One dropout mask per sequence (variational)."),
+    ("--tie-weights/--no-tie-weights", "tie_weights", None, "Share embedding and decoder weights."),
+    ("--ar", "ar", click.FloatRange(0), "Activation regularisation weight (AWD-LSTM)."),
+    ("--tar", "tar", click.FloatRange(0), "Temporal activation regularisation weight (AWD-LSTM)."),
+    ("--optimizer", "optimizer", click.Choice(OPTIMIZERS), "Optimiser."),
+    ("--lr", "lr", _POSITIVE, "Peak learning rate."),
+    ("--weight-decay", "weight_decay", click.FloatRange(0), "Decoupled weight decay (AdamW) or L2 (SGD)."),
+    ("--momentum", "momentum", click.FloatRange(0, 1, max_open=True), "sgd only."),
+    ("--clip", "clip", click.FloatRange(0), "Clip the gradient norm to this (0: off)."),
+    ("--batch-size -b", "batch_size", click.IntRange(1), "Parallel streams."),
+    ("--bptt -t", "bptt", click.IntRange(1), "Window length of truncated BPTT."),
+    ("--schedule", "schedule", click.Choice(SCHEDULES), "Learning-rate decay (plateau: when validation stalls)."),
+    ("--warmup-steps", "warmup_steps", click.IntRange(0), "Linear warm-up of the learning rate."),
+    ("--min-lr-ratio", "min_lr_ratio", click.FloatRange(0, 1), "cosine/linear: final lr as a fraction of --lr."),
+    ("--plateau-factor", "plateau_factor", _OPEN_UNIT, "plateau: multiply the lr by this when validation stalls."),
+    ("--plateau-patience", "plateau_patience", click.IntRange(0), "plateau: validations without improvement first."),
+    ("--patience", "patience", click.IntRange(1), "Early stopping: validations without improvement."),
+    ("--epochs", "epochs", _POSITIVE, "Stop after this many passes over the training text."),
+    ("--max-steps", "max_steps", click.IntRange(1), "Stop after this many optimiser steps."),
+    ("--time-budget", "time_budget", Duration(), "Stop after this time (90s, 10m, 1h); 10m when no limit is given."),
+    ("--eval-interval", "eval_interval", click.IntRange(1), "Validate (and save) every N steps."),
+    ("--eval-streams", "eval_streams", click.IntRange(1), "Parallel streams for validation."),
+    ("--log-interval", "log_interval", click.IntRange(1), "Log the training loss every N steps."),
+    ("--device", "device", None, DEVICE_HELP),
+    ("--precision", "precision", click.Choice(PRECISIONS), "auto: bf16 (or fp16) autocast on CUDA, fp32 on a CPU."),
+    ("--seed", "seed", click.IntRange(0, MAX_SEED), "Random seed (weights, dropout, data order)."),
+]
+# fmt: on
+
+
+def _option_rows() -> list[tuple[str, dict[str, Any]]]:
+    """OPTIONS as `option_table` rows, each defaulting to TrainConfig's value."""
+    rows = []
+    for flags, name, kind, help_text in OPTIONS:
+        many = name == "valid"
+        default = None if many else _D[name]
+        typed = {"type": kind} if kind is not None else {}
+        shown = default is not None and name != "out"
+        rows.append(
+            (f"{flags} {name}", dict(default=default, show_default=shown, multiple=many, help=help_text, **typed))
+        )
+    return rows
 
 
 @click.command("train")
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--out", "-o", type=click.Path(path_type=str), help="Checkpoint directory [default: checkpoints/<corpus name>].")
-@click.option("--valid", "valid", multiple=True, type=click.Path(path_type=str), help="Validation file(s); default: hold out the end of the corpus.")
-@click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=_D["valid_fraction"], show_default=True, help="Fraction held out for validation when no --valid.")
-@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True, help="replace: undecodable bytes become U+FFFD instead of an error.")
-@click.option("--level", type=click.Choice(LEVELS), default=_D["level"], show_default=True, help="Tokenizer: characters, words or SentencePiece subwords.")
-@click.option("--min-freq", type=click.IntRange(1), default=_D["min_freq"], show_default=True, help="word: rarer words become <unk>.")
-@click.option("--max-vocab", type=click.IntRange(3), default=None, help="word: keep at most this many types (specials included).")
-@click.option("--pretokenize", type=click.Choice(PRETOKENIZERS), default=_D["pretokenize"], show_default=True, help="word: split on whitespace (pre-tokenized corpora) or also split punctuation (raw text).")
-@click.option("--subword-vocab-size", type=click.IntRange(1), default=_D["subword_vocab_size"], show_default=True, help="subword: SentencePiece vocabulary size.")
-@click.option("--subword-model", type=click.Choice(SUBWORD_MODELS), default=_D["subword_model"], show_default=True, help="subword: SentencePiece model type.")
-@click.option("--cell", type=click.Choice(CELLS), default=_D["cell"], show_default=True, help="Recurrent cell (rnn = Elman tanh).")
-@click.option("--layers", "num_layers", type=click.IntRange(1), default=_D["num_layers"], show_default=True)
-@click.option("--hidden", "hidden_size", type=click.IntRange(1), default=_D["hidden_size"], show_default=True, help="Hidden units per layer.")
-@click.option("--emb", "emb_size", type=click.IntRange(1), default=_D["emb_size"], show_default=True, help="Embedding size.")
-@click.option("--dropout", type=_PROB, default=_D["dropout"], show_default=True, help="Dropout between layers and on the output (non-recurrent connections).")
-@click.option("--dropout-input", type=_PROB, default=_D["dropout_input"], show_default=True, help="Dropout on the embeddings.")
-@click.option("--dropout-embed", type=_PROB, default=_D["dropout_embed"], show_default=True, help="Embedding dropout: drop whole token types.")
-@click.option("--weight-drop", type=_PROB, default=_D["weight_drop"], show_default=True, help="DropConnect on hidden-to-hidden weights (AWD-LSTM).")
-@click.option("--locked-dropout/--no-locked-dropout", default=_D["locked_dropout"], show_default=True, help="One dropout mask per sequence (variational).")
-@click.option("--tie-weights/--no-tie-weights", default=_D["tie_weights"], show_default=True, help="Share embedding and decoder weights (projection if sizes differ).")
-@click.option("--ar", type=click.FloatRange(0), default=_D["ar"], show_default=True, help="Activation regularisation weight.")
-@click.option("--tar", type=click.FloatRange(0), default=_D["tar"], show_default=True, help="Temporal activation regularisation weight.")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_D["optimizer"], show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=_D["lr"], show_default=True, help="Peak learning rate.")
-@click.option("--weight-decay", type=click.FloatRange(0), default=_D["weight_decay"], show_default=True)
-@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=_D["momentum"], show_default=True, help="sgd only.")
-@click.option("--clip", type=click.FloatRange(0), default=_D["clip"], show_default=True, help="Clip the gradient norm to this (0: off).")
-@click.option("--batch-size", "-b", type=click.IntRange(1), default=_D["batch_size"], show_default=True, help="Parallel streams.")
-@click.option("--bptt", "-t", type=click.IntRange(1), default=_D["bptt"], show_default=True, help="Window length of truncated BPTT.")
-@click.option("--schedule", type=click.Choice(SCHEDULES), default=_D["schedule"], show_default=True, help="Learning-rate decay over the run (plateau: anneal when validation stalls).")
-@click.option("--warmup-steps", type=click.IntRange(0), default=_D["warmup_steps"], show_default=True)
-@click.option("--min-lr-ratio", type=click.FloatRange(0, 1), default=_D["min_lr_ratio"], show_default=True, help="cosine/linear: final lr as a fraction of --lr.")
-@click.option("--plateau-factor", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=_D["plateau_factor"], show_default=True)
-@click.option("--plateau-patience", type=click.IntRange(0), default=_D["plateau_patience"], show_default=True)
-@click.option("--patience", type=click.IntRange(1), default=None, help="Early stopping: stop after this many validations without improvement.")
-@click.option("--epochs", type=click.FloatRange(0, min_open=True), default=None, help="Stop after this many passes over the training text.")
-@click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimiser steps.")
-@click.option("--time-budget", type=Duration(), default=None, help="Stop after this wall-clock time (90s, 10m, 1h). Default 10m when no limit is given.")
-@click.option("--eval-interval", type=click.IntRange(1), default=_D["eval_interval"], show_default=True, help="Validate (and save) every N steps.")
-@click.option("--eval-streams", type=click.IntRange(1), default=_D["eval_streams"], show_default=True, help="Parallel streams for validation.")
-@click.option("--log-interval", type=click.IntRange(1), default=_D["log_interval"], show_default=True)
-@click.option("--device", default=_D["device"], show_default=True, help=DEVICE_HELP)
-@click.option("--precision", type=click.Choice(PRECISIONS), default=_D["precision"], show_default=True, help="auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU.")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=_D["seed"], show_default=True, help="Random seed (weights, dropout, data order).")
+@option_table(_option_rows())
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a different run already in --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display or summary (for scripts).")
 @click.pass_context
 @domain_errors
-def train_command(ctx: click.Context, corpus: tuple[str, ...], resume: bool, overwrite: bool, quiet: bool, **options: Any) -> None:
+def train_command(
+    ctx: click.Context, corpus: tuple[str, ...], resume: bool, overwrite: bool, quiet: bool, **options: Any
+) -> None:
     """Train a language model on CORPUS (text files or directories).
 
     \b

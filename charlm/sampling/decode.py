@@ -12,7 +12,7 @@ steps 1, 2, 4, ... then every 32), and only a stop rule that needs the text
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +55,13 @@ def warm_up(model: DecodingModel, ids: Sequence[int], device: torch.device | Non
 
 
 def token_steps(
-    model: DecodingModel, logits: torch.Tensor, state: State, options: DecodingOptions, generator: torch.Generator | None, banned: Sequence[int] = ()
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    model: DecodingModel,
+    logits: torch.Tensor,
+    state: State,
+    options: DecodingOptions,
+    generator: torch.Generator | None,
+    banned: Sequence[int] = (),
+) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
     """The device loop: yields (ids (B,), log-probs (B,)) for up to `max_new_tokens` steps.
 
     No host sync: the consumer decides when to look at the ids. The state is stepped
@@ -78,7 +83,9 @@ def _sync_points() -> Iterator[int]:
 
 
 # ------------------------------------------------------------------ a batch without text stops: tensor-shaped
-def _sample_tensor(model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, generator: torch.Generator | None) -> list[Generation]:
+def _sample_tensor(
+    model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, generator: torch.Generator | None
+) -> list[Generation]:
     """N samples whose only stop is the length or the n-th <eos>: counted on the device, decoded once at the end."""
     n, limit = options.num_samples, options.max_new_tokens
     logits, state = _batch_start(model, plan, n)
@@ -154,7 +161,9 @@ class _Row:
         return Generation("".join(self.text) + tail, self.ids, self.logprob, reason)
 
 
-def _sample_rows(model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, generator: torch.Generator | None) -> list[Generation]:
+def _sample_rows(
+    model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, generator: torch.Generator | None
+) -> list[Generation]:
     logits, state = _batch_start(model, plan, options.num_samples)
     rows = [_Row(plan.tracker(tokenizer)) for _ in range(options.num_samples)]
     chunk: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -189,10 +198,17 @@ class TextStream:
     (say by Ctrl-C while the caller prints a piece).
     """
 
-    def __init__(self, model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, generator: torch.Generator | None) -> None:
+    def __init__(
+        self,
+        model: DecodingModel,
+        tokenizer: TextCodec,
+        plan: Plan,
+        options: DecodingOptions,
+        generator: torch.Generator | None,
+    ) -> None:
         self.prompt = plan.prompt
         self.result: Generation | None = None
-        self._gen = self._run(model, tokenizer, plan, options, generator)
+        self._gen = self._run(model, _Row(plan.tracker(tokenizer)), plan, options, generator)
 
     def __iter__(self) -> Iterator[str]:
         return self._gen
@@ -206,41 +222,56 @@ class TextStream:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _run(self, model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, generator: torch.Generator | None) -> Iterator[str]:
+    def _run(
+        self, model: DecodingModel, row: _Row, plan: Plan, options: DecodingOptions, generator: torch.Generator | None
+    ) -> Generator[str, None, None]:
         # No torch.no_grad() here: grad mode is per thread, so it would leak to the caller at every
         # yield. warm_up and the model's step run without gradients themselves.
         with eval_mode(model):  # type: ignore[arg-type]
             logits, state = warm_up(model, plan.prompt.ids)
-            row = _Row(plan.tracker(tokenizer))
             for ids, logp in token_steps(model, logits, state, options, generator, plan.banned):
                 piece = row.accept(int(ids[0]), float(logp[0]), plan, options.max_new_tokens)  # one sync per token
                 if piece:
                     yield piece
                 if row.done:
                     break
+            emitted = len("".join(row.text))
             self.result = row.result()
-            tail = self.result.text[len("".join(row.text)) :]
-            if tail:
-                yield tail
+            if len(self.result.text) > emitted:
+                yield self.result.text[emitted:]  # what the decoder or the stop matcher held back
 
 
-def stream(model: DecodingModel, tokenizer: TextCodec, prompt: str | Prompt, options: DecodingOptions, generator: torch.Generator | None = None) -> TextStream:
+def stream(
+    model: DecodingModel,
+    tokenizer: TextCodec,
+    prompt: str | Prompt,
+    options: DecodingOptions,
+    generator: torch.Generator | None = None,
+) -> TextStream:
     """Generate one continuation (greedy or sample), yielding text pieces as they are produced.
 
-        with stream(model, tok, "ROMEO:", DecodingOptions(max_new_tokens=200), torch.Generator().manual_seed(1)) as s:
-            for piece in s:
-                print(piece, end="", flush=True)
-        s.result.logprob
+    with stream(model, tok, "ROMEO:", DecodingOptions(max_new_tokens=200), torch.Generator().manual_seed(1)) as s:
+        for piece in s:
+            print(piece, end="", flush=True)
+    s.result.logprob
     """
     if options.effective_strategy == "beam":
-        raise ConfigError("beam search cannot stream (hypotheses change until the end); use generate() or greedy/sample")
+        raise ConfigError(
+            "beam search cannot stream (hypotheses change until the end); use generate() or greedy/sample"
+        )
     if options.num_samples != 1:
         raise ConfigError("streaming produces one sequence; use generate() for several samples")
     options.check_vocab(tokenizer.vocab_size)
     return TextStream(model, tokenizer, make_plan(tokenizer, prompt, options), options, generator)
 
 
-def generate(model: DecodingModel, tokenizer: TextCodec, prompt: str | Prompt, options: DecodingOptions, generator: torch.Generator | None = None) -> list[Generation]:
+def generate(
+    model: DecodingModel,
+    tokenizer: TextCodec,
+    prompt: str | Prompt,
+    options: DecodingOptions,
+    generator: torch.Generator | None = None,
+) -> list[Generation]:
     """Whole results: `num_samples` samples (one batch), one greedy text, or the n best beam hypotheses (best first)."""
     options.check_vocab(tokenizer.vocab_size)
     plan = make_plan(tokenizer, prompt, options)
