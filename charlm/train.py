@@ -265,6 +265,20 @@ class StopSignals:
             signal.signal(sig, old)
 
 
+def activation_regularisation(dropped: torch.Tensor, raw: torch.Tensor, ar: float, tar: float) -> torch.Tensor:
+    """AWD-LSTM's AR and TAR: ar * mean(dropped^2) + tar * mean((raw_t - raw_t-1)^2).
+
+    dropped, raw: (B, T, H), the last layer's output after and before its dropout.
+    AR keeps activations small; TAR keeps the raw state from jumping between steps.
+    """
+    penalty = torch.zeros((), device=raw.device)
+    if ar:
+        penalty = penalty + ar * dropped.float().pow(2).mean()
+    if tar:
+        penalty = penalty + tar * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
+    return penalty
+
+
 def train_step(
     net: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -283,11 +297,7 @@ def train_step(
     with autocast(x.device, amp_dtype):
         logits, hidden, (dropped, raw) = net(x, hidden, with_activations=True)  # (B, T, V), state, (B, T, H) x 2
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
-        objective = loss
-        if config.ar:  # AWD-LSTM's AR: the dropped-out output of the last layer
-            objective = objective + config.ar * dropped.float().pow(2).mean()
-        if config.tar:  # TAR: the raw output of the last layer, step to step
-            objective = objective + config.tar * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
+        objective = loss + activation_regularisation(dropped, raw, config.ar, config.tar)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(objective).backward()

@@ -458,3 +458,92 @@ def test_validation_loss_is_the_perplexity_figure_of_the_validation_text(tiny_co
     model, tok, _ = ckpt.load_for_inference(out_dir, which="last")
     _, valid_text = split_train_valid(tiny_corpus.read_text(encoding="utf-8"), 0.1)
     assert evaluate_text(model, tok, valid_text, exact=True).loss == pytest.approx(r.last_valid_loss, rel=1e-6)
+
+
+# ---------------------------------------------------------------- the trainer's parts, one at a time
+def test_run_state_round_trips_and_ignores_keys_it_does_not_know():
+    s = train_mod.RunState(step=7, epoch=1, window=3, best_valid=1.5, plateau_scale=0.5, fingerprint="ab")
+    assert train_mod.RunState.from_dict(s.to_dict() | {"run_id": "x", "scaler": {}}) == s
+
+
+def test_record_validation_keeps_best_counts_stalls_and_anneals():
+    c = TrainConfig(corpus=("x",), schedule="plateau", plateau_patience=1, plateau_factor=0.5, patience=3)
+    s = train_mod.RunState()
+    outcomes = [train_mod.record_validation(s, loss, c) for loss in (3.0, 2.0, 2.5, 2.4, 2.6)]
+    assert outcomes == [(True, False), (True, False), (False, False), (False, False), (False, True)]
+    assert s.best_valid == 2.0 and s.last_valid == 2.6 and s.plateau_scale == 0.5
+
+
+def test_limits_report_progress_and_which_limit_is_reached():
+    lim = train_mod.Limits(epochs=2.0, max_steps=100, time_budget=60.0, windows=10)
+    s = train_mod.RunState(step=10, epoch=1, window=0)
+    assert lim.progress(s, 6.0) == pytest.approx(0.5)  # the epochs are the furthest along
+    assert lim.reached(s) is None and not lim.out_of_time(59.9) and lim.out_of_time(60.0)
+    assert lim.reached(train_mod.RunState(step=100)) == "max steps"
+    assert lim.reached(train_mod.RunState(step=20, epoch=2)) == "epochs"
+
+
+def test_loss_meter_is_token_weighted_and_resets():
+    from charlm.distributed import DistContext
+
+    m = train_mod.LossMeter(torch.device("cpu"))
+    assert m.take(DistContext()) is None
+    m.add(torch.tensor(2.0), 30)
+    m.add(torch.tensor(1.0), 10)
+    assert m.take(DistContext()) == pytest.approx(1.75)
+    assert m.take(DistContext()) is None
+
+
+def test_train_step_updates_the_weights_and_cuts_the_graph_at_the_window_edge():
+    torch.manual_seed(0)
+    c = TrainConfig(corpus=("x",), ar=0.1, tar=0.1, clip=1.0)
+    model = RNNLanguageModel(c.model_config(vocab_size=11))
+    opt = train_mod.make_optimizer(c, model)
+    x, y = torch.randint(0, 11, (3, 5)), torch.randint(0, 11, (3, 5))
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, hidden = train_mod.train_step(model, opt, None, x, y, None, c, None)
+    assert loss.shape == () and not loss.requires_grad
+    assert all(not h.requires_grad and h.grad_fn is None for h in hidden)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_tar_penalises_the_raw_last_layer_output_and_ar_the_dropped_one(monkeypatch):
+    """AWD-LSTM: AR on the dropped-out output, TAR on the raw output of the last layer."""
+    torch.manual_seed(0)
+    c = TrainConfig(corpus=("x",), num_layers=1, hidden_size=6, emb_size=4, dropout=0.5, ar=0.0, tar=1.0, clip=0.0)
+    model = RNNLanguageModel(c.model_config(vocab_size=5))
+    seen = {}
+    real = RNNLanguageModel.forward
+
+    def spy(self, ids, state=None, with_activations=False):
+        out = real(self, ids, state, with_activations)
+        if with_activations:
+            seen["dropped"], seen["raw"] = out[2]
+        return out
+
+    monkeypatch.setattr(RNNLanguageModel, "forward", spy)
+    model.train()
+    train_mod.train_step(
+        model,
+        train_mod.make_optimizer(c, model),
+        None,
+        torch.zeros(2, 4, dtype=torch.long),
+        torch.zeros(2, 4, dtype=torch.long),
+        None,
+        c,
+        None,
+    )
+    raw, dropped = seen["raw"], seen["dropped"]
+    assert raw.shape == dropped.shape == (2, 4, 6)
+    assert (dropped == 0).float().mean() > 0.2 and (raw == 0).float().mean() < 0.05  # only one went through dropout
+    assert torch.allclose(dropped[dropped != 0], (raw * 2)[dropped != 0])  # dropped = raw / (1 - p) where kept
+
+
+def test_activation_regularisation_penalises_dropped_for_ar_and_raw_steps_for_tar():
+    raw = torch.tensor([[[1.0], [1.0], [3.0]]])  # (B=1, T=3, H=1): one jump of 2
+    dropped = torch.tensor([[[2.0], [0.0], [0.0]]])
+    ar = train_mod.activation_regularisation(dropped, raw, ar=1.0, tar=0.0)
+    tar = train_mod.activation_regularisation(dropped, raw, ar=0.0, tar=1.0)
+    assert ar.item() == pytest.approx(4.0 / 3)  # mean of dropped^2: the raw values play no part
+    assert tar.item() == pytest.approx((0.0 + 4.0) / 2)  # mean squared step of raw: dropped plays no part
+    assert train_mod.activation_regularisation(dropped, raw, 0.0, 0.0).item() == 0.0
