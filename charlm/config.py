@@ -22,7 +22,9 @@ MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; per-process offsets are added to
 # The limits change together: naming one on --resume replaces all three.
 LIMITS = ("epochs", "max_steps", "time_budget")
 # Options that may change when a run is resumed (how long to go on, where and how to report).
-RESUMABLE = frozenset({*LIMITS, "log_interval", "eval_interval", "patience", "device", "out", "corpus", "valid"})
+RESUMABLE = frozenset(
+    {*LIMITS, "log_interval", "eval_interval", "sample_length", "patience", "device", "out", "corpus", "valid"}
+)
 DEFAULT_TIME_BUDGET = 600.0
 
 
@@ -79,6 +81,7 @@ class TrainConfig:
     eval_interval: int = 250
     eval_streams: int = 32
     log_interval: int = 25
+    sample_length: int | None = None  # tokens of the sample generated at each validation; None: by level, 0: none
     device: str = "auto"
     precision: str = "auto"
     seed: int = 1337
@@ -122,6 +125,7 @@ class TrainConfig:
             (self.eval_interval >= 1, f"--eval-interval must be at least 1, got {self.eval_interval}"),
             (self.eval_streams >= 1, f"--eval-streams must be at least 1, got {self.eval_streams}"),
             (self.log_interval >= 1, f"--log-interval must be at least 1, got {self.log_interval}"),
+            (self.sample_length is None or self.sample_length >= 0, "--sample-length must be >= 0 (0: no samples)"),
             (self.min_freq >= 1, f"--min-freq must be at least 1, got {self.min_freq}"),
             (self.max_vocab is None or self.max_vocab >= 3, "--max-vocab must be at least 3"),
             (self.subword_vocab_size >= 1, "--subword-vocab-size must be positive"),

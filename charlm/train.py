@@ -52,10 +52,13 @@ from charlm.distributed import DistContext
 from charlm.errors import CheckpointError, ConfigError, DivergedError
 from charlm.evaluate import count_oov, evaluate_text
 from charlm.model import RNNLanguageModel, State, detach_state
+from charlm.sampling import DecodingOptions, generate
 from charlm.tokenizers import Tokenizer, fit_tokenizer, tokenizer_from_dict
 
 # Above this share of validation tokens outside the vocabulary, the start-up lines warn.
 OOV_WARN_RATE = {"char": 0.01, "word": 0.05}
+# Tokens of the sample generated at each validation, by level (`sample_length` None).
+SAMPLE_LENGTH = {"char": 200, "subword": 60, "word": 40}
 
 
 # ---------------------------------------------------------------- the run's state
@@ -366,6 +369,15 @@ def prepare_data(config: TrainConfig, tokenizer: Tokenizer | None = None) -> Pre
         _fingerprint(valid_text),
         oov,
     )
+
+
+def sample_prompt(text: str, limit: int = 40) -> str:
+    """The start of the first non-empty line of `text`: at most `limit` characters, cut after a space."""
+    line = next((ln for ln in text.split("\n") if ln.strip()), "")
+    if len(line) <= limit:
+        return line
+    cut = line.rfind(" ", 0, limit)
+    return line[: cut + 1] if cut > 0 else line[:limit]
 
 
 def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
@@ -681,7 +693,8 @@ class Trainer:
             streams=self.config.eval_streams,
             amp_dtype=self.amp_dtype,
         )
-        return {
+        sample = self.sample()
+        return (({"sample": sample}) if sample else {}) | {
             "type": "valid",
             "step": self.state.step,
             "epoch": self.state.epoch,
@@ -693,6 +706,24 @@ class Trainer:
             "valid_oov": score.oov,
             "elapsed": round(self.elapsed(), 3),
         }
+
+    def sample(self) -> dict[str, str] | None:
+        """A short continuation of the validation text's first line, as char-rnn users watch a model learn.
+
+        Drawn at temperature 0.8 from a generator seeded with the run's seed, so samples
+        of successive validations are comparable and training's random state is untouched.
+        """
+        tok = self.data.tokenizer
+        length = SAMPLE_LENGTH.get(tok.kind, 60) if self.config.sample_length is None else self.config.sample_length
+        if length == 0:
+            return None
+        prompt = sample_prompt(tok.decode(self.data.valid_ids[:200].tolist()))
+        options = DecodingOptions(
+            max_new_tokens=length, temperature=0.8, lines=length if tok.eos_id is not None else None
+        )
+        generator = torch.Generator(self.device).manual_seed(self.config.seed)
+        [result] = generate(self.model, tok, prompt, options, generator)
+        return {"prompt": prompt, "text": result.text}
 
     def save(self, best: dict[str, Any] | None, records: list[dict[str, Any]]) -> None:
         """best (when improved), the records, then last: see `RunWriter.save`."""

@@ -313,3 +313,32 @@ def test_out_of_range_values_are_usage_errors(files, args, flag):
 def test_no_corpus_is_a_usage_error():
     result = invoke()
     assert_one_line_error(result, code=2, contains="CORPUS")
+
+
+# ---------------------------------------------------------------- what a user sees while it trains
+def test_off_a_terminal_progress_is_plain_lines_that_are_never_cropped(tiny_corpus, tmp_path):
+    out = tmp_path / ("a-rather-long-directory-name-" * 4)  # longer than any terminal
+    result = invoke(tiny_corpus, "--out", out, *TINY, "--max-steps", "6", "--log-interval", "2", "--eval-interval", "3")
+    assert_ok(result)
+    assert str(out) in result.stderr  # whole, on one line
+    steps = [line for line in result.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["2", "4", "6"]
+    assert all("loss" in line and "tok/s" in line and "…" not in line for line in steps)
+    valid = [line for line in result.stderr.splitlines() if line.startswith("valid step ")]
+    assert len(valid) == 2 and all("bpc" in line for line in valid)
+    assert "best validation:" in result.stdout and "…" not in result.stdout
+
+
+def test_each_validation_prints_and_records_a_sample(tiny_corpus, out_dir):
+    result = invoke(
+        tiny_corpus, "--out", out_dir, *TINY, "--max-steps", "4", "--eval-interval", "2", "--sample-length", "30"
+    )
+    assert_ok(result)
+    assert result.stderr.count("sample at step") == 2
+    samples = [r["sample"] for r in ckpt.read_metrics(out_dir) if r["type"] == "valid"]
+    assert len(samples) == 2 and all(s["prompt"] and len(s["text"]) <= 30 for s in samples)
+    assert all(f"  | {s['prompt']}" in result.stderr for s in samples)
+    quiet = invoke(tiny_corpus, "--out", out_dir, "--resume", "--max-steps", "6", "--no-samples")
+    assert_ok(quiet)
+    assert "sample at step" not in quiet.stderr
+    assert [r["step"] for r in ckpt.read_metrics(out_dir) if r["type"] == "valid"] == [2, 4, 6]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import signal
 from dataclasses import fields
 from pathlib import Path
@@ -11,11 +10,10 @@ from typing import Any
 import click
 from click.core import ParameterSource
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from charlm import checkpoint as ckpt
-from charlm.cli.common import DEVICE_HELP, Duration, console, domain_errors, err_console, option_table
+from charlm.cli.common import DEVICE_HELP, Duration, domain_errors, err_console, option_table
+from charlm.cli.progress import TrainDisplay
 from charlm.config import (
     ENCODING_ERRORS,
     LEVELS,
@@ -33,120 +31,6 @@ from charlm.model import CELLS
 from charlm.train import train
 
 _D = {f.name: f.default for f in fields(TrainConfig)}
-
-
-def _fmt_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-class RichObserver:
-    """Progress bar and log lines on stderr; the summary table on stdout."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.progress: Progress | None = None
-        self.task: Any = None
-        self.last_valid: dict[str, Any] | None = None
-        self.level = "char"
-
-    def on_start(self, info: dict[str, Any]) -> None:
-        self.level = info["level"]
-        for warning in info["warnings"]:  # shown even with --quiet: they may mean the run is not what was meant
-            err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
-        if info["already_done"]:
-            err_console.print(
-                f"[yellow]note:[/] the run already reached its limit at step {info['resumed_from']}; "
-                "nothing to do. Pass a larger --max-steps, --epochs or --time-budget to go on.",
-                soft_wrap=True,
-            )
-        if self.quiet:
-            return
-        m = info["model"]
-        resumed = f", resumed at step {info['resumed_from']}" if info["resumed_from"] is not None else ""
-        limits = [
-            f"{info['epochs']:g} epochs" if info["epochs"] else None,
-            f"{info['max_steps']} steps" if info["max_steps"] else None,
-            f"{_fmt_time(info['time_budget'])} budget" if info["time_budget"] else None,
-        ]
-        err_console.print(
-            f"[bold]charlm train[/] -> {info['out']}{resumed}\n"
-            f"  {info['level']} level, vocabulary {info['vocab_size']}, "
-            f"{m['num_layers']}x{m['hidden_size']} {m['cell'].upper()} (emb {m['emb_size']}), "
-            f"{info['parameters'] / 1e6:.2f}M parameters on {info['device']} ({info['precision']})\n"
-            f"  {info['train_tokens']:,} training / {info['valid_tokens']:,} validation tokens, "
-            f"{info['windows_per_epoch']} windows per epoch; stop at {', '.join(x for x in limits if x)}"
-        )
-        self.progress = Progress(
-            TextColumn("step {task.fields[step]:>6} ep {task.fields[epoch]:>3}"),
-            BarColumn(bar_width=24),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("val {task.fields[val]}"),
-            TextColumn("{task.fields[tps]} tok/s"),
-            TimeElapsedColumn(),
-            TextColumn("left {task.fields[left]}"),
-            console=err_console,
-            transient=False,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=1.0, step=0, epoch=0, loss="-", val="-", tps="-", left="-")
-
-    def _val_text(self) -> str:
-        if not self.last_valid:
-            return "-"
-        v = self.last_valid
-        return f"{v['valid_loss']:.4f} (ppl {v['valid_ppl']:.2f}, {v['valid_bpc']:.3f} bpc)"
-
-    def on_log(self, record: dict[str, Any]) -> None:
-        if self.progress is None:
-            return
-        self.progress.update(
-            self.task,
-            completed=record["progress"],
-            step=record["step"],
-            epoch=record["epoch"],
-            loss=f"{record['loss']:.4f}",
-            tps=f"{record['tokens_per_s']:,.0f}",
-            left=_fmt_time(record["time_left"]),
-            val=self._val_text(),
-        )
-
-    def on_eval(self, record: dict[str, Any]) -> None:
-        self.last_valid = record
-        if self.progress is not None:
-            self.progress.update(self.task, val=self._val_text())
-
-    def on_end(self, summary: dict[str, Any]) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-        if self.quiet:
-            return
-        table = Table(title="charlm train: summary", show_header=False)
-        table.add_column("what", style="bold")
-        table.add_column("value")
-
-        def loss_row(name: str, loss: float | None) -> None:
-            if loss is None:
-                table.add_row(name, "-")
-            else:
-                table.add_row(
-                    name,
-                    f"{loss:.4f} nats/token (ppl {math.exp(min(loss, 700)):.2f}, {loss / math.log(2):.3f} bits/token)",
-                )
-
-        table.add_row("stopped by", summary["status"])
-        table.add_row("steps / epochs", f"{summary['step']} / {summary['epoch']}")
-        loss_row("train loss", summary["train_loss"])
-        loss_row("last validation", summary["last_valid_loss"])
-        loss_row("best validation", summary["best_valid_loss"])
-        if self.last_valid:
-            table.add_row("validation bits/char", f"{self.last_valid['valid_bpc']:.4f} (last)")
-        table.add_row("tokens/s", f"{summary['tokens_per_s']:,.0f}")
-        table.add_row("time", _fmt_time(summary["elapsed"]))
-        table.add_row("checkpoint", f"{summary['out']} (best, last)")
-        console.print(table)
 
 
 def _write_plot(out: Path, quiet: bool) -> None:
@@ -213,6 +97,7 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--eval-interval", "eval_interval", click.IntRange(1), "Validate (and save) every N steps."),
     ("--eval-streams", "eval_streams", click.IntRange(1), "Parallel streams for validation."),
     ("--log-interval", "log_interval", click.IntRange(1), "Log the training loss every N steps."),
+    ("--sample-length", "sample_length", click.IntRange(0), "Tokens of the sample at each validation (0: none)."),
     ("--device", "device", None, DEVICE_HELP),
     ("--precision", "precision", click.Choice(PRECISIONS), "auto: bf16 (or fp16) autocast on CUDA, fp32 on a CPU."),
     ("--seed", "seed", click.IntRange(0, MAX_SEED), "Random seed (weights, dropout, data order)."),
@@ -239,11 +124,18 @@ def _option_rows() -> list[tuple[str, dict[str, Any]]]:
 @option_table(_option_rows())
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace a different run already in --out.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress display or summary (for scripts).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display, samples or summary (for scripts).")
+@click.option("--no-samples", is_flag=True, help="Do not print the sample generated at each validation.")
 @click.pass_context
 @domain_errors
 def train_command(
-    ctx: click.Context, corpus: tuple[str, ...], resume: bool, overwrite: bool, quiet: bool, **options: Any
+    ctx: click.Context,
+    corpus: tuple[str, ...],
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+    no_samples: bool,
+    **options: Any,
 ) -> None:
     """Train a language model on CORPUS (text files or directories).
 
@@ -265,7 +157,7 @@ def train_command(
     else:
         config = TrainConfig(corpus=corpus, **options)
     try:
-        result = train(config, resume=resume, overwrite=overwrite, observer=RichObserver(quiet))
+        result = train(config, resume=resume, overwrite=overwrite, observer=TrainDisplay(quiet, samples=not no_samples))
     except KeyboardInterrupt:
         # A second signal: the first one already asked the trainer to save and stop.
         err_console.print("interrupted; the last saved checkpoint is kept")

@@ -1,0 +1,184 @@
+"""What `charlm train` shows while it runs: start-up lines, progress, samples, and a summary.
+
+On a terminal the progress is a live bar; anywhere else (a log file, CI, nohup)
+it is plain log lines, one per log interval and validation, never cropped to a
+width. Warnings and progress go to stderr, the summary to stdout.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from charlm.cli.common import console, err_console
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
+
+
+def _line(message: str, stdout: bool = False) -> None:
+    """One line as it is: no markup, no wrapping, no cropping (a log file keeps every figure)."""
+    (console if stdout else err_console).print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+class TrainDisplay:
+    """A `TrainObserver` for the command line: live on a terminal, plain lines elsewhere."""
+
+    def __init__(self, quiet: bool, samples: bool = True, live: bool | None = None) -> None:
+        self.quiet, self.samples = quiet, samples
+        self.live = err_console.is_terminal if live is None else live
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.last_valid: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------ start
+    def on_start(self, info: dict[str, Any]) -> None:
+        for warning in info["warnings"]:  # shown even with --quiet: they may mean the run is not what was meant
+            err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        if info["already_done"]:
+            err_console.print(
+                f"[yellow]note:[/] the run already reached its limit at step {info['resumed_from']}; "
+                "nothing to do. Pass a larger --max-steps, --epochs or --time-budget to go on.",
+                soft_wrap=True,
+            )
+        if self.quiet:
+            return
+        for line in start_lines(info):
+            _line(line)
+        if self.live:
+            self.progress = Progress(
+                TextColumn("step {task.fields[step]:>6} ep {task.fields[epoch]:>3}"),
+                BarColumn(bar_width=24),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("val {task.fields[val]}"),
+                TextColumn("{task.fields[tps]} tok/s"),
+                TimeElapsedColumn(),
+                TextColumn("left {task.fields[left]}"),
+                console=err_console,
+                transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(
+                "train", total=1.0, step=0, epoch=0, loss="-", val="-", tps="-", left="-"
+            )
+
+    # ------------------------------------------------------------ during
+    def on_log(self, record: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        if self.progress is not None:
+            self.progress.update(
+                self.task,
+                completed=record["progress"],
+                step=record["step"],
+                epoch=record["epoch"],
+                loss=f"{record['loss']:.4f}",
+                tps=f"{record['tokens_per_s']:,.0f}",
+                left=fmt_time(record["time_left"]),
+                val=self._val_text(),
+            )
+            return
+        left = f" left {fmt_time(record['time_left'])}" if record["time_left"] is not None else ""
+        _line(
+            f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f} lr {record['lr']:.3g} "
+            f"{record['tokens_per_s']:,.0f} tok/s elapsed {fmt_time(record['elapsed'])}{left}"
+        )
+
+    def on_eval(self, record: dict[str, Any]) -> None:
+        self.last_valid = record
+        if self.quiet:
+            return
+        if self.progress is not None:
+            self.progress.update(self.task, val=self._val_text())
+        else:
+            mark = " (best)" if record.get("improved") else ""
+            _line(f"valid step {record['step']} loss {self._val_text()}{mark}")
+        sample = record.get("sample")
+        if self.samples and sample:
+            text = sample["prompt"] + sample["text"]
+            shown = "\n".join(f"  | {line}" for line in text.rstrip("\n").split("\n"))
+            (self.progress.console if self.progress else err_console).print(
+                f"sample at step {record['step']}:\n{shown}", markup=False, highlight=False, soft_wrap=True
+            )
+
+    def _val_text(self) -> str:
+        if not self.last_valid:
+            return "-"
+        v = self.last_valid
+        return f"{v['valid_loss']:.4f} (ppl {v['valid_ppl']:.2f}, {v['valid_bpc']:.3f} bpc)"
+
+    # ------------------------------------------------------------ end
+    def on_end(self, summary: dict[str, Any]) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        if self.quiet:
+            return
+        rows = summary_rows(summary, self.last_valid)
+        if console.is_terminal:
+            table = Table(title="charlm train: summary", show_header=False)
+            table.add_column("what", style="bold")
+            table.add_column("value")
+            for name, value in rows:
+                table.add_row(name, escape(value))
+            console.print(table)
+        else:
+            _line("charlm train: summary", stdout=True)
+            for name, value in rows:
+                _line(f"  {name}: {value}", stdout=True)
+
+
+def start_lines(info: dict[str, Any]) -> list[str]:
+    """The start-up lines: what is trained, on what, until when."""
+    m = info["model"]
+    resumed = f", resumed at step {info['resumed_from']}" if info["resumed_from"] is not None else ""
+    limits = [
+        f"{info['epochs']:g} epochs" if info["epochs"] else None,
+        f"{info['max_steps']} steps" if info["max_steps"] else None,
+        f"{fmt_time(info['time_budget'])} budget" if info["time_budget"] else None,
+    ]
+    lines = [
+        f"charlm train -> {info['out']}{resumed}",
+        f"  {info['level']} level, vocabulary {info['vocab_size']:,}, "
+        f"{m['num_layers']}x{m['hidden_size']} {m['cell'].upper()} (emb {m['emb_size']}), "
+        f"{info['parameters'] / 1e6:.2f}M parameters on {info['device']} ({info['precision']})",
+        f"  {info['train_tokens']:,} training / {info['valid_tokens']:,} validation tokens "
+        f"({100 * info['valid_oov_rate']:.1f}% outside the vocabulary), "
+        f"{info['windows_per_epoch']:,} windows per epoch; stop at {', '.join(x for x in limits if x)}",
+    ]
+    lines += [f"  {note}" for note in info.get("notes", [])]
+    return lines
+
+
+def summary_rows(summary: dict[str, Any], last_valid: dict[str, Any] | None) -> list[tuple[str, str]]:
+    def loss(value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4f} nats/token (ppl {math.exp(min(value, 700)):.2f}, {value / math.log(2):.3f} bits/token)"
+
+    rows = [
+        ("stopped by", summary["status"]),
+        ("steps / epochs", f"{summary['step']} / {summary['epoch']}"),
+        ("train loss", loss(summary["train_loss"])),
+        ("last validation", loss(summary["last_valid_loss"])),
+        ("best validation", loss(summary["best_valid_loss"])),
+    ]
+    if last_valid:
+        rows.append(("validation bits/char", f"{last_valid['valid_bpc']:.4f} (last)"))
+    rows += [
+        ("tokens/s", f"{summary['tokens_per_s']:,.0f}"),
+        ("time", fmt_time(summary["elapsed"])),
+        ("checkpoint", f"{summary['out']} (best, last)"),
+    ]
+    return rows
