@@ -75,7 +75,7 @@ from charlm.tokenizers import KINDS, Tokenizer, fit_tokenizer_stream, load_token
 
 FORMAT, FORMAT_VERSION = "charlm-tokens", 1
 TRAIN, VALID, META = "train.bin", "valid.bin", "meta.json"
-CHUNK_BYTES = 1 << 22  # read and encode 4 MiB of text at a time
+CHUNK_BYTES = 1 << 18  # read and encode 256 KiB of text at a time: measured fastest (it stays in cache)
 _HASH_BLOCK = 1 << 22
 
 Progress = Callable[[str, int, int], None]  # (phase, done bytes, total bytes)
@@ -293,7 +293,7 @@ def _build(cache_dir: Path, key: str, source: _Source, how: Tokenizer | _Fit, pr
         tok.save(tmp)
         encoding = _Counter(progress, "encoding", source.cut + source.valid_size)
         train = _write_ids(tmp / TRAIN, tok, source.train_chunks(encoding))
-        valid = _write_ids(tmp / VALID, tok, source.valid_chunks(encoding))
+        valid = _write_ids(tmp / VALID, tok, source.valid_chunks(encoding), figures=True)
         meta = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -324,22 +324,25 @@ def _build(cache_dir: Path, key: str, source: _Source, how: Tokenizer | _Fit, pr
         raise
 
 
-def _write_ids(path: Path, tok: Tokenizer, chunks: Iterator[str]) -> dict[str, Any]:
-    """Encode text chunk by chunk into a file of little-endian ids; its length, checksum and text figures."""
+def _write_ids(path: Path, tok: Tokenizer, chunks: Iterator[str], figures: bool = False) -> dict[str, Any]:
+    """Encode text chunk by chunk into a file of little-endian ids: its length and checksum, and with
+    `figures` the text's characters, UTF-8 bytes and out-of-vocabulary tokens."""
     h = hashlib.sha256()
     tokens = chars = nbytes = oov = 0
     dtype = tok.dtype.newbyteorder("<")
     with path.open("wb") as f:
         for piece in token_safe_pieces(chunks, tok.kind):
-            ids, unknown = tok.encode_with_oov(piece)
+            ids, unknown = tok.encode_with_oov(piece) if figures else (tok.encode_array(piece), 0)
             ids = np.ascontiguousarray(ids, dtype=dtype)
             f.write(ids.data)
             h.update(ids.data)
-            tokens, chars, oov = tokens + len(ids), chars + len(piece), oov + unknown
-            nbytes += len(piece.encode("utf-8", "surrogatepass"))
+            tokens, oov = tokens + len(ids), oov + unknown
+            if figures:
+                chars, nbytes = chars + len(piece), nbytes + len(piece.encode("utf-8", "surrogatepass"))
         f.flush()
         os.fsync(f.fileno())
-    return {"tokens": tokens, "sha256": h.hexdigest(), "chars": chars, "bytes": nbytes, "oov": oov}
+    written = {"tokens": tokens, "sha256": h.hexdigest()}
+    return {**written, "chars": chars, "bytes": nbytes, "oov": oov} if figures else written
 
 
 # --------------------------------------------------------------------------- keys

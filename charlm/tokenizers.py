@@ -224,7 +224,7 @@ class CharTokenizer(Tokenizer):
         return list(found)
 
     def _lookup(self, codes: np.ndarray) -> np.ndarray:
-        return self._table[np.minimum(codes, len(self._table) - 1)]
+        return np.take(self._table, codes, mode="clip")  # a code past the table reads its last entry, <unk>
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "kind": self.kind, "chars": list(self._chars)}  # id = position + 1
