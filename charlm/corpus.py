@@ -241,7 +241,12 @@ def iter_text_chunks(path: PathLike, chunk_bytes: int = 1 << 20, errors: str = "
 
 
 def _iter_file_range(
-    path: Path, start: int, stop: int | None, chunk_bytes: int, errors: str, on_read: Callable[[int], None] | None = None
+    path: Path,
+    start: int,
+    stop: int | None,
+    chunk_bytes: int,
+    errors: str,
+    on_read: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
     """The cleaned text of bytes [start, stop) of one file (to its end when stop is None), piece by piece.
 
@@ -313,7 +318,9 @@ def _expand(path: Path, excluded: set[str]) -> list[Path]:
     if not path.is_dir():
         raise CorpusError(f"{path} is neither a regular file nor a directory; pass a text file or a directory")
     if _not_corpus(path, excluded):
-        raise CorpusError(f"{path} is a checkpoint, token cache or output directory, not text; pass the directory of your text")
+        raise CorpusError(
+            f"{path} is a checkpoint, token cache or output directory, not text; pass the directory of your text"
+        )
     found: list[Path] = []
     for root, dirs, names in os.walk(path):
         dirs[:] = [d for d in dirs if not d.startswith(".") and not _not_corpus(Path(root) / d, excluded)]

@@ -133,7 +133,8 @@ def tokenized_corpus(
     cut = sum(f.size for f in files) if valid_files else split_offset(files, valid_fraction)
     if cut == 0:
         raise ConfigError(
-            f"valid fraction {valid_fraction} leaves no training text before the cut; lower --valid-fraction or use a longer corpus"
+            f"valid fraction {valid_fraction} leaves no training text before the cut; "
+            "lower --valid-fraction or use a longer corpus"
         )
     source = _Source(files, valid_files, cut, encoding_errors)
     options = {k: v for k, v in sorted((tokenizer_options or {}).items()) if v is not None}
@@ -181,7 +182,8 @@ def _open_entry(entry: Path, key: str, tokenizer: Tokenizer | None) -> Tokenized
     """The entry's ids, or None when it is missing, incomplete, corrupt or holds another tokenizer."""
     try:
         meta = json.loads((entry / META).read_bytes())
-        if not isinstance(meta, dict) or (meta.get("format"), meta.get("version"), meta.get("key")) != (FORMAT, FORMAT_VERSION, key):
+        expected = {"format": FORMAT, "version": FORMAT_VERSION, "key": key}
+        if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in expected.items()):
             return None
         tok = load_tokenizer(entry)
         if _tokenizer_sha(tok) != meta["tokenizer_sha256"] or str(tok.dtype) != meta["dtype"]:
@@ -189,7 +191,10 @@ def _open_entry(entry: Path, key: str, tokenizer: Tokenizer | None) -> Tokenized
         if tokenizer is not None and tok != tokenizer:
             return None
         train, valid = meta["train"], meta["valid"]
-        if not all(_intact(entry / name, part["tokens"] * tok.dtype.itemsize, part["sha256"]) for name, part in ((TRAIN, train), (VALID, valid))):
+        if not all(
+            _intact(entry / name, part["tokens"] * tok.dtype.itemsize, part["sha256"])
+            for name, part in ((TRAIN, train), (VALID, valid))
+        ):
             return None
         return TokenizedCorpus(
             tokenizer=tok,
@@ -227,9 +232,13 @@ def _memmap(path: Path, dtype: np.dtype, n: int) -> np.ndarray:
 def _checked(found: TokenizedCorpus) -> TokenizedCorpus:
     """The entry, once both parts are known to hold enough tokens to train and validate."""
     if len(found.train) < 2:
-        raise ConfigError(f"the training text has {len(found.train)} tokens; use a longer corpus or a smaller --valid-fraction")
+        raise ConfigError(
+            f"the training text has {len(found.train)} tokens; use a longer corpus or a smaller --valid-fraction"
+        )
     if len(found.valid) < 2:
-        raise ConfigError("the validation text has fewer than 2 tokens; use a larger --valid-fraction or a longer --valid file")
+        raise ConfigError(
+            "the validation text has fewer than 2 tokens; use a larger --valid-fraction or a longer --valid file"
+        )
     return found
 
 
@@ -365,7 +374,13 @@ def _content_hash(files: Sequence[CorpusFile], valid_files: Sequence[CorpusFile]
 
 
 def _key(content: str, valid_fraction: float | None, tokenizer: dict[str, Any], errors: str) -> str:
-    desc = {"format": FORMAT_VERSION, "content": content, "valid_fraction": valid_fraction, "tokenizer": tokenizer, "errors": errors}
+    desc = {
+        "format": FORMAT_VERSION,
+        "content": content,
+        "valid_fraction": valid_fraction,
+        "tokenizer": tokenizer,
+        "errors": errors,
+    }
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode("utf-8")).hexdigest()[:32]
 
 
@@ -383,7 +398,8 @@ def _cache_errors(cache_dir: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         raise ConfigError(
-            f"cannot write the token cache in {cache_dir} ({exc.strerror}); make it writable, free some space or choose another cache directory"
+            f"cannot write the token cache in {cache_dir} ({exc.strerror}); "
+            "make it writable, free some space or choose another cache directory"
         ) from None
 
 

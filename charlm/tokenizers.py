@@ -204,7 +204,8 @@ class CharTokenizer(Tokenizer):
         for start in range(0, len(text), chunk_chars):
             piece = text[start : start + chunk_chars]
             if piece.isascii() and self._ascii_ids is not None:  # isascii() is O(1): CPython keeps the flag
-                out[start : start + len(piece)] = np.frombuffer(piece.encode("ascii").translate(self._ascii_ids), np.uint8)
+                ids = piece.encode("ascii").translate(self._ascii_ids)
+                out[start : start + len(piece)] = np.frombuffer(ids, np.uint8)
             else:
                 out[start : start + len(piece)] = self._lookup(_code_points(piece))
         return out
@@ -399,7 +400,9 @@ def _most_frequent(table: _WordTable, counts: np.ndarray, min_freq: int, max_siz
     keep = np.flatnonzero(counts >= min_freq)
     if not keep.size:
         what = "no words" if not counts.any() else f"no word occurs {min_freq} times or more"
-        raise TokenizerError(f"cannot fit a word tokenizer: the training text has {what}; pass more text or lower --min-freq")
+        raise TokenizerError(
+            f"cannot fit a word tokenizer: the training text has {what}; pass more text or lower --min-freq"
+        )
     limit = len(keep) if max_size is None else min(len(keep), max_size - 2)
     if limit < len(keep):  # sort only the words that can make the cut: those counted as often as the limit-th
         kth = np.partition(counts[keep], len(keep) - limit)[len(keep) - limit]
@@ -416,7 +419,11 @@ def _most_frequent(table: _WordTable, counts: np.ndarray, min_freq: int, max_siz
 # (whitespace) or of `_PUNCT_RE` (punct), which a property test checks against `WordTokenizer.encode`.
 
 # the characters str.split() and the regex \s split on (str.isspace()); a test checks this list
-_SPACES = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+_SPACES = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
 _WIDE_SPACES = np.array([ord(c) for c in _SPACES if ord(c) >= 0x80], dtype=np.uint32)
 _PAD = bytes(8)  # zeros after a chunk's bytes, so that an 8-byte read at any of its bytes stays in the buffer
 _SPECIAL_TAILS = np.frombuffer(b"unk>eos>", "<u4")  # the 4 bytes after "<" in <unk> and <eos>, as integers
@@ -485,7 +492,9 @@ def _word_chars() -> np.ndarray:
     return table
 
 
-def _punct_spans(buf: bytes, b: np.ndarray, space: np.ndarray, word: np.ndarray, ascii: bool) -> tuple[np.ndarray, np.ndarray]:
+def _punct_spans(
+    buf: bytes, b: np.ndarray, space: np.ndarray, word: np.ndarray, ascii: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """The spans of `_PUNCT_RE`'s matches: <unk>/<eos>, \\w+('\\w+)?, or one other non-space character."""
     n = len(b)
     lt = np.flatnonzero(b == 60)  # "<"
@@ -578,7 +587,7 @@ class _WordTable:
         self._offsets = np.zeros(16, np.int64)  # where its blocks start in _blocks
         self._blocks = np.zeros(16, np.uint64)
         self._n_blocks = 0
-        self._slots = np.full(16, -1, np.int32)  # id or -1; at most half full
+        self._slots = np.full(16, -1, np.int32)  # id or -1
         self._n_slotted = 0
 
     def add(self, words: list[bytes]) -> None:
@@ -592,7 +601,9 @@ class _WordTable:
         hashes, firsts = _hash_spans(_u64_view(packed), starts, lens)
         total = first_id + n
         self._lens = _fit(self._lens, total + 1, -1)  # + 1: the last entry must stay spare
-        self._firsts, self._hashes, self._offsets = (_fit(a, total + 1, 0) for a in (self._firsts, self._hashes, self._offsets))
+        self._firsts = _fit(self._firsts, total + 1, 0)
+        self._hashes = _fit(self._hashes, total + 1, 0)
+        self._offsets = _fit(self._offsets, total + 1, 0)
         self._blocks = _fit(self._blocks, self._n_blocks + len(packed) // 8, 0)
         self._lens[first_id:total], self._firsts[first_id:total], self._hashes[first_id:total] = lens, firsts, hashes
         self._offsets[first_id:total] = self._n_blocks + starts // 8
@@ -601,8 +612,8 @@ class _WordTable:
         long = lens > 8 * _MAX_BLOCKS
         self._long.update((words[i], first_id + i) for i in np.flatnonzero(long).tolist())
         self._n_slotted += n - int(long.sum())
-        if 2 * self._n_slotted > len(self._slots):  # rebuild at twice the size
-            self._slots = np.full(1 << (2 * self._n_slotted).bit_length(), -1, np.int32)
+        if 4 * self._n_slotted > len(self._slots):  # at most a quarter full, so probes stay short: rebuild larger
+            self._slots = np.full(1 << (4 * self._n_slotted).bit_length(), -1, np.int32)
             self._insert(np.flatnonzero(self._lens[:total] <= 8 * _MAX_BLOCKS))
         else:
             self._insert(first_id + np.flatnonzero(~long))
@@ -630,7 +641,9 @@ class _WordTable:
             out[i] = self._long.get(spans.buf[starts[i] : spans.ends[i]], -1)
         return out
 
-    def _matches(self, view: np.ndarray, starts: np.ndarray, lens: np.ndarray, firsts: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    def _matches(
+        self, view: np.ndarray, starts: np.ndarray, lens: np.ndarray, firsts: np.ndarray, ids: np.ndarray
+    ) -> np.ndarray:
         """Whether each span holds word `ids` (an empty slot's -1 matches nothing)."""
         same = (self._firsts[ids] == firsts) & (self._lens[ids] == lens)
         longer = np.flatnonzero(same & (lens > 8))
@@ -725,7 +738,12 @@ class SubwordTokenizer(Tokenizer):
 
     @classmethod
     def fit_chunks(
-        cls, chunks: Iterable[str], *, size: int | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE, model_type: str = "unigram"
+        cls,
+        chunks: Iterable[str],
+        *,
+        size: int | None = None,
+        vocab_size: int = DEFAULT_VOCAB_SIZE,
+        model_type: str = "unigram",
     ) -> SubwordTokenizer:
         """Train on an even sample of the lines: every k-th, k chosen from `size` (the text's UTF-8 bytes,
         or more) so that the sample holds at most MAX_SUBWORD_TRAIN_CHARS characters; only the sample is kept."""

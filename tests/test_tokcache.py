@@ -57,7 +57,13 @@ def _parts(paths: list[Path], fraction: float) -> tuple[str, str]:
 )
 def test_ids_equal_encoding_the_split_text_and_a_rerun_reuses_them(tmp_path, corpus, fits, level, options):
     events: list[tuple[str, int, int]] = []
-    tc = tokenized_corpus([corpus], level=level, tokenizer_options=options, cache_dir=tmp_path / "cache", progress=lambda *e: events.append(e))
+    tc = tokenized_corpus(
+        [corpus],
+        level=level,
+        tokenizer_options=options,
+        cache_dir=tmp_path / "cache",
+        progress=lambda *e: events.append(e),
+    )
     train_text, valid_text = _parts([corpus], 0.1)
     assert train_text + valid_text == read_corpus(corpus) and train_text.endswith("\n")
     assert tc.tokenizer == fit_tokenizer(level, train_text, **options)  # fitted on the training part only
@@ -70,7 +76,13 @@ def test_ids_equal_encoding_the_split_text_and_a_rerun_reuses_them(tmp_path, cor
     assert {e[0] for e in events} == {"fitting", "encoding"} and events[-1][1] == events[-1][2] == corpus.stat().st_size
 
     n_events = len(events)
-    again = tokenized_corpus([corpus], level=level, tokenizer_options=options, cache_dir=tmp_path / "cache", progress=lambda *e: events.append(e))
+    again = tokenized_corpus(
+        [corpus],
+        level=level,
+        tokenizer_options=options,
+        cache_dir=tmp_path / "cache",
+        progress=lambda *e: events.append(e),
+    )
     assert again.reused and fits == [level] and len(events) == n_events  # no refit, no progress
     assert again.path == tc.path and again.tokenizer == tc.tokenizer
     assert (again.fingerprint, again.valid_fingerprint) == (tc.fingerprint, tc.valid_fingerprint)
@@ -153,10 +165,21 @@ def _flip(path: Path, at: int = -1) -> None:
         lambda e: (e / "valid.bin").unlink(),
         lambda e: (e / "meta.json").unlink(),
         lambda e: (e / "meta.json").write_text('{"format": "charlm-tokens", "vers'),
-        lambda e: (e / "meta.json").write_text(json.dumps({**json.loads((e / "meta.json").read_text()), "dtype": "uint16"})),
+        lambda e: (e / "meta.json").write_text(
+            json.dumps({**json.loads((e / "meta.json").read_text()), "dtype": "uint16"})
+        ),
         lambda e: (e / "tokenizer.json").write_text((e / "tokenizer.json").read_text().replace('"a"', '"\\u00e0"')),
     ],
-    ids=["truncated", "train-flipped", "valid-flipped", "valid-missing", "meta-missing", "meta-garbled", "meta-edited", "tokenizer-edited"],
+    ids=[
+        "truncated",
+        "train-flipped",
+        "valid-flipped",
+        "valid-missing",
+        "meta-missing",
+        "meta-garbled",
+        "meta-edited",
+        "tokenizer-edited",
+    ],
 )
 def test_a_damaged_entry_is_detected_and_rebuilt(tmp_path, corpus, fits, damage):
     good = tokenized_corpus([corpus], cache_dir=tmp_path / "cache")
@@ -166,7 +189,10 @@ def test_a_damaged_entry_is_detected_and_rebuilt(tmp_path, corpus, fits, damage)
     assert not again.reused and fits == ["char", "char"] and again.path == good.path
     assert np.array_equal(again.train, expected_train) and np.array_equal(again.valid, expected_valid)
     assert tokenized_corpus([corpus], cache_dir=tmp_path / "cache").reused
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".lock")) == ["CACHEDIR.TAG", good.path.name]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".lock")) == [
+        "CACHEDIR.TAG",
+        good.path.name,
+    ]
 
 
 def test_leftovers_of_a_killed_build_are_removed(tmp_path, corpus):
@@ -206,7 +232,9 @@ def test_ids_take_the_smallest_dtype_at_the_edges(tmp_path, vocab, dtype):
     assert tc.tokenizer.vocab_size == vocab and tc.train.dtype == dtype and tc.valid.dtype == dtype
     assert (tc.path / "train.bin").stat().st_size == (vocab - 1) * np.dtype(dtype).itemsize
     assert tc.train[-1] == vocab - 1 and tc.valid[0] == vocab - 1  # the largest id survives the round trip
-    assert tokenized_corpus([tmp_path / "train.txt"], valid=[tmp_path / "valid.txt"], cache_dir=tmp_path / "cache").reused
+    assert tokenized_corpus(
+        [tmp_path / "train.txt"], valid=[tmp_path / "valid.txt"], cache_dir=tmp_path / "cache"
+    ).reused
 
 
 # --------------------------------------------------------------------------- corpus directories and errors
@@ -230,7 +258,9 @@ def test_errors_are_one_line_and_name_the_fix(tmp_path, corpus):
     with pytest.raises(ConfigError, match="validation text has fewer than 2 tokens; use a larger --valid-fraction"):
         tokenized_corpus([corpus], valid=[tmp_path / "blank.txt"], level="word", cache_dir=tmp_path / "c")
     (tmp_path / "one-line.txt").write_text("x" * 50)
-    with pytest.raises(ConfigError, match="valid fraction 0.99 leaves no training text before the cut; lower --valid-fraction"):
+    with pytest.raises(
+        ConfigError, match="valid fraction 0.99 leaves no training text before the cut; lower --valid-fraction"
+    ):
         tokenized_corpus([tmp_path / "one-line.txt"], valid_fraction=0.99, cache_dir=tmp_path / "c")
     (tmp_path / "two.txt").write_text("ab")
     with pytest.raises(ConfigError, match="training text has 1 tokens; use a longer corpus"):
@@ -245,7 +275,10 @@ def test_errors_are_one_line_and_name_the_fix(tmp_path, corpus):
     with pytest.raises(CorpusError, match="not valid UTF-8.*--encoding-errors replace"):
         tokenized_corpus([tmp_path / "latin1.txt"], cache_dir=tmp_path / "c")
     assert not list((tmp_path / "c").glob(".build-*"))  # the failed build left nothing behind
-    assert tokenized_corpus([tmp_path / "latin1.txt"], encoding_errors="replace", cache_dir=tmp_path / "c").valid_chars == 5
+    assert (
+        tokenized_corpus([tmp_path / "latin1.txt"], encoding_errors="replace", cache_dir=tmp_path / "c").valid_chars
+        == 5
+    )
 
 
 def test_shard_is_a_contiguous_view(tmp_path, corpus):
