@@ -53,7 +53,7 @@ ENCODE_ROWS = {  # label: (kind, options, texts)
     "word punct": ("word", {"pretokenize": "punct"}, PROSE),
     "word punct (wikitext)": ("word", {"pretokenize": "punct"}, WIKI),
     "subword unigram": ("subword", {"vocab_size": 1000, "model_type": "unigram"}, PROSE),
-    "subword bpe": ("subword", {"vocab_size": 1000, "model_type": "bpe"}, PROSE),
+    "subword bpe": ("subword", {"vocab_size": 1000, "model_type": "bpe"}, PROSE),  # slow (~1 MB/s): --rows only
 }
 BUILDS = {"char": ("char", {}, ALL), "word": ("word", {"pretokenize": "whitespace"}, WIKI)}
 MB = 1e6
@@ -276,12 +276,10 @@ def report(encode_rows: list[dict], builds: list[dict], size_mb: float, build_mb
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes, no subword bpe row; results under benchmarks/out/"
-    )
+    parser.add_argument("--quick", action="store_true", help="small sizes; results under benchmarks/out/")
     parser.add_argument("--size-mb", type=float, help="text size for the encode and fit rows (default 100, quick 10)")
     parser.add_argument("--build-mb", type=float, help="corpus size for the builds (default 1000, quick 50)")
-    parser.add_argument("--rows", help="comma-separated encode rows to run (default: all)")
+    parser.add_argument("--rows", help="comma-separated encode rows to run (default: all but subword bpe)")
     parser.add_argument("--encode-worker", help=argparse.SUPPRESS)
     parser.add_argument("--build", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -293,7 +291,7 @@ def main() -> None:
     if args.build:
         print(json.dumps(build_worker(*args.build)))
         return
-    labels = args.rows.split(",") if args.rows else [k for k in ENCODE_ROWS if not (args.quick and k == "subword bpe")]
+    labels = args.rows.split(",") if args.rows else [k for k in ENCODE_ROWS if k != "subword bpe"]
     encode_rows = []
     for label in labels:
         row = child("--encode-worker", label, "--size-mb", str(size_mb))

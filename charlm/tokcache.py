@@ -47,6 +47,7 @@ trainer should take windows of it (`np.asarray(train[i:j])`), not convert it who
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -276,8 +277,8 @@ class _Fit:
 
 
 @dataclass
-class _Counter:
-    """Adds up bytes read and reports them to `progress` under one phase."""
+class _Reading:
+    """Told of every block read: reports progress under one phase, and now and then trims the heap."""
 
     progress: Progress | None
     phase: str
@@ -285,9 +286,24 @@ class _Counter:
     done: int = 0
 
     def __call__(self, n: int) -> None:
+        if _malloc_trim is not None and (self.done + n) // _TRIM_EVERY > self.done // _TRIM_EVERY:
+            _malloc_trim(0)
         self.done += n
         if self.progress is not None:
             self.progress(self.phase, self.done, self.total)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim (None elsewhere). Each chunk's temporaries, a few hundred kB each, fragment glibc's
+    heap, whose freed pages then stay resident: a 1 GB word corpus peaked at 510 MB instead of ~120 MB."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
+_TRIM_EVERY = 32 << 20  # bytes read between two trims: no measurable cost
 
 
 def _build(cache_dir: Path, key: str, source: _Source, how: Tokenizer | _Fit, progress: Progress | None) -> None:
@@ -295,12 +311,12 @@ def _build(cache_dir: Path, key: str, source: _Source, how: Tokenizer | _Fit, pr
     tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=cache_dir))
     try:
         if isinstance(how, _Fit):
-            fitting = _Counter(progress, "fitting", source.cut)
+            fitting = _Reading(progress, "fitting", source.cut)
             tok = fit_tokenizer_stream(how.kind, source.train_chunks(fitting), size=source.cut, **how.options)
         else:
             tok = how
         tok.save(tmp)
-        encoding = _Counter(progress, "encoding", source.cut + source.valid_size)
+        encoding = _Reading(progress, "encoding", source.cut + source.valid_size)
         train = _write_ids(tmp / TRAIN, tok, source.train_chunks(encoding))
         valid = _write_ids(tmp / VALID, tok, source.valid_chunks(encoding), figures=True)
         meta = {
