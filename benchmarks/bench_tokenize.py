@@ -271,7 +271,32 @@ def report(encode_rows: list[dict], builds: list[dict], size_mb: float, build_mb
             f"| {f['phases'].get('fitting', 0):.1f} | {f['phases'].get('encoding', 0):.1f} | {f['max_rss_mb']:.0f} "
             f"| {a['wall_s']:.1f} | {a['max_rss_mb']:.0f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + targets(encode_rows, builds)) + "\n"
+
+
+def targets(encode_rows: list[dict], builds: list[dict]) -> list[str]:
+    """The issue's targets, each with the figure measured here (for a 1 GB build only when one ran)."""
+    rows = {r["label"]: r for r in encode_rows}
+    built = {b["first"]["name"]: b for b in builds}
+    checks = []
+    if "word whitespace (wikitext)" in rows:
+        checks.append(
+            ("word whitespace encode >= 40 MB/s", rows["word whitespace (wikitext)"]["encode_mb_s"], 40, ">=")
+        )
+    if "char" in built:
+        char = built["char"]
+        checks += [
+            ("char build >= 50 MB/s", char["corpus_mb"] / char["first"]["wall_s"], 50, ">="),
+            ("char build peak RSS < 1500 MB", char["first"]["max_rss_mb"], 1500, "<"),
+            ("char rerun < 10 s", char["again"]["wall_s"], 10, "<"),
+        ]
+    if "word" in built:
+        checks.append(("word build peak RSS < 2000 MB", built["word"]["first"]["max_rss_mb"], 2000, "<"))
+    lines = ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for name, value, bound, op in checks:
+        met = value >= bound if op == ">=" else value < bound
+        lines.append(f"| {name} | {value:.1f} | {'yes' if met else 'NO'} |")
+    return lines
 
 
 def main() -> None:

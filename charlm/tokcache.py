@@ -56,7 +56,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +155,8 @@ def tokenized_corpus(
             _remove_stale(cache_dir, key)
             if (found := _open_entry(cache_dir / key, key, tokenizer)) is not None:  # built while we waited
                 return _checked(found)
-            _build(cache_dir, key, source, tokenizer or _Fit(level, options), progress)
-    built = _open_entry(cache_dir / key, key, tokenizer)
-    if built is None:
-        raise ConfigError(f"the token cache entry {cache_dir / key} changed while it was opened; run again")
-    return _checked(replace(built, reused=False))
+            meta, tok = _build(cache_dir, key, source, tokenizer or _Fit(level, options), progress)
+    return _checked(_mapped(cache_dir / key, meta, tok, reused=False))
 
 
 def shard(ids: np.ndarray, rank: int, world_size: int) -> np.ndarray:
@@ -191,26 +188,28 @@ def _open_entry(entry: Path, key: str, tokenizer: Tokenizer | None) -> Tokenized
             return None
         if tokenizer is not None and tok != tokenizer:
             return None
-        train, valid = meta["train"], meta["valid"]
-        if not all(
-            _intact(entry / name, part["tokens"] * tok.dtype.itemsize, part["sha256"])
-            for name, part in ((TRAIN, train), (VALID, valid))
-        ):
-            return None
-        return TokenizedCorpus(
-            tokenizer=tok,
-            train=_memmap(entry / TRAIN, tok.dtype, train["tokens"]),
-            valid=_memmap(entry / VALID, tok.dtype, valid["tokens"]),
-            valid_chars=int(valid["chars"]),
-            valid_bytes=int(valid["bytes"]),
-            valid_oov=int(valid["oov"]),
-            fingerprint=train["sha256"][:16],
-            valid_fingerprint=valid["sha256"][:16],
-            path=entry,
-            reused=True,
-        )
+        for name, part in ((TRAIN, meta["train"]), (VALID, meta["valid"])):
+            if not _intact(entry / name, part["tokens"] * tok.dtype.itemsize, part["sha256"]):
+                return None
+        return _mapped(entry, meta, tok, reused=True)
     except (OSError, ValueError, KeyError, TypeError, CharlmError):  # anything unreadable is rebuilt
         return None
+
+
+def _mapped(entry: Path, meta: dict[str, Any], tok: Tokenizer, reused: bool) -> TokenizedCorpus:
+    train, valid = meta["train"], meta["valid"]
+    return TokenizedCorpus(
+        tokenizer=tok,
+        train=_memmap(entry / TRAIN, tok.dtype, train["tokens"]),
+        valid=_memmap(entry / VALID, tok.dtype, valid["tokens"]),
+        valid_chars=int(valid["chars"]),
+        valid_bytes=int(valid["bytes"]),
+        valid_oov=int(valid["oov"]),
+        fingerprint=train["sha256"][:16],
+        valid_fingerprint=valid["sha256"][:16],
+        path=entry,
+        reused=reused,
+    )
 
 
 def _intact(path: Path, size: int, sha256: str) -> bool:
@@ -306,7 +305,9 @@ _malloc_trim = _find_malloc_trim()
 _TRIM_EVERY = 32 << 20  # bytes read between two trims: no measurable cost
 
 
-def _build(cache_dir: Path, key: str, source: _Source, how: Tokenizer | _Fit, progress: Progress | None) -> None:
+def _build(
+    cache_dir: Path, key: str, source: _Source, how: Tokenizer | _Fit, progress: Progress | None
+) -> tuple[dict[str, Any], Tokenizer]:
     """Fit (unless given a tokenizer) and encode into a private directory, then rename it to `key`."""
     tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=cache_dir))
     try:
@@ -336,17 +337,25 @@ def _build(cache_dir: Path, key: str, source: _Source, how: Tokenizer | _Fit, pr
             },
         }
         _write_synced(tmp / META, json.dumps(meta, indent=1).encode("utf-8"))
-        _fsync_dir(tmp)
-        umask = os.umask(0)  # read the umask (it can only be read by setting it) ...
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # ... so a shared cache's entry gets mkdir's permissions, not mkdtemp's 0700
-        if (cache_dir / key).exists():  # an entry that failed its checks: out of the way first
-            _remove_tree(cache_dir / key, cache_dir / f".trash-{key}-{os.getpid()}")
-        os.rename(tmp, cache_dir / key)
-        _fsync_dir(cache_dir)
+        _commit(tmp, cache_dir / key)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return meta, tok
+
+
+def _commit(tmp: Path, entry: Path) -> None:
+    """Put a complete, synced build directory in place of `entry` (which, if there, failed its checks)."""
+    _fsync_dir(tmp)
+    umask = os.umask(0)  # read the umask (it can only be read by setting it) ...
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # ... so a shared cache's entry gets mkdir's permissions, not mkdtemp's 0700
+    if entry.exists():  # out of the way first: rename, then delete, so a kill never leaves half an entry
+        trash = entry.with_name(f".trash-{entry.name}-{os.getpid()}")
+        os.rename(entry, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    os.rename(tmp, entry)
+    _fsync_dir(entry.parent)
 
 
 def _write_ids(path: Path, tok: Tokenizer, chunks: Iterator[str], figures: bool = False) -> dict[str, Any]:
@@ -452,12 +461,6 @@ def _remove_stale(cache_dir: Path, own_key: str) -> None:
             pass
         finally:
             os.close(fd)
-
-
-def _remove_tree(path: Path, trash: Path) -> None:
-    """Rename, then delete: a kill halfway leaves a .trash- directory, never a half entry under the key."""
-    os.rename(path, trash)
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _write_synced(path: Path, data: bytes) -> None:
