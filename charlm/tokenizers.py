@@ -14,8 +14,16 @@
              characters, "\\n" as its own piece. id 0 is <unk>, which byte
              fallback makes unreachable from text (it would decode to U+FFFD).
 
-`encode_array` is the vectorised path for whole corpora; it returns the smallest
-unsigned dtype that holds every id (`id_dtype`). Tokenizers are plain data:
+`encode_array` is the vectorised path for whole corpora (no Python step per
+token; `encode` is the plain reference it equals); it returns the smallest
+unsigned dtype that holds every id (`id_dtype`), and `encode_with_oov` also counts
+the tokens outside the vocabulary. `fit_tokenizer_stream` fits any kind on a
+stream of text chunks in one pass whose memory is bounded by the chunk size and
+the vocabulary, never by the corpus, and gives the same tokenizer as fitting on
+the joined text (`fit_tokenizer`); `token_safe_pieces` cuts a stream where no
+token spans a cut. A subword text encoded in pieces can differ from the whole
+text's encoding where two segmentations score the same to within rounding (both
+decode to the text). Tokenizers are plain data:
 `to_dict`/`tokenizer_from_dict` and `save`/`load_tokenizer` (JSON, plus the
 SentencePiece model's own bytes in tokenizer.model); nothing is pickled.
 """
@@ -31,11 +39,11 @@ import os
 import re
 import tempfile
 from abc import ABC, abstractmethod
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import chain, islice, repeat
+from functools import cache, cached_property
+from itertools import chain, islice
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import sentencepiece as spm
@@ -77,6 +85,14 @@ class Tokenizer(ABC):
     def fit(cls, text: str, **options: Any) -> Tokenizer:
         """Build the vocabulary from training text."""
 
+    @classmethod
+    @abstractmethod
+    def fit_chunks(cls, chunks: Iterable[str], *, size: int | None = None, **options: Any) -> Tokenizer:
+        """Build the vocabulary from training text given as chunks, in one pass: the same as `fit("".join(chunks))`.
+
+        `size` is the text's length in UTF-8 bytes (or an upper bound); only the subword kind needs it.
+        """
+
     @abstractmethod
     def encode(self, text: str) -> list[int]:
         """Text -> ids; the plain reference path (see `encode_array` for whole corpora)."""
@@ -84,6 +100,11 @@ class Tokenizer(ABC):
     def encode_array(self, text: str) -> np.ndarray:
         """Text -> ids as a 1-D array of `self.dtype`, equal to `encode(text)`."""
         return np.asarray(self.encode(text), dtype=self.dtype)
+
+    def encode_with_oov(self, text: str) -> tuple[np.ndarray, int]:
+        """`encode_array(text)` and how many of its tokens are <unk> because the vocabulary lacks them."""
+        ids = self.encode_array(text)
+        return ids, int(np.count_nonzero(ids == self.unk_id))
 
     @abstractmethod
     def decode(self, ids: Iterable[int]) -> str:
@@ -154,6 +175,13 @@ class CharTokenizer(Tokenizer):
         self._table = np.zeros(int(codes.max(initial=-1)) + 2, dtype=self.dtype)
         self._table[codes] = np.arange(1, len(chars) + 1)
         self._codes = np.concatenate([[0xFFFD], codes]).astype("<u4")  # id -> code point; <unk> -> U+FFFD
+        # ASCII text with a one-byte vocabulary: bytes.translate maps every byte to its id at memory speed
+        self._ascii_ids: bytes | None = None
+        if self.dtype == np.uint8:
+            ascii_ids = np.zeros(256, np.uint8)
+            n = min(len(self._table), 128)
+            ascii_ids[:n] = self._table[:n]
+            self._ascii_ids = ascii_ids.tobytes()
 
     @property
     def vocab_size(self) -> int:
@@ -161,19 +189,31 @@ class CharTokenizer(Tokenizer):
 
     @classmethod
     def fit(cls, text: str) -> CharTokenizer:
-        if not text:
+        return cls.fit_chunks(text[i : i + (1 << 20)] for i in range(0, len(text), 1 << 20))
+
+    @classmethod
+    def fit_chunks(cls, chunks: Iterable[str], *, size: int | None = None) -> CharTokenizer:
+        seen = _CharSet()
+        for chunk in chunks:
+            seen.update(chunk)
+        if not seen.chars:
             raise TokenizerError("cannot fit a char tokenizer on empty text; pass a training text with some characters")
-        return cls(sorted(set(text)))
+        return cls(sorted(seen.chars))
 
     def encode(self, text: str) -> list[int]:
         get = self._stoi.get
         return [get(c, 0) for c in text]
 
-    def encode_array(self, text: str, *, chunk_chars: int = 1 << 20) -> np.ndarray:
+    def encode_array(self, text: str, *, chunk_chars: int = 1 << 17) -> np.ndarray:
+        # pieces of 128k characters keep the temporaries in cache: twice as fast as 1M here
         out = np.empty(len(text), dtype=self.dtype)
         for start in range(0, len(text), chunk_chars):
-            codes = _code_points(text[start : start + chunk_chars])
-            out[start : start + len(codes)] = self._lookup(codes)
+            piece = text[start : start + chunk_chars]
+            if piece.isascii() and self._ascii_ids is not None:  # isascii() is O(1): CPython keeps the flag
+                ids = piece.encode("ascii").translate(self._ascii_ids)
+                out[start : start + len(piece)] = np.frombuffer(ids, np.uint8)
+            else:
+                out[start : start + len(piece)] = self._lookup(_code_points(piece))
         return out
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -191,7 +231,7 @@ class CharTokenizer(Tokenizer):
         return list(found)
 
     def _lookup(self, codes: np.ndarray) -> np.ndarray:
-        return self._table[np.minimum(codes, len(self._table) - 1)]
+        return np.take(self._table, codes, mode="clip")  # a code past the table reads its last entry, <unk>
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "kind": self.kind, "chars": list(self._chars)}  # id = position + 1
@@ -205,14 +245,26 @@ def _code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
+class _CharSet:
+    """The distinct characters of a stream of text, gathered at memory speed once the ASCII ones are known."""
+
+    def __init__(self) -> None:
+        self.chars: set[str] = set()
+        self._known_ascii = b""  # bytes.translate deletes these, so only new or non-ASCII characters are left
+
+    def update(self, text: str) -> None:
+        rest = text.encode("utf-8", "surrogatepass").translate(None, self._known_ascii)
+        if rest:
+            self.chars.update(rest.decode("utf-8", "surrogatepass"))
+            self._known_ascii = bytes(sorted(ord(c) for c in self.chars if ord(c) < 128))
+
+
 # --------------------------------------------------------------------------- word
 
 # punct: words (with an inner apostrophe: don't, l'homme) or single punctuation marks;
 # the special tokens come first so that "<unk>" stays one token
 _PUNCT = r"<unk>|<eos>|\w+(?:'\w+)?|[^\w\s]"
 _PUNCT_RE = re.compile(_PUNCT)
-_LINE_TOKEN_RE = {"whitespace": re.compile(r"\n|\S+"), "punct": re.compile(r"\n|" + _PUNCT)}
-_NUL = "\x00"  # fast path: stands for "\n" while str.split() runs, when a chunk holds no NUL
 
 
 class WordTokenizer(Tokenizer):
@@ -223,6 +275,8 @@ class WordTokenizer(Tokenizer):
     (regex `\\w+('\\w+)?|[^\\w\\s]`), for raw text. Decoding joins the words of a
     line with single spaces, so the round trip is exact only for whitespace-
     normalised text (and, with punct, normalises the spacing around punctuation).
+    `encode` is the plain reference; `encode_array` and fitting find the same
+    words with numpy (see "word scanning" below).
     """
 
     kind = "word"
@@ -242,9 +296,6 @@ class WordTokenizer(Tokenizer):
         self._stoi = {w: i for i, w in enumerate(vocab)}
         self._surface = [w if i != self.eos_id else "\n" for i, w in enumerate(vocab)]
         self._split = str.split if pretokenize == "whitespace" else _PUNCT_RE.findall
-        self._line_token_re = _LINE_TOKEN_RE[pretokenize]
-        self._nl_lookup = {**self._stoi, "\n": self.eos_id}  # for tokens found by _line_token_re
-        self._nul_lookup = {**self._stoi, _NUL: self.eos_id}  # for the NUL fast path
 
     @property
     def vocab_size(self) -> int:
@@ -253,25 +304,33 @@ class WordTokenizer(Tokenizer):
     @classmethod
     def fit(cls, text: str, min_freq: int = 1, max_size: int | None = None, pretokenize: str = "whitespace") -> WordTokenizer:
         """Keep words seen at least `min_freq` times, at most `max_size` ids in all (specials included)."""
+        chunks = _chunks(text, 1 << 20, ("\n", " "))
+        return cls.fit_chunks(chunks, min_freq=min_freq, max_size=max_size, pretokenize=pretokenize)
+
+    @classmethod
+    def fit_chunks(
+        cls,
+        chunks: Iterable[str],
+        *,
+        size: int | None = None,
+        min_freq: int = 1,
+        max_size: int | None = None,
+        pretokenize: str = "whitespace",
+    ) -> WordTokenizer:
         if not _is_int(min_freq) or min_freq < 1:
             raise TokenizerError(f"min_freq must be an integer of at least 1, got {min_freq!r}")
         if max_size is not None and (not _is_int(max_size) or max_size < 3):
             raise TokenizerError(f"max vocabulary size must be at least 3 (<unk>, <eos> and a word), got {max_size!r}")
         if pretokenize not in cls.PRETOKENIZE:
             raise TokenizerError(f"unknown pretokenize {pretokenize!r}; choose whitespace or punct")
-        split = str.split if pretokenize == "whitespace" else _PUNCT_RE.findall
-        counts: Counter[str] = Counter()
-        for chunk in _chunks(text, 1 << 20, ("\n", " ")):
-            counts.update(split(chunk))
-        for special in (UNK, EOS):
-            counts.pop(special, None)
-        words = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
-        if not words:
-            what = "no words" if not counts else f"no word occurs {min_freq} times or more"
-            raise TokenizerError(f"cannot fit a word tokenizer: the training text has {what}; pass more text or lower --min-freq")
-        if max_size is not None:
-            words = words[: max_size - 2]
-        return cls([UNK, EOS, *words], pretokenize)
+        table, counts = _WordTable(), np.zeros(0, np.int64)
+        for piece in token_safe_pieces(chunks, cls.kind):
+            spans = _scan_words(piece, pretokenize == "punct")
+            ids = _ids_adding_words(table, spans)
+            new = np.bincount(ids, minlength=len(table.words))
+            new[: len(counts)] += counts
+            counts = new
+        return cls([UNK, EOS, *_most_frequent(table, counts, min_freq, max_size)], pretokenize)
 
     def encode(self, text: str) -> list[int]:
         get, ids = self._stoi.get, []
@@ -282,15 +341,26 @@ class WordTokenizer(Tokenizer):
         return ids
 
     def encode_array(self, text: str, *, chunk_chars: int = 1 << 20) -> np.ndarray:
-        parts = [self._encode_chunk(chunk) for chunk in _chunks(text, chunk_chars, ("\n", " "))]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=self.dtype)
+        return self.encode_with_oov(text, chunk_chars=chunk_chars)[0]
 
-    def _encode_chunk(self, chunk: str) -> np.ndarray:
-        if self.pretokenize == "whitespace" and _NUL not in chunk:
-            tokens, lookup = chunk.replace("\n", f" {_NUL} ").split(), self._nul_lookup  # ~2x faster than the regex
-        else:
-            tokens, lookup = self._line_token_re.findall(chunk), self._nl_lookup
-        return np.fromiter(map(lookup.get, tokens, repeat(self.unk_id)), dtype=self.dtype, count=len(tokens))
+    def encode_with_oov(self, text: str, *, chunk_chars: int = 1 << 20) -> tuple[np.ndarray, int]:
+        """A literal "<unk>" in the text is a word of the vocabulary, so it is not counted as unknown."""
+        parts, oov = [], 0
+        for chunk in _chunks(text, chunk_chars, ("\n", " ")):
+            spans = _scan_words(chunk, self.pretokenize == "punct")
+            ids = self._table.lookup(spans)
+            unknown = ids < 0
+            oov += int(np.count_nonzero(unknown))
+            ids[unknown] = self.unk_id
+            parts.append(np.insert(ids, np.searchsorted(spans.starts, spans.newlines), self.eos_id).astype(self.dtype))
+        return (np.concatenate(parts) if parts else np.zeros(0, dtype=self.dtype)), oov
+
+    @cached_property
+    def _table(self) -> _WordTable:
+        """The vocabulary as a `_WordTable`, built on the first encode (generation never needs it)."""
+        table = _WordTable()
+        table.add([w.encode("utf-8", "surrogatepass") for w in self._itos])
+        return table
 
     def decode(self, ids: Iterable[int]) -> str:
         arr = _id_array(ids, self.vocab_size)
@@ -311,6 +381,320 @@ class WordTokenizer(Tokenizer):
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> WordTokenizer:
         return cls(d["vocab"], d["pretokenize"])
+
+
+def _ids_adding_words(table: _WordTable, spans: _Spans) -> np.ndarray:
+    """The ids of a chunk's words, adding to `table` the words it lacks (one Python step per new word)."""
+    ids = table.lookup(spans)
+    while (missing := np.flatnonzero(ids < 0)).size:
+        # one representative per distinct hash is added; two new words sharing a hash take two rounds
+        sub = _Spans(spans.buf, spans.starts[missing], spans.ends[missing], spans.newlines[:0])
+        hashes, _ = _hash_spans(_u64_view(sub.buf), sub.starts, sub.ends - sub.starts)
+        _, first = np.unique(hashes, return_index=True)
+        table.add([spans.buf[s:e] for s, e in zip(sub.starts[first].tolist(), sub.ends[first].tolist())])
+        ids[missing] = table.lookup(sub)
+    return ids
+
+
+def _most_frequent(table: _WordTable, counts: np.ndarray, min_freq: int, max_size: int | None) -> list[str]:
+    """The words counted at least `min_freq` times, most frequent first, ties in code-point order (the
+    order of their UTF-8 bytes), at most `max_size - 2` of them; the specials <unk> and <eos> left out."""
+    counts = counts.copy()
+    for special in (UNK, EOS):
+        if (i := table.find(special.encode())) >= 0:
+            counts[i] = 0
+    keep = np.flatnonzero(counts >= min_freq)
+    if not keep.size:
+        what = "no words" if not counts.any() else f"no word occurs {min_freq} times or more"
+        raise TokenizerError(
+            f"cannot fit a word tokenizer: the training text has {what}; pass more text or lower --min-freq"
+        )
+    limit = len(keep) if max_size is None else min(len(keep), max_size - 2)
+    if limit < len(keep):  # sort only the words that can make the cut: those counted as often as the limit-th
+        kth = np.partition(counts[keep], len(keep) - limit)[len(keep) - limit]
+        keep = keep[counts[keep] >= kth]
+    n, words = counts.tolist(), table.words
+    order = sorted(keep.tolist(), key=lambda i: (-n[i], words[i]))[:limit]
+    return [words[i].decode("utf-8", "surrogatepass") for i in order]
+
+
+# --------------------------------------------------------------------------- word scanning
+#
+# The vectorised word path: a chunk's UTF-8 bytes -> token spans found with numpy -> ids through an exact
+# hash table (`_WordTable`), with no Python step per token. It finds exactly the words of `str.split()`
+# (whitespace) or of `_PUNCT_RE` (punct), which a property test checks against `WordTokenizer.encode`.
+
+# the characters str.split() and the regex \s split on (str.isspace()); a test checks this list
+_SPACES = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
+_WIDE_SPACES = np.array([ord(c) for c in _SPACES if ord(c) >= 0x80], dtype=np.uint32)
+_PAD = bytes(8)  # zeros after a chunk's bytes, so that an 8-byte read at any of its bytes stays in the buffer
+_SPECIAL_TAILS = np.frombuffer(b"unk>eos>", "<u4")  # the 4 bytes after "<" in <unk> and <eos>, as integers
+
+
+class _Spans(NamedTuple):
+    """A chunk's words as byte spans [starts, ends) of its UTF-8 `buf`, and the offsets of its "\\n" bytes."""
+
+    buf: bytes
+    starts: np.ndarray
+    ends: np.ndarray
+    newlines: np.ndarray
+
+
+def _scan_words(text: str, punct: bool) -> _Spans:
+    """The words of `text` as `str.split()` (or, with punct, `_PUNCT_RE` line by line) finds them."""
+    buf = text.encode("utf-8", "surrogatepass") + _PAD
+    b = np.frombuffer(buf, np.uint8)[: -len(_PAD)]
+    space = (np.subtract(b, 9, dtype=np.uint8) <= 4) | (np.subtract(b, 28, dtype=np.uint8) <= 4)  # \t..\r, \x1c..space
+    word = None
+    if punct:  # \w: ASCII letters, digits and "_"
+        word = (np.subtract(b, 48, dtype=np.uint8) <= 9) | (np.subtract(b | 32, 97, dtype=np.uint8) <= 25) | (b == 95)
+    if not text.isascii():  # classify each multi-byte character, and mark all its bytes alike
+        lead, size, code = _wide_chars(buf, len(b))
+        _mark(space, lead, size, np.isin(code, _WIDE_SPACES))
+        if word is not None:
+            _mark(word, lead, size, _word_chars()[code])
+    if word is not None:
+        starts, ends = _punct_spans(buf, b, space, word, text.isascii())
+    else:  # a word is a run of non-space bytes: its edges are where "space" flips
+        edges = np.ones(len(b) + 2, bool)
+        edges[1:-1] = space
+        edges = np.flatnonzero(edges[1:] != edges[:-1])
+        starts, ends = edges[0::2], edges[1::2]
+    return _Spans(buf, starts, ends, np.flatnonzero(b == 10))
+
+
+def _wide_chars(buf: bytes, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Offset, length in bytes and code point of every multi-byte character in the first n bytes of buf."""
+    b = np.frombuffer(buf, np.uint8)
+    lead = np.flatnonzero(b[:n] >= 0xC0)
+    b0 = b[lead].astype(np.uint32)
+    c1, c2, c3 = ((b[lead + k] & 0x3F).astype(np.uint32) for k in (1, 2, 3))  # the pad keeps these in bounds
+    size = 2 + (b0 >= 0xE0).astype(np.int64) + (b0 >= 0xF0)
+    code = np.select(
+        [size == 2, size == 3],
+        [(b0 & 0x1F) << 6 | c1, (b0 & 0x0F) << 12 | c1 << 6 | c2],
+        (b0 & 0x07) << 18 | c1 << 12 | c2 << 6 | c3,
+    )
+    return lead, size, code
+
+
+def _mark(mask: np.ndarray, lead: np.ndarray, size: np.ndarray, which: np.ndarray) -> None:
+    """Set `mask` on every byte of the multi-byte characters selected by `which`."""
+    lead, size = lead[which], size[which]
+    for k in range(4):
+        mask[lead[size > k] + k] = True
+
+
+@cache
+def _word_chars() -> np.ndarray:
+    """Which code points the regex \\w matches, as a table (built on first use, in about 0.3 s)."""
+    marked = re.sub(r"\w", "\x00", "".join(map(chr, range(0x110000))))  # "\x00" is not \w
+    table = np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), "<u4") == 0
+    table[0] = False
+    return table
+
+
+def _punct_spans(
+    buf: bytes, b: np.ndarray, space: np.ndarray, word: np.ndarray, ascii: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The spans of `_PUNCT_RE`'s matches: <unk>/<eos>, \\w+('\\w+)?, or one other non-space character."""
+    n = len(b)
+    lt = np.flatnonzero(b == 60)  # "<"
+    special = lt[np.isin(np.ndarray((len(buf) - 3,), "<u4", buffer=buf, strides=(1,))[lt + 1], _SPECIAL_TAILS)]
+    inner = np.zeros(n + 5, bool)  # the 4 bytes after the "<" of a special token
+    for k in range(1, 5):
+        inner[special + k] = True
+    inner = inner[:n]
+    word &= ~inner
+    run_start = word.copy()
+    run_start[1:] &= ~word[:-1]
+    start = run_start | ~(word | space | inner)  # a word run, or any other character, starts a token ...
+    if not ascii:
+        start &= (b & 0xC0) != 0x80  # ... at its first byte
+    joined = _joined_apostrophes(b, word, run_start)
+    start[joined] = False  # "don't" is one token: neither the apostrophe nor "t" starts one
+    start[joined + 1] = False
+    token = ~space
+    end = token.copy()  # a token ends where the next byte is a space or starts another token
+    end[:-1] &= space[1:] | start[1:]
+    return np.flatnonzero(start), np.flatnonzero(end) + 1
+
+
+def _joined_apostrophes(b: np.ndarray, word: np.ndarray, run_start: np.ndarray) -> np.ndarray:
+    """The apostrophes inside a \\w+'\\w+ token.
+
+    An apostrophe between two word runs links them, but a token takes one link:
+    the regex reads a'b'c'd as a'b, ', c'd. So along a chain of linked runs every
+    other link, from the first, joins.
+    """
+    ap = np.flatnonzero(b[1:-1] == 39) + 1  # "'", not at either end
+    ap = ap[word[ap - 1] & word[ap + 1]]
+    if not ap.size:
+        return ap
+    left = np.searchsorted(np.flatnonzero(run_start), ap - 1, side="right")  # the run before each, numbered from 1
+    i = np.arange(ap.size)
+    chain_start = np.ones(ap.size, bool)
+    chain_start[1:] = left[1:] != left[:-1] + 1
+    first = np.maximum.accumulate(np.where(chain_start, i, 0))
+    return ap[(i - first) % 2 == 0]
+
+
+_MAX_BLOCKS = 32  # words up to 32 8-byte blocks (256 bytes) are matched with numpy, longer ones through a dict
+_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)  # odd (2^64 / golden ratio): multiplicative hashing keeps the top bits
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)  # [k]: keep k bytes
+
+
+def _u64_view(buf: bytes) -> np.ndarray:
+    """view[i] = the 8 bytes of buf from offset i, as a little-endian integer (an overlapping, unaligned view)."""
+    return np.ndarray((len(buf) - 7,), "<u8", buffer=buf, strides=(1,))
+
+
+def _block(view: np.ndarray, starts: np.ndarray, lens: np.ndarray, j: int) -> np.ndarray:
+    """Block j (bytes 8j..8j+7) of each span, zero past the span's end."""
+    if j == 0:  # the hot case: every word's first block
+        return view[starts] & _LOW_BYTES[np.minimum(lens, 8)]
+    return view[starts + 8 * j] & _LOW_BYTES[np.minimum(lens - 8 * j, 8)]
+
+
+def _hash_spans(view: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 64-bit hash of each span's bytes (of its first _MAX_BLOCKS blocks), and its first block."""
+    first = _block(view, starts, lens, 0)
+    h = first * _HASH_MUL
+    more = np.flatnonzero(lens > 8)
+    for j in range(1, _MAX_BLOCKS):
+        if not more.size:
+            break
+        hm = h[more]
+        h[more] = (hm ^ (hm >> 29) ^ _block(view, starts[more], lens[more], j)) * _HASH_MUL
+        more = more[lens[more] > 8 * (j + 1)]
+    return h, first
+
+
+class _WordTable:
+    """An exact map from words (UTF-8 bytes) to ids 0, 1, ... that looks up all the words of a chunk at once.
+
+    Open addressing with linear probing on a multiplicative hash of each word's
+    8-byte blocks. A slot's word is taken only when its length and every block
+    equal the token's, so a hash collision costs a probe, never a wrong id: the
+    result is exact, with no probability of error. Words over 256 bytes (rare)
+    live in a plain dict.
+    """
+
+    def __init__(self) -> None:
+        self.words: list[bytes] = []  # id -> word
+        self._long: dict[bytes, int] = {}
+        # per id, in arrays with spare room; the spare entries keep length -1, so the empty slot (-1),
+        # which reads the last entry, matches no token
+        self._lens = np.full(16, -1, np.int64)
+        self._firsts = np.zeros(16, np.uint64)  # the first block
+        self._hashes = np.zeros(16, np.uint64)
+        self._offsets = np.zeros(16, np.int64)  # where its blocks start in _blocks
+        self._blocks = np.zeros(16, np.uint64)
+        self._n_blocks = 0
+        self._slots = np.full(16, -1, np.int32)  # id or -1
+        self._n_slotted = 0
+
+    def add(self, words: list[bytes]) -> None:
+        """Append new words (not already in the table), taking the next ids."""
+        first_id, n = len(self.words), len(words)
+        self.words.extend(words)
+        lens = np.fromiter(map(len, words), np.int64, count=n)
+        packed = b"".join(w + bytes(-len(w) % 8) for w in words) + _PAD
+        n_blocks = (lens + 7) // 8
+        starts = np.concatenate([[0], np.cumsum(n_blocks)[:-1]]).astype(np.int64) * 8  # in bytes of `packed`
+        hashes, firsts = _hash_spans(_u64_view(packed), starts, lens)
+        total = first_id + n
+        self._lens = _fit(self._lens, total + 1, -1)  # + 1: the last entry must stay spare
+        self._firsts = _fit(self._firsts, total + 1, 0)
+        self._hashes = _fit(self._hashes, total + 1, 0)
+        self._offsets = _fit(self._offsets, total + 1, 0)
+        self._blocks = _fit(self._blocks, self._n_blocks + len(packed) // 8, 0)
+        self._lens[first_id:total], self._firsts[first_id:total], self._hashes[first_id:total] = lens, firsts, hashes
+        self._offsets[first_id:total] = self._n_blocks + starts // 8
+        self._blocks[self._n_blocks : self._n_blocks + len(packed) // 8] = np.frombuffer(packed, "<u8")
+        self._n_blocks += int(n_blocks.sum())
+        long = lens > 8 * _MAX_BLOCKS
+        self._long.update((words[i], first_id + i) for i in np.flatnonzero(long).tolist())
+        self._n_slotted += n - int(long.sum())
+        if 4 * self._n_slotted > len(self._slots):  # at most a quarter full, so probes stay short: rebuild larger
+            self._slots = np.full(1 << (4 * self._n_slotted).bit_length(), -1, np.int32)
+            self._insert(np.flatnonzero(self._lens[:total] <= 8 * _MAX_BLOCKS))
+        else:
+            self._insert(first_id + np.flatnonzero(~long))
+
+    def find(self, word: bytes) -> int:
+        """The id of one word, or -1."""
+        buf = word + _PAD
+        return int(self.lookup(_Spans(buf, np.zeros(1, np.int64), np.array([len(word)]), np.zeros(0, np.int64)))[0])
+
+    def lookup(self, spans: _Spans) -> np.ndarray:
+        """The id of every span's word (int64), -1 where the table lacks it."""
+        view, starts, lens = _u64_view(spans.buf), spans.starts, spans.ends - spans.starts
+        hashes, firsts = _hash_spans(view, starts, lens)
+        slot = (hashes >> self._shift).astype(np.intp)
+        cand = self._slots[slot]
+        out = np.where(self._matches(view, starts, lens, firsts, cand), cand, -1)
+        todo = np.flatnonzero((out < 0) & (cand >= 0))  # another word holds the slot: probe the next ones
+        while todo.size:
+            slot[todo] = (slot[todo] + 1) & (len(self._slots) - 1)
+            cand = self._slots[slot[todo]]
+            found = self._matches(view, starts[todo], lens[todo], firsts[todo], cand)
+            out[todo[found]] = cand[found]
+            todo = todo[~found & (cand >= 0)]
+        for i in np.flatnonzero(lens > 8 * _MAX_BLOCKS).tolist():
+            out[i] = self._long.get(spans.buf[starts[i] : spans.ends[i]], -1)
+        return out
+
+    def _matches(
+        self, view: np.ndarray, starts: np.ndarray, lens: np.ndarray, firsts: np.ndarray, ids: np.ndarray
+    ) -> np.ndarray:
+        """Whether each span holds word `ids` (an empty slot's -1 matches nothing)."""
+        same = (self._firsts[ids] == firsts) & (self._lens[ids] == lens)
+        longer = np.flatnonzero(same & (lens > 8))
+        if longer.size:
+            same[longer] = self._same_tail(view, starts[longer], lens[longer], ids[longer])
+        return same
+
+    @property
+    def _shift(self) -> np.uint64:
+        return np.uint64(64 - (len(self._slots).bit_length() - 1))
+
+    def _same_tail(self, view: np.ndarray, starts: np.ndarray, lens: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Whether each span's blocks after the first equal those of word `ids` (lengths already equal)."""
+        same = np.ones(len(ids), bool)
+        more = np.arange(len(ids))
+        for j in range(1, _MAX_BLOCKS):
+            more = more[same[more] & (lens[more] > 8 * j)]
+            if not more.size:
+                break
+            same[more] = _block(view, starts[more], lens[more], j) == self._blocks[self._offsets[ids[more]] + j]
+        return same
+
+    def _insert(self, ids: np.ndarray) -> None:
+        """Put ids in their slots: each probes from its hash's slot to the first free one."""
+        mask = len(self._slots) - 1
+        pos = (self._hashes[ids] >> self._shift).astype(np.intp)
+        while ids.size:
+            free = np.flatnonzero(self._slots[pos] < 0)
+            _, first = np.unique(pos[free], return_index=True)  # several may want one slot: the first takes it
+            taken = free[first]
+            self._slots[pos[taken]] = ids[taken]
+            left = np.ones(ids.size, bool)
+            left[taken] = False
+            ids, pos = ids[left], (pos[left] + 1) & mask
+
+
+def _fit(arr: np.ndarray, n: int, fill: int) -> np.ndarray:
+    """`arr`, or a copy with room for at least n entries (doubling, new entries = fill)."""
+    if len(arr) >= n:
+        return arr
+    grown = np.full(max(n, 2 * len(arr)), fill, arr.dtype)
+    grown[: len(arr)] = arr
+    return grown
 
 
 # --------------------------------------------------------------------------- subword
@@ -357,11 +741,35 @@ class SubwordTokenizer(Tokenizer):
     @classmethod
     def fit(cls, text: str, vocab_size: int = DEFAULT_VOCAB_SIZE, model_type: str = "unigram") -> SubwordTokenizer:
         """Train on `text`; a text too small for `vocab_size` pieces yields fewer (hard_vocab_limit=False)."""
+        size = len(text.encode("utf-8", "surrogatepass"))
+        return cls.fit_chunks(_chunks(text, 1 << 20, ("\n",)), size=size, vocab_size=vocab_size, model_type=model_type)
+
+    @classmethod
+    def fit_chunks(
+        cls,
+        chunks: Iterable[str],
+        *,
+        size: int | None = None,
+        vocab_size: int = DEFAULT_VOCAB_SIZE,
+        model_type: str = "unigram",
+    ) -> SubwordTokenizer:
+        """Train on an even sample of the lines: every k-th, k chosen from `size` (the text's UTF-8 bytes,
+        or more) so that the sample holds at most MAX_SUBWORD_TRAIN_CHARS characters; only the sample is kept."""
+        if size is None:
+            raise ValueError("fitting a subword tokenizer on chunks needs size, the text's length in UTF-8 bytes")
         if model_type not in cls.MODEL_TYPES:
             raise TokenizerError(f"unknown subword model {model_type!r}; choose unigram or bpe")
         if not _is_int(vocab_size) or vocab_size < 1:
             raise TokenizerError(f"subword vocab size must be a positive integer, got {vocab_size!r}")
-        chars = set(text) - {"\n", " "}
+        seen = _CharSet()
+
+        def lines() -> Iterator[str]:
+            for piece in token_safe_pieces(chunks, cls.kind):  # whole lines, so each is cut as in the whole text
+                seen.update(piece)
+                yield from _training_lines(piece)
+
+        sample = list(islice(lines(), 0, None, max(1, -(-size // MAX_SUBWORD_TRAIN_CHARS))))
+        chars = seen.chars - {"\n", " "}
         if not chars:
             raise TokenizerError("cannot fit a subword tokenizer on text without characters; pass a longer training text")
         need = 258 + len(chars | {_META})
@@ -370,7 +778,7 @@ class SubwordTokenizer(Tokenizer):
                 f"subword vocab size {vocab_size} is too small for this text: {len(chars | {_META})} distinct characters "
                 f"+ 256 byte pieces + <unk> + newline need {need}; use --subword-vocab-size {need} or more"
             )
-        model = _train_sentencepiece(text, vocab_size, model_type)
+        model = _train_sentencepiece(sample, vocab_size, model_type)
         return cls(model, model_type)
 
     def encode(self, text: str) -> list[int]:
@@ -439,17 +847,16 @@ class SubwordTokenizer(Tokenizer):
 
 
 # SentencePiece's unigram trainer costs about 12 s per MB here; past this many
-# characters it sees an even sample of the lines (every k-th), which keeps fitting
+# UTF-8 bytes it sees an even sample of the lines (every k-th), which keeps fitting
 # under half a minute. Characters only in skipped lines still round-trip (byte fallback).
 MAX_SUBWORD_TRAIN_CHARS = 2_000_000
 
 
-def _train_sentencepiece(text: str, vocab_size: int, model_type: str) -> bytes:
+def _train_sentencepiece(sentences: list[str], vocab_size: int, model_type: str) -> bytes:
     writer = io.BytesIO()
-    stride = max(1, -(-len(text) // MAX_SUBWORD_TRAIN_CHARS))
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=islice(_training_lines(text), 0, None, stride),
+            sentence_iterator=iter(sentences),
             model_writer=writer,
             model_type=model_type,
             vocab_size=vocab_size,
@@ -512,6 +919,25 @@ KINDS: dict[str, type[Tokenizer]] = {"char": CharTokenizer, "word": WordTokenize
 
 def fit_tokenizer(kind: str, text: str, **options: Any) -> Tokenizer:
     """Fit a tokenizer of `kind` on training text; options set to None take their defaults."""
+    cls, options = _kind_and_options(kind, options)
+    return cls.fit(text, **options)
+
+
+def fit_tokenizer_stream(kind: str, chunks: Iterable[str], *, size: int | None = None, **options: Any) -> Tokenizer:
+    """Fit a tokenizer of `kind` on training text given as chunks (e.g. `corpus.iter_corpus_chunks`), in one pass.
+
+    Gives the tokenizer that `fit_tokenizer` gives on the joined chunks, however they
+    are cut. Memory is bounded by the chunk size and the vocabulary (word and subword
+    chunks are re-cut at a space or line end, so a word or a line longer than a chunk
+    is held whole). `size` is the text's length in UTF-8 bytes, or an upper bound
+    such as the files' size on disk; the subword kind needs it to choose, before
+    reading, which lines to train on.
+    """
+    cls, options = _kind_and_options(kind, options)
+    return cls.fit_chunks(chunks, size=size, **options)
+
+
+def _kind_and_options(kind: str, options: dict[str, Any]) -> tuple[type[Tokenizer], dict[str, Any]]:
     cls = KINDS.get(kind)
     if cls is None:
         raise TokenizerError(f"unknown tokenizer kind {kind!r}; choose {', '.join(KINDS)}")
@@ -520,7 +946,30 @@ def fit_tokenizer(kind: str, text: str, **options: Any) -> Tokenizer:
     if extra:
         takes = ", ".join(cls.options) or "no options"
         raise TokenizerError(f"option {', '.join(extra)} does not apply to the {kind} tokenizer (it takes {takes}); leave it out")
-    return cls.fit(text, **options)
+    return cls, options
+
+
+def token_safe_pieces(chunks: Iterable[str], kind: str) -> Iterator[str]:
+    """Re-cut text chunks so that no token of `kind` spans two pieces.
+
+    A char token is one character, so any cut is safe. Word tokens never span a
+    line end or a space, subword tokens never span a line end ("\\n" is a piece of
+    its own), so a piece ends just after the last such separator of what has been
+    read and the rest waits for the next chunk. Joined, the pieces equal the chunks.
+    """
+    if kind == "char":
+        yield from (c for c in chunks if c)
+        return
+    seps = ("\n", " ") if kind == "word" else ("\n",)
+    carry = ""
+    for chunk in chunks:
+        text = carry + chunk
+        cut = max(text.rfind(sep) for sep in seps) + 1
+        if cut:
+            yield text[:cut]
+        carry = text[cut:]
+    if carry:
+        yield carry
 
 
 def tokenizer_from_dict(d: Any) -> Tokenizer:

@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm.corpus import iter_text_chunks, read_corpus, read_text_file
+from charlm.corpus import (
+    CorpusFile,
+    corpus_files,
+    iter_corpus_chunks,
+    iter_text_chunks,
+    list_corpus,
+    read_corpus,
+    read_text_file,
+    split_offset,
+)
 from charlm.errors import CharlmError, CorpusError
 
 BOM = b"\xef\xbb\xbf"
@@ -204,3 +213,113 @@ def test_streaming_reports_the_same_invalid_byte_offset(tmp_path_factory, good, 
     assert expected in str(whole.value)
     assert str(stream.value) == str(whole.value)
     assert read_text_file(f, errors="replace") == streamed(f, chunk, errors="replace")
+
+
+# --------------------------------------------------------------------------- what a directory holds
+
+
+def test_directory_skips_checkpoints_caches_and_excluded_paths(tmp_path):
+    d = tmp_path / "corpus"
+    write(d / "a.txt", b"a\n")
+    write(d / "run" / "checkpoint.json", b'{"format": "charlm-checkpoint", "format_version": 1}')
+    write(d / "run" / "last.safetensors", b"\x00binary")
+    write(d / "run" / "sub" / "x.txt", b"inside a checkpoint\n")
+    write(d / "tokens" / "CACHEDIR.TAG", b"Signature: 8a477f597d28d172789f06886806bc55\n# charlm token cache\n")
+    write(d / "tokens" / "k" / "train.bin", b"\x00\x01")
+    write(d / "out" / "partial.txt", b"the run's own output, no checkpoint yet\n")
+    write(d / "notes" / "checkpoint.json", b'{"format": "something else"}')  # not charlm's: read as text
+    write(d / "fake-tag" / "CACHEDIR.TAG", b"no signature\n")
+    assert read_corpus(d, exclude=[d / "out"]) == 'a\nno signature\n{"format": "something else"}'
+    assert read_corpus(d, exclude=[str(d / "out" / ".." / "out")]) == read_corpus(d, exclude=[d / "out"])
+    listed = list_corpus([d], exclude=[d / "notes", d / "fake-tag" / "CACHEDIR.TAG"])
+    assert [p.name for p in listed] == ["a.txt", "partial.txt"]
+    assert read_corpus([d / "out" / "partial.txt"], exclude=[d / "out"]).startswith("the run's")  # named files are read
+    with pytest.raises(CorpusError, match="run is a checkpoint, token cache or output directory"):
+        read_corpus(d / "run")
+    with pytest.raises(CorpusError, match="out is a checkpoint, token cache or output directory"):
+        read_corpus(d / "out", exclude=[d / "out"])
+
+
+def test_corpus_files_have_sizes_and_are_checked_up_front(tmp_path):
+    a = write(tmp_path / "d" / "a.txt", BOM + b"one\r\n")
+    b = write(tmp_path / "d" / "b.txt", b"two")
+    assert corpus_files(tmp_path / "d") == [CorpusFile(a, 8), CorpusFile(b, 3)]
+    write(tmp_path / "d" / "c.bin", b"x\x00")
+    with pytest.raises(CorpusError, match=r"c.bin looks binary \(NUL byte at offset 1\)"):
+        corpus_files(tmp_path / "d")
+    for data in (b"", BOM):
+        with pytest.raises(CorpusError, match="e.txt is empty"):
+            corpus_files([write(tmp_path / "e.txt", data)])
+
+
+# --------------------------------------------------------------------------- byte ranges and the split
+
+_PIECE = st.sampled_from(["ab", " ", "\n", "\r\n", "\r", "é", "€", "😀", "x y\n"])
+_FILE = st.lists(_PIECE, min_size=1, max_size=12)
+
+
+def _write_files(root: Path, contents: list[tuple[bool, list[str]]]) -> list[Path]:
+    paths = []
+    for i, (bom, pieces) in enumerate(contents):
+        paths.append(write(root / f"{i:02d}.txt", (BOM if bom else b"") + "".join(pieces).encode()))
+    return paths
+
+
+@settings(max_examples=80, deadline=None)
+@given(contents=st.lists(st.tuples(st.booleans(), _FILE), min_size=1, max_size=4),
+       fraction=st.floats(0.01, 0.99), chunk=st.integers(1, 9))
+def test_split_ranges_join_to_the_corpus_and_cut_at_a_line_start(tmp_path_factory, contents, fraction, chunk):
+    root = tmp_path_factory.mktemp("split")
+    paths = _write_files(root, contents)
+    files = corpus_files(paths)
+    text = read_corpus(paths)
+    assert "".join(iter_corpus_chunks(files, chunk_bytes=chunk)) == text
+    cut = split_offset(files, fraction)
+    assert cut == _split_oracle([p.read_bytes() for p in paths], fraction)
+    train = "".join(iter_corpus_chunks(files, chunk_bytes=chunk, stop=cut))
+    valid = "".join(iter_corpus_chunks(files, chunk_bytes=chunk + 3, start=cut))
+    assert train + valid == text  # whatever the chunk sizes, the two parts are the text cut in two
+
+
+def _split_oracle(datas: list[bytes], fraction: float) -> int:
+    """split_offset's rule, by brute force over every byte position."""
+    raw, total = b"".join(datas), sum(map(len, datas))
+    starts = {sum(map(len, datas[:i])) for i in range(1, len(datas))}
+    target = int(total * (1 - fraction))
+    line_starts = [p for p in range(max(1, target - total // 100 + 1), target + 1) if raw[p - 1] == 10 or p in starts]
+    if line_starts:
+        return max(line_starts)
+    cut = target
+    while cut > 0 and 0x80 <= raw[cut] < 0xC0:
+        cut -= 1
+    return cut - 1 if cut > 0 and raw[cut - 1 : cut + 1] == b"\r\n" else cut
+
+
+def test_split_offset_prefers_the_last_line_start_in_the_window(tmp_path):
+    # 10,000 bytes: target 9000, window (8900, 9000]; newlines at 1000, 8949, 8979 and 9500
+    data = bytearray(b"x" * 10_000)
+    for i in (1000, 8949, 8979, 9500):
+        data[i] = ord("\n")
+    assert split_offset(corpus_files([write(tmp_path / "a.txt", bytes(data))]), 0.1) == 8980
+    data[8949] = data[8979] = ord("x")  # only the newline far before the window: the cut stays at the target
+    assert split_offset(corpus_files([write(tmp_path / "a.txt", bytes(data))]), 0.1) == 9000
+    g = write(tmp_path / "b.txt", b"y" * 8950 + b"\r\n" + b"z" * 1048)
+    assert split_offset(corpus_files([g]), 0.1) == 8952  # just after the LF of a CRLF
+    files = corpus_files([write(tmp_path / "c.txt", b"c" * 8970), write(tmp_path / "d.txt", b"d" * 1030)])
+    assert split_offset(files, 0.1) == 8970  # the start of the second file is a line start
+
+
+def test_split_offset_without_a_line_start_stays_on_a_character(tmp_path):
+    f = write(tmp_path / "a.txt", "é".encode() * 5000)  # 10,000 bytes, no newline
+    cut = split_offset(corpus_files([f]), 0.1001)  # target 8999, inside an é
+    assert cut == 8998
+    g = write(tmp_path / "b.txt", b"a" * 8999 + b"\r\n" + b"b" * 999)
+    assert split_offset(corpus_files([g]), 0.1) == 8999  # target 9000 splits CRLF: moved before the CR
+
+
+def test_iter_corpus_chunks_reports_bytes_read(tmp_path):
+    files = corpus_files([write(tmp_path / "a.txt", BOM + b"abc\n" * 100), write(tmp_path / "b.txt", b"z")])
+    seen: list[int] = []
+    text = "".join(iter_corpus_chunks(files, chunk_bytes=64, on_read=seen.append))
+    assert text == "abc\n" * 100 + "z"
+    assert sum(seen) == 403 - 3 + 1 and max(seen) <= 64  # every byte but the BOM, in blocks of at most 64

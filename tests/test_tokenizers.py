@@ -13,16 +13,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from charlm import tokenizers
 from charlm.corpus import read_corpus
 from charlm.errors import TokenizerError
 from charlm.tokenizers import (
+    _SPACES,
     CharTokenizer,
     SubwordTokenizer,
     Tokenizer,
     WordTokenizer,
     fit_tokenizer,
+    fit_tokenizer_stream,
     id_dtype,
     load_tokenizer,
+    token_safe_pieces,
     tokenizer_from_dict,
 )
 
@@ -155,24 +159,69 @@ def test_word_round_trip_for_normalised_text(word_tok, data, final_newline):
     assert ids.count(word_tok.eos_id) == text.count("\n")
 
 
-_MESSY = ["the", "of", "lord", "zz", "<unk>", "<eos>", "\x00", " ", "  ", "\n", "\t", "\x1c", "\u2028", "'", "s", ",", "é"]
+_LONG = "x" * 300  # a word over 256 bytes: matched through the fast path's dict, not its hash table
+_MESSY = [
+    "the", "of", "lord", "zz", "<unk>", "<eos>", "<unk", "eos>", "<", ">", "\x00", " ", "  ", "\n", "\t", "\r",
+    "\x1c", "\x1f", "\x85", "\xa0", "\u1680", "\u2009", "\u2028", "\u2029", "\u3000", "'", "s", "don't", "a'b'c",
+    ",", "!", "_x9", "é", "中文", "😀", "\udc80", "—", _LONG, _LONG + "y", "abcdefgh", "abcdefghi", "the" * 6,
+]
 
 
 @pytest.fixture(scope="module")
 def word_toks(shakespeare) -> dict[str, WordTokenizer]:
-    # "\x00" as a word: a NUL in the text must not be taken for the fast path's line-end stand-in
-    return {"whitespace": fit_tokenizer("word", shakespeare + " zz \x00"), "punct": fit_tokenizer("word", shakespeare, pretokenize="punct")}
+    extra = f" zz \x00 é 中文 😀 {_LONG} abcdefgh {'the' * 6} _x9 don't a'b "  # words of every length and script
+    return {mode: fit_tokenizer("word", shakespeare + extra, pretokenize=mode) for mode in ("whitespace", "punct")}
+
+
+def test_the_fast_path_knows_every_character_str_split_splits_on():
+    assert _SPACES == "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
 
 
 @FAST
 @given(text=st.lists(st.sampled_from(_MESSY)).map("".join), chunk=st.integers(1, 12), mode=st.sampled_from(["whitespace", "punct"]))
 def test_word_encode_array_equals_encode(word_toks, text, chunk, mode):
     tok = word_toks[mode]
-    arr = tok.encode_array(text, chunk_chars=chunk)
+    arr, oov = tok.encode_with_oov(text, chunk_chars=chunk)
     assert arr.dtype == np.uint16
-    assert arr.tolist() == tok.encode(text)
+    expected = tok.encode(text)
+    assert arr.tolist() == expected
+    assert tok.encode_array(text, chunk_chars=chunk).tolist() == expected
+    words = [w for line in text.split("\n") for w in tok._split(line)]
+    assert oov == sum(w not in tok.to_dict()["vocab"] for w in words)  # a literal <unk> is a word, not OOV
     if "\n" in text:
         assert tok.eos_id in arr
+
+
+@FAST
+@given(text=st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]) | st.sampled_from(_SPACES + "'<>")))
+def test_word_encode_array_equals_encode_on_any_text(word_toks, text):
+    for tok in word_toks.values():
+        assert tok.encode_array(text).tolist() == tok.encode(text)
+
+
+def test_word_fast_path_is_exact_when_every_word_hashes_alike(monkeypatch, word_toks, shakespeare):
+    # all hashes equal: every lookup probes past other words, and only the byte comparison decides
+    real = tokenizers._hash_spans
+
+    def all_alike(view, starts, lens):
+        return np.zeros(len(starts), np.uint64), real(view, starts, lens)[1]
+
+    monkeypatch.setattr(tokenizers, "_hash_spans", all_alike)
+    for mode in ("whitespace", "punct"):
+        tok = WordTokenizer(word_toks[mode].to_dict()["vocab"][:300], mode)
+        text = shakespeare[:5000] + f" {_LONG} {_LONG}y abcdefghi abcdefgh"
+        assert tok.encode_array(text).tolist() == tok.encode(text)
+
+
+def test_word_table_grows_and_finds_every_word():
+    table = tokenizers._WordTable()
+    words = [f"w{i}".encode() * (i % 60 + 1) for i in range(3000)]  # 2 to 300 bytes: 1 to 32 blocks, and longer
+    for start in range(0, len(words), 700):
+        table.add(words[start : start + 700])
+    spans = tokenizers._scan_words(b" ".join(words).decode(), punct=False)
+    assert table.lookup(spans).tolist() == list(range(len(words)))
+    assert table.find(words[2999]) == 2999
+    assert table.find(b"absent") == -1 and table.find(words[5] + b"x") == -1
 
 
 def test_word_fit_errors():
@@ -249,8 +298,85 @@ def test_subword_rejects_a_lone_surrogate(subword_tok):
 
 def test_subword_long_lines_are_trained_on():
     line = " ".join(["abracadabra"] * 2000)  # one 24,000-character line: longer than SentencePiece takes
-    tok = fit_tokenizer("subword", line, vocab_size=300, model_type="bpe")
+    tok = fit_tokenizer("subword", line, vocab_size=340, model_type="bpe")
     assert len(tok.encode(" abracadabra")) <= 3
+
+
+# --------------------------------------------------------------------------- streaming fit
+
+
+def _cut(text: str, cuts: list[int]) -> list[str]:
+    """`text` cut at the given positions (any order, repeats allowed): chunks joining to `text`."""
+    bounds = [0, *sorted(c % (len(text) + 1) for c in cuts), len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@FAST
+@given(text=st.text(), cuts=st.lists(st.integers(0, 10_000), max_size=6))
+def test_char_fit_on_chunks_equals_fit_on_the_text(text, cuts):
+    if not text:
+        with pytest.raises(TokenizerError, match="empty text"):
+            fit_tokenizer_stream("char", _cut(text, cuts))
+        return
+    assert fit_tokenizer_stream("char", _cut(text, cuts)) == fit_tokenizer("char", text)
+    assert fit_tokenizer("char", text).to_dict()["chars"] == sorted(set(text))
+
+
+@pytest.fixture(scope="module")
+def wiki() -> str:
+    return read_corpus(CORPORA / "wikitext-2.valid.txt")[:30_000] + " don't stop , a'b'c <unk> é 中文\n"
+
+
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.lists(st.integers(0, 40_000), max_size=8), mode=st.sampled_from(["whitespace", "punct"]),
+       min_freq=st.sampled_from([None, 1, 3]), max_size=st.sampled_from([None, 3, 50]))
+def test_word_fit_on_chunks_equals_fit_on_the_text(wiki, cuts, mode, min_freq, max_size):
+    options = {"pretokenize": mode, "min_freq": min_freq, "max_size": max_size}
+    streamed = fit_tokenizer_stream("word", _cut(wiki, cuts), **options)
+    assert streamed == fit_tokenizer("word", wiki, **options)
+
+
+def test_word_fit_equals_counting_with_str_split(wiki):
+    words = wiki.split()
+    counts = {w: words.count(w) for w in set(words) - {"<unk>", "<eos>"}}
+    expected = sorted((w for w, n in counts.items() if n >= 2), key=lambda w: (-counts[w], w))
+    assert fit_tokenizer("word", wiki, min_freq=2).to_dict()["vocab"] == ["<unk>", "<eos>", *expected]
+
+
+def test_subword_fit_on_chunks_equals_fit_on_the_text(shakespeare, monkeypatch):
+    text = shakespeare[:20_000]
+    size = len(text.encode())
+    whole = fit_tokenizer("subword", text, vocab_size=340)
+    for cuts in ([], [1, 2, 9000], list(range(0, 20_000, 777))):
+        assert fit_tokenizer_stream("subword", _cut(text, cuts), size=size, vocab_size=340) == whole
+    # past MAX_SUBWORD_TRAIN_CHARS only every k-th line is trained on, k chosen from the size given
+    monkeypatch.setattr(tokenizers, "MAX_SUBWORD_TRAIN_CHARS", 5_000)
+    sampled = fit_tokenizer("subword", text, vocab_size=340, model_type="bpe")
+    assert sampled != fit_tokenizer("subword", text[:5000], vocab_size=340, model_type="bpe")
+    streamed = fit_tokenizer_stream("subword", _cut(text, [3, 7000]), size=size, vocab_size=340, model_type="bpe")
+    assert streamed == sampled
+    with pytest.raises(ValueError, match="needs size"):
+        fit_tokenizer_stream("subword", [text])
+
+
+def test_subword_vocab_check_sees_characters_of_unsampled_lines(monkeypatch):
+    monkeypatch.setattr(tokenizers, "MAX_SUBWORD_TRAIN_CHARS", 10)
+    text = "ab\n" * 20 + "c\n"  # every 7th line is sampled, so "c" is not; the check still counts it
+    with pytest.raises(TokenizerError, match="need 262"):
+        fit_tokenizer_stream("subword", [text], size=len(text), vocab_size=261)
+
+
+@FAST
+@given(
+    parts=st.lists(st.sampled_from(["a", "bc", " ", "\n", "d e", "f\ng"]), max_size=12),
+    kind=st.sampled_from(["char", "word", "subword"]),
+)
+def test_token_safe_pieces_join_to_the_chunks_and_cut_only_at_separators(parts, kind):
+    pieces = list(token_safe_pieces(parts, kind))
+    assert "".join(pieces) == "".join(parts)
+    seps = {"char": None, "word": (" ", "\n"), "subword": ("\n",)}[kind]
+    if seps:
+        assert all(p.endswith(seps) for p in pieces[:-1])
 
 
 # --------------------------------------------------------------------------- all kinds: persistence
