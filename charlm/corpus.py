@@ -327,7 +327,9 @@ def _expand(path: Path, excluded: set[str]) -> list[Path]:
         files = (Path(root) / n for n in names if not n.startswith("."))
         found.extend(f for f in files if f.is_file() and (not excluded or os.path.realpath(f) not in excluded))
     if not found:
-        raise CorpusError(f"directory {path} holds no files (hidden files are skipped); put text files in it or pass a file")
+        raise CorpusError(
+            f"directory {path} holds no files (hidden files are skipped); put text files in it or pass a file"
+        )
     return sorted(found, key=lambda f: f.relative_to(path).parts)
 
 

@@ -123,7 +123,9 @@ class Tokenizer(ABC):
         """Rebuild a tokenizer from `to_dict` data (on a subclass: only of that kind)."""
         tok = tokenizer_from_dict(d)
         if not isinstance(tok, cls):
-            raise TokenizerError(f"tokenizer data is of kind {tok.kind!r}, not {cls.kind!r}; load it with tokenizer_from_dict")
+            raise TokenizerError(
+                f"tokenizer data is of kind {tok.kind!r}, not {cls.kind!r}; load it with tokenizer_from_dict"
+            )
         return tok
 
     @classmethod
@@ -139,7 +141,9 @@ class Tokenizer(ABC):
                 _atomic_write(directory / name, data)
             _atomic_write(directory / TOKENIZER_FILE, json.dumps(self._json_dict(), indent=1).encode("utf-8") + b"\n")
         except OSError as exc:
-            raise TokenizerError(f"cannot save the tokenizer in {directory}: {exc.strerror}; check that it is writable") from None
+            raise TokenizerError(
+                f"cannot save the tokenizer in {directory}: {exc.strerror}; check that it is writable"
+            ) from None
 
     def _json_dict(self) -> dict[str, Any]:
         return self.to_dict()
@@ -167,7 +171,10 @@ class CharTokenizer(Tokenizer):
     def __init__(self, chars: Sequence[str]):
         chars = list(chars)
         if any(not isinstance(c, str) or len(c) != 1 for c in chars) or any(a >= b for a, b in zip(chars, chars[1:])):
-            raise TokenizerError("char tokenizer data is corrupt (chars must be distinct single characters in order); re-train or restore it")
+            raise TokenizerError(
+                "char tokenizer data is corrupt (chars must be distinct single characters in order); "
+                "re-train or restore it"
+            )
         self._chars = chars
         self._stoi = {c: i + 1 for i, c in enumerate(chars)}
         codes = np.array([ord(c) for c in chars], dtype=np.int64)
@@ -188,11 +195,11 @@ class CharTokenizer(Tokenizer):
         return len(self._chars) + 1
 
     @classmethod
-    def fit(cls, text: str) -> CharTokenizer:
+    def fit(cls, text: str) -> CharTokenizer:  # type: ignore[override]  # each kind takes its own options
         return cls.fit_chunks(text[i : i + (1 << 20)] for i in range(0, len(text), 1 << 20))
 
     @classmethod
-    def fit_chunks(cls, chunks: Iterable[str], *, size: int | None = None) -> CharTokenizer:
+    def fit_chunks(cls, chunks: Iterable[str], *, size: int | None = None) -> CharTokenizer:  # type: ignore[override]  # each kind takes its own options
         seen = _CharSet()
         for chunk in chunks:
             seen.update(chunk)
@@ -290,7 +297,10 @@ class WordTokenizer(Tokenizer):
         if pretokenize not in self.PRETOKENIZE:
             raise TokenizerError(f"unknown pretokenize {pretokenize!r}; choose whitespace or punct")
         if vocab[:2] != [UNK, EOS] or any(not isinstance(w, str) for w in vocab) or len(set(vocab)) != len(vocab):
-            raise TokenizerError("word tokenizer data is corrupt (vocab must start with <unk>, <eos> and hold distinct words); re-train or restore it")
+            raise TokenizerError(
+                "word tokenizer data is corrupt (vocab must start with <unk>, <eos> and hold distinct words); "
+                "re-train or restore it"
+            )
         self.pretokenize = pretokenize
         self._itos = vocab
         self._stoi = {w: i for i, w in enumerate(vocab)}
@@ -302,13 +312,15 @@ class WordTokenizer(Tokenizer):
         return len(self._itos)
 
     @classmethod
-    def fit(cls, text: str, min_freq: int = 1, max_size: int | None = None, pretokenize: str = "whitespace") -> WordTokenizer:
+    def fit(  # type: ignore[override]  # each kind takes its own options
+        cls, text: str, min_freq: int = 1, max_size: int | None = None, pretokenize: str = "whitespace"
+    ) -> WordTokenizer:
         """Keep words seen at least `min_freq` times, at most `max_size` ids in all (specials included)."""
         chunks = _chunks(text, 1 << 20, ("\n", " "))
         return cls.fit_chunks(chunks, min_freq=min_freq, max_size=max_size, pretokenize=pretokenize)
 
     @classmethod
-    def fit_chunks(
+    def fit_chunks(  # type: ignore[override]  # each kind takes its own options
         cls,
         chunks: Iterable[str],
         *,
@@ -731,21 +743,27 @@ class SubwordTokenizer(Tokenizer):
         self._nl = sp.piece_to_id("\n")
         self._meta_ids = [sp.piece_to_id(f"<0x{b:02X}>") for b in _META.encode("utf-8")]
         self.unk_id = sp.unk_id()
-        if self._nl == self.unk_id or not all(map(sp.is_byte, self._meta_ids)) or self.decode(self.encode(_PROBE)) != _PROBE:
-            raise TokenizerError("this SentencePiece model was not trained by charlm (it is not lossless); re-train the tokenizer")
+        if (
+            self._nl == self.unk_id
+            or not all(map(sp.is_byte, self._meta_ids))
+            or self.decode(self.encode(_PROBE)) != _PROBE
+        ):
+            raise TokenizerError(
+                "this SentencePiece model was not trained by charlm (it is not lossless); re-train the tokenizer"
+            )
 
     @property
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
 
     @classmethod
-    def fit(cls, text: str, vocab_size: int = DEFAULT_VOCAB_SIZE, model_type: str = "unigram") -> SubwordTokenizer:
+    def fit(cls, text: str, vocab_size: int = DEFAULT_VOCAB_SIZE, model_type: str = "unigram") -> SubwordTokenizer:  # type: ignore[override]  # each kind takes its own options
         """Train on `text`; a text too small for `vocab_size` pieces yields fewer (hard_vocab_limit=False)."""
         size = len(text.encode("utf-8", "surrogatepass"))
         return cls.fit_chunks(_chunks(text, 1 << 20, ("\n",)), size=size, vocab_size=vocab_size, model_type=model_type)
 
     @classmethod
-    def fit_chunks(
+    def fit_chunks(  # type: ignore[override]  # each kind takes its own options
         cls,
         chunks: Iterable[str],
         *,
@@ -771,11 +789,14 @@ class SubwordTokenizer(Tokenizer):
         sample = list(islice(lines(), 0, None, max(1, -(-size // MAX_SUBWORD_TRAIN_CHARS))))
         chars = seen.chars - {"\n", " "}
         if not chars:
-            raise TokenizerError("cannot fit a subword tokenizer on text without characters; pass a longer training text")
+            raise TokenizerError(
+                "cannot fit a subword tokenizer on text without characters; pass a longer training text"
+            )
         need = 258 + len(chars | {_META})
         if vocab_size < need:
             raise TokenizerError(
-                f"subword vocab size {vocab_size} is too small for this text: {len(chars | {_META})} distinct characters "
+                f"subword vocab size {vocab_size} is too small for this "
+                f"text: {len(chars | {_META})} distinct characters "
                 f"+ 256 byte pieces + <unk> + newline need {need}; use --subword-vocab-size {need} or more"
             )
         model = _train_sentencepiece(sample, vocab_size, model_type)
@@ -808,7 +829,10 @@ class SubwordTokenizer(Tokenizer):
         try:
             return self._sp.encode(texts)
         except (TypeError, UnicodeError):  # SentencePiece takes UTF-8, which a lone surrogate has none of
-            raise TokenizerError("the text holds a lone surrogate code point, which is not Unicode text; read it with charlm's corpus reader") from None
+            raise TokenizerError(
+                "the text holds a lone surrogate code point, which is not Unicode text; "
+                "read it with charlm's corpus reader"
+            ) from None
 
     def decode(self, ids: Iterable[int]) -> str:
         arr = _id_array(ids, self.vocab_size)
@@ -839,10 +863,15 @@ class SubwordTokenizer(Tokenizer):
         try:
             model = base64.b64decode(d["model"], validate=True)
         except (binascii.Error, ValueError):
-            raise TokenizerError("subword tokenizer data is corrupt (model is not base64); re-train or restore it") from None
+            raise TokenizerError(
+                "subword tokenizer data is corrupt (model is not base64); re-train or restore it"
+            ) from None
         tok = cls(model, d.get("model_type", "unigram"))
         if d.get("vocab_size", tok.vocab_size) != tok.vocab_size:
-            raise TokenizerError(f"subword tokenizer data is corrupt (vocab_size {d['vocab_size']} but the model has {tok.vocab_size}); re-train or restore it")
+            raise TokenizerError(
+                f"subword tokenizer data is corrupt (vocab_size {d['vocab_size']} but the model has {tok.vocab_size}); "
+                "re-train or restore it"
+            )
         return tok
 
 
@@ -898,6 +927,7 @@ def _training_lines(text: str) -> Iterator[str]:
 
 # --------------------------------------------------------------------------- dispatch and files
 
+
 def line_start_id(tokenizer: Any) -> int | None:
     """The token read before a text, so that the text is read as the start of a line.
 
@@ -945,7 +975,9 @@ def _kind_and_options(kind: str, options: dict[str, Any]) -> tuple[type[Tokenize
     extra = sorted(set(options) - set(cls.options))
     if extra:
         takes = ", ".join(cls.options) or "no options"
-        raise TokenizerError(f"option {', '.join(extra)} does not apply to the {kind} tokenizer (it takes {takes}); leave it out")
+        raise TokenizerError(
+            f"option {', '.join(extra)} does not apply to the {kind} tokenizer (it takes {takes}); leave it out"
+        )
     return cls, options
 
 
@@ -977,14 +1009,20 @@ def tokenizer_from_dict(d: Any) -> Tokenizer:
     if not isinstance(d, dict):
         raise TokenizerError("tokenizer data is not a JSON object; re-train or restore the checkpoint")
     if d.get("format") != FORMAT:
-        raise TokenizerError(f"tokenizer format {d.get('format')!r} is not one this charlm reads ({FORMAT}); use a matching charlm or re-train")
+        raise TokenizerError(
+            f"tokenizer format {d.get('format')!r} is not one this charlm reads ({FORMAT}); "
+            "use a matching charlm or re-train"
+        )
     cls = KINDS.get(d.get("kind"))  # type: ignore[arg-type]
     if cls is None:
         raise TokenizerError(f"unknown tokenizer kind {d.get('kind')!r}; expected one of {', '.join(KINDS)}")
     try:
         return cls._from_dict(d)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise TokenizerError(f"{cls.kind} tokenizer data is corrupt ({type(exc).__name__}: {_one_line(str(exc))}); re-train or restore it") from None
+        raise TokenizerError(
+            f"{cls.kind} tokenizer data is corrupt ({type(exc).__name__}: {_one_line(str(exc))}); "
+            "re-train or restore it"
+        ) from None
 
 
 def load_tokenizer(directory: str | os.PathLike, *, locate: Callable[[str], Path] | None = None) -> Tokenizer:
@@ -1018,7 +1056,9 @@ def _read_model_file(path: Path, d: dict[str, Any]) -> bytes:
     except OSError as exc:
         raise TokenizerError(f"cannot read {path}: {exc.strerror}; check its permissions") from None
     if d.get("model_sha256") not in (None, hashlib.sha256(model).hexdigest()):
-        raise TokenizerError(f"{path} does not match {TOKENIZER_FILE} (checksum differs); restore both files from the same run")
+        raise TokenizerError(
+            f"{path} does not match {TOKENIZER_FILE} (checksum differs); restore both files from the same run"
+        )
     return model
 
 
@@ -1048,14 +1088,19 @@ def _id_array(ids: Iterable[int], vocab_size: int) -> np.ndarray:
     else:
         arr = np.asarray(ids if isinstance(ids, Sequence) else list(ids))
     if arr.ndim != 1:
-        raise TokenizerError(f"ids to decode must form a 1-D sequence, got shape {arr.shape}; pass one sequence at a time")
+        raise TokenizerError(
+            f"ids to decode must form a 1-D sequence, got shape {arr.shape}; pass one sequence at a time"
+        )
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     if arr.dtype.kind not in "iu":
         raise TokenizerError(f"ids to decode must be integers, got {arr.dtype}; pass token ids")
     bad = (arr < 0) | (arr >= vocab_size)
     if bad.any():
-        raise TokenizerError(f"id {arr[bad][0]} is outside the vocabulary of {vocab_size} ids (0..{vocab_size - 1}); decode ids made with this tokenizer")
+        raise TokenizerError(
+            f"id {arr[bad][0]} is outside the vocabulary of {vocab_size} ids (0..{vocab_size - 1}); "
+            "decode ids made with this tokenizer"
+        )
     return arr.astype(np.int64, copy=False)
 
 

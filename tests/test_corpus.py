@@ -137,7 +137,7 @@ def test_nul_after_the_first_8_kib_is_not_binary(tmp_path):
 
 
 def test_invalid_utf8_names_file_offset_and_fix(tmp_path):
-    f = write(tmp_path / "latin1.txt", BOM + "caf".encode() + b"\xe9 au lait\n")
+    f = write(tmp_path / "latin1.txt", BOM + b"caf" + b"\xe9 au lait\n")
     msg = r"latin1.txt is not valid UTF-8 \(byte 0xe9 at offset 6\); fix the file or pass --encoding-errors replace"
     with pytest.raises(CorpusError, match=msg):
         read_corpus(f)
@@ -266,8 +266,11 @@ def _write_files(root: Path, contents: list[tuple[bool, list[str]]]) -> list[Pat
 
 
 @settings(max_examples=80, deadline=None)
-@given(contents=st.lists(st.tuples(st.booleans(), _FILE), min_size=1, max_size=4),
-       fraction=st.floats(0.01, 0.99), chunk=st.integers(1, 9))
+@given(
+    contents=st.lists(st.tuples(st.booleans(), _FILE), min_size=1, max_size=4),
+    fraction=st.floats(0.01, 0.99),
+    chunk=st.integers(1, 9),
+)
 def test_split_ranges_join_to_the_corpus_and_cut_at_a_line_start(tmp_path_factory, contents, fraction, chunk):
     root = tmp_path_factory.mktemp("split")
     paths = _write_files(root, contents)

@@ -13,8 +13,8 @@ import pytest
 from charlm import tokcache
 from charlm.corpus import corpus_files, iter_corpus_chunks, read_corpus, split_offset
 from charlm.errors import ConfigError, CorpusError
-from charlm.tokenizers import fit_tokenizer
 from charlm.tokcache import shard, tokenized_corpus
+from charlm.tokenizers import fit_tokenizer
 
 CORPORA = Path(__file__).parent.parent / "corpora"
 

@@ -161,9 +161,48 @@ def test_word_round_trip_for_normalised_text(word_tok, data, final_newline):
 
 _LONG = "x" * 300  # a word over 256 bytes: matched through the fast path's dict, not its hash table
 _MESSY = [
-    "the", "of", "lord", "zz", "<unk>", "<eos>", "<unk", "eos>", "<", ">", "\x00", " ", "  ", "\n", "\t", "\r",
-    "\x1c", "\x1f", "\x85", "\xa0", "\u1680", "\u2009", "\u2028", "\u2029", "\u3000", "'", "s", "don't", "a'b'c",
-    ",", "!", "_x9", "é", "中文", "😀", "\udc80", "—", _LONG, _LONG + "y", "abcdefgh", "abcdefghi", "the" * 6,
+    "the",
+    "of",
+    "lord",
+    "zz",
+    "<unk>",
+    "<eos>",
+    "<unk",
+    "eos>",
+    "<",
+    ">",
+    "\x00",
+    " ",
+    "  ",
+    "\n",
+    "\t",
+    "\r",
+    "\x1c",
+    "\x1f",
+    "\x85",
+    "\xa0",
+    "\u1680",
+    "\u2009",
+    "\u2028",
+    "\u2029",
+    "\u3000",
+    "'",
+    "s",
+    "don't",
+    "a'b'c",
+    ",",
+    "!",
+    "_x9",
+    "é",
+    "中文",
+    "😀",
+    "\udc80",
+    "—",
+    _LONG,
+    _LONG + "y",
+    "abcdefgh",
+    "abcdefghi",
+    "the" * 6,
 ]
 
 
@@ -174,11 +213,15 @@ def word_toks(shakespeare) -> dict[str, WordTokenizer]:
 
 
 def test_the_fast_path_knows_every_character_str_split_splits_on():
-    assert _SPACES == "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
+    assert "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()) == _SPACES
 
 
 @FAST
-@given(text=st.lists(st.sampled_from(_MESSY)).map("".join), chunk=st.integers(1, 12), mode=st.sampled_from(["whitespace", "punct"]))
+@given(
+    text=st.lists(st.sampled_from(_MESSY)).map("".join),
+    chunk=st.integers(1, 12),
+    mode=st.sampled_from(["whitespace", "punct"]),
+)
 def test_word_encode_array_equals_encode(word_toks, text, chunk, mode):
     tok = word_toks[mode]
     arr, oov = tok.encode_with_oov(text, chunk_chars=chunk)
@@ -328,8 +371,12 @@ def wiki() -> str:
 
 
 @settings(max_examples=25, deadline=None)
-@given(cuts=st.lists(st.integers(0, 40_000), max_size=8), mode=st.sampled_from(["whitespace", "punct"]),
-       min_freq=st.sampled_from([None, 1, 3]), max_size=st.sampled_from([None, 3, 50]))
+@given(
+    cuts=st.lists(st.integers(0, 40_000), max_size=8),
+    mode=st.sampled_from(["whitespace", "punct"]),
+    min_freq=st.sampled_from([None, 1, 3]),
+    max_size=st.sampled_from([None, 3, 50]),
+)
 def test_word_fit_on_chunks_equals_fit_on_the_text(wiki, cuts, mode, min_freq, max_size):
     options = {"pretokenize": mode, "min_freq": min_freq, "max_size": max_size}
     streamed = fit_tokenizer_stream("word", _cut(wiki, cuts), **options)
@@ -391,7 +438,9 @@ def test_save_and_load_give_identical_encodings(all_toks, shakespeare, tmp_path)
         assert type(loaded) is type(tok) and loaded == tok
         assert loaded.encode(sample) == tok.encode(sample)
         assert loaded.decode(tok.encode(sample)) == tok.decode(tok.encode(sample))
-        assert sorted(p.name for p in d.iterdir()) == (["tokenizer.json", "tokenizer.model"] if tok.kind == "subword" else ["tokenizer.json"])
+        assert sorted(p.name for p in d.iterdir()) == (
+            ["tokenizer.json", "tokenizer.model"] if tok.kind == "subword" else ["tokenizer.json"]
+        )
         again = tokenizer_from_dict(json.loads(json.dumps(tok.to_dict())))
         assert again.encode_array(sample).tolist() == tok.encode(sample)
         assert type(tok).from_dict(tok.to_dict()) == tok
