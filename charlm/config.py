@@ -23,7 +23,18 @@ MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; per-process offsets are added to
 LIMITS = ("epochs", "max_steps", "time_budget")
 # Options that may change when a run is resumed (how long to go on, where and how to report).
 RESUMABLE = frozenset(
-    {*LIMITS, "log_interval", "eval_interval", "sample_length", "patience", "device", "out", "corpus", "valid"}
+    {
+        *LIMITS,
+        "log_interval",
+        "eval_interval",
+        "sample_length",
+        "patience",
+        "device",
+        "out",
+        "corpus",
+        "valid",
+        "cache_dir",
+    }
 )
 DEFAULT_TIME_BUDGET = 600.0
 
@@ -66,6 +77,7 @@ class TrainConfig:
     clip: float = 5.0  # max gradient norm; 0 turns clipping off
     batch_size: int = 32
     bptt: int = 100
+    bptt_jitter: bool = False  # AWD-LSTM's random window lengths (lr scaled by length / bptt)
     schedule: str = "cosine"
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05
@@ -80,11 +92,13 @@ class TrainConfig:
     time_budget: float | None = None  # seconds
     eval_interval: int = 250
     eval_streams: int = 32
+    eval_tokens: int = 262_144  # validation scores at most this many held-out tokens, evenly spread (0: all)
     log_interval: int = 25
     sample_length: int | None = None  # tokens of the sample generated at each validation; None: by level, 0: none
     device: str = "auto"
     precision: str = "auto"
     seed: int = 1337
+    cache_dir: str | None = None  # the token cache; default $CHARLM_CACHE_DIR or ~/.cache/charlm/tokens
 
     def __post_init__(self) -> None:
         for cond, msg in self._checks():
@@ -124,6 +138,7 @@ class TrainConfig:
             (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
             (self.eval_interval >= 1, f"--eval-interval must be at least 1, got {self.eval_interval}"),
             (self.eval_streams >= 1, f"--eval-streams must be at least 1, got {self.eval_streams}"),
+            (self.eval_tokens >= 0, f"--eval-tokens must be >= 0 (0: all), got {self.eval_tokens}"),
             (self.log_interval >= 1, f"--log-interval must be at least 1, got {self.log_interval}"),
             (self.sample_length is None or self.sample_length >= 0, "--sample-length must be >= 0 (0: no samples)"),
             (self.min_freq >= 1, f"--min-freq must be at least 1, got {self.min_freq}"),

@@ -144,7 +144,7 @@ def iter_corpus_chunks(
 def split_offset(files: Sequence[CorpusFile], valid_fraction: float) -> int:
     """Where the held-out end of a corpus starts, in bytes of `files` laid end to end.
 
-    The byte-level twin of `data.split_train_valid`. With B the files' total size
+    With B the files' total size
     on disk and t = floor(B * (1 - valid_fraction)), the cut is the last line start
     in (t - B // 100, t]: just after a "\\n" byte, or the start of a file (files
     never share a line). With none there it stays at t, moved back to the start of

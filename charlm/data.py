@@ -13,6 +13,9 @@ so row b reads one continuous text across windows.
 
 from __future__ import annotations
 
+import random
+from typing import TypeVar
+
 import numpy as np
 import torch
 
@@ -20,50 +23,66 @@ from charlm.errors import ConfigError
 
 
 def to_tensor(ids: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Token ids (any integer numpy dtype) -> a 1-D int64 tensor."""
+    """Token ids (any integer numpy dtype) -> a 1-D int64 tensor (a copy of the whole: for small texts)."""
     if isinstance(ids, torch.Tensor):
         return ids.long().reshape(-1)
     return torch.from_numpy(np.asarray(ids, dtype=np.int64).reshape(-1))
 
 
-def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+Ids = TypeVar("Ids", np.ndarray, torch.Tensor)
+
+
+def batchify(ids: Ids, batch_size: int) -> Ids:
     """Cut a 1-D stream into `batch_size` contiguous rows, dropping the remainder.
 
-    ids: (N,) -> (B, N // B). Row b is ids[b * L : (b + 1) * L].
+    ids: (N,) -> (B, N // B), a view: a memory-mapped corpus stays on disk. Row b is
+    ids[b * L : (b + 1) * L].
     """
-    n = ids.numel() // batch_size
+    n = len(ids) // batch_size
     if n < 2:
         raise ConfigError(
-            f"{ids.numel()} tokens cannot fill {batch_size} streams of at least 2 tokens; "
+            f"{len(ids)} tokens cannot fill {batch_size} streams of at least 2 tokens; "
             "use a longer text or a smaller --batch-size"
         )
-    return ids[: n * batch_size].view(batch_size, n)  # (B, L)
+    return ids[: n * batch_size].reshape(batch_size, n)  # (B, L)
 
 
-def num_windows(source: torch.Tensor, bptt: int) -> int:
-    """How many windows `get_batch` yields over a (B, L) source: ceil((L - 1) / T)."""
-    return (source.size(1) - 1 + bptt - 1) // bptt
+def num_windows(source: np.ndarray | torch.Tensor, bptt: int, start: int = 0) -> int:
+    """How many windows `get_batch` yields over a (B, L) source from column `start`: ceil((L - 1 - start) / T)."""
+    return max(0, (source.shape[1] - 1 - start + bptt - 1) // bptt)
 
 
-def get_batch(source: torch.Tensor, i: int, bptt: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The window starting at column i: inputs (B, T') and targets (B, T'), T' = min(T, L - 1 - i).
+def get_batch(source: np.ndarray | torch.Tensor, i: int, bptt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The window starting at column i: inputs (B, T') and targets (B, T'), T' = min(T, L - 1 - i), int64.
 
     Targets are the inputs shifted by one step, so the last column is only a target.
+    A numpy source (a memory map in the smallest id dtype) is widened to int64 one
+    window at a time, never as a whole.
     """
-    t = min(bptt, source.size(1) - 1 - i)
+    t = min(bptt, source.shape[1] - 1 - i)
+    if isinstance(source, np.ndarray):
+        window = torch.from_numpy(np.asarray(source[:, i : i + t + 1], dtype=np.int64))  # (B, T' + 1)
+        return window[:, :-1], window[:, 1:]  # (B, T'), (B, T')
     return source[:, i : i + t], source[:, i + 1 : i + 1 + t]  # (B, T'), (B, T')
 
 
-def split_train_valid(text: str, valid_fraction: float) -> tuple[str, str]:
-    """Hold out the last `valid_fraction` of a text, cut at a line start when one is near.
+def epoch_offset(seed: int, epoch: int, bptt: int) -> int:
+    """The column epoch `epoch` starts at: 0 for the first, then a repeatable random shift in [0, bptt).
 
-    The cut moves back to the closest preceding newline within 1% of the text
-    (so that word and subword tokens are not split), else it stays where it is.
+    Later passes start elsewhere, so the windows, and so the points where the
+    gradient is cut, do not repeat exactly from epoch to epoch.
     """
-    if not 0.0 < valid_fraction < 1.0:
-        raise ConfigError(f"valid fraction must be in (0, 1), got {valid_fraction}")
-    cut = int(len(text) * (1.0 - valid_fraction))
-    nl = text.rfind("\n", max(0, cut - len(text) // 100), cut)
-    if nl > 0:
-        cut = nl + 1
-    return text[:cut], text[cut:]
+    return 0 if epoch == 0 else random.Random(seed * 1_000_003 + epoch).randrange(bptt)
+
+
+def window_length(seed: int, step: int, bptt: int, jitter: bool) -> int:
+    """The length of step `step`'s window: bptt, or with jitter AWD-LSTM's random length.
+
+    AWD-LSTM: the base is bptt (95%) or bptt / 2 (5%), the length drawn from
+    N(base, 5), at least 5 and at most bptt + 20; repeatable from (seed, step).
+    """
+    if not jitter:
+        return bptt
+    rng = random.Random(seed * 1_000_033 + step)
+    base = bptt if rng.random() < 0.95 else bptt / 2
+    return int(max(5, min(bptt + 20, round(rng.gauss(base, 5)))))

@@ -111,9 +111,10 @@ class DistContext:
         header = torch.tensor([int(ok), len(payload)], dtype=torch.int64, device=device)
         dist.broadcast(header, src=0)
         body = torch.zeros(int(header[1]), dtype=torch.uint8, device=device)
-        if self.is_main:
-            body.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
-        dist.broadcast(body, src=0)
+        if body.numel():  # an empty payload needs no second message
+            if self.is_main:
+                body.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
+            dist.broadcast(body, src=0)
         if not bool(header[0]):
             if self.is_main:
                 raise error

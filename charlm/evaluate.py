@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.corpus import iter_text_chunks
-from charlm.devices import autocast
+from charlm.devices import autocast, eval_mode
 from charlm.errors import CorpusError
 from charlm.model import LOGIT_BUDGET, RNNLanguageModel, State
 from charlm.tokenizers import Tokenizer, line_start_id
@@ -349,6 +349,72 @@ def evaluate_file(
     """
     chunks = iter_text_chunks(path, chunk_bytes=chunk_bytes, errors=errors)
     return _evaluate_pieces(model, tokenizer, chunks, str(path), Scoring(**scoring), progress)
+
+
+def evaluate_ids(
+    model: RNNLanguageModel,
+    ids: np.ndarray,
+    context: int,
+    *,
+    chars: int,
+    nbytes: int,
+    oov: int,
+    max_tokens: int | None = None,
+    **scoring: Any,
+) -> TextScore:
+    """The figures of a stored token stream (say a validation split in the token cache), read after `context`.
+
+    `chars`, `nbytes` and `oov` are the text's own counts (the cache records them).
+    The whole stream is scored as `evaluate_text` scores its text, in blocks taken
+    from `ids` (a memory map stays on disk). With `max_tokens` below its length,
+    `sampled_nll` scores that many tokens in evenly spaced segments instead, and
+    characters, bytes and OOV count in proportion to the tokens scored.
+    """
+    s = Scoring(**scoring)
+    n = len(ids)
+    if max_tokens is None or n <= max_tokens:
+        scorer = _StreamScorer(model, context, s)
+        for i in range(0, n, 1 << 20):
+            scorer.feed(np.asarray(ids[i : i + (1 << 20)], dtype=np.int64))
+        nll, tokens = scorer.finish()
+        return TextScore(tokens, nll, chars, nbytes, oov)
+    nll, tokens = sampled_nll(model, ids, context, max_tokens, s)
+    share = tokens / n
+    return TextScore(tokens, nll, round(chars * share), round(nbytes * share), round(oov * share))
+
+
+@torch.no_grad()
+def sampled_nll(
+    model: RNNLanguageModel, ids: np.ndarray, context: int, max_tokens: int, scoring: Scoring
+) -> tuple[float, int]:
+    """NLL of about `max_tokens` tokens of `ids` in evenly spaced segments: (summed NLL, tokens scored).
+
+    The first segment starts the stream (read after `context`, from the zero
+    state); every other one starts from a state warmed on the `warmup` tokens
+    before it, as the parallel mode of `score_stream` warms its rows.
+    """
+    with eval_mode(model):
+        device = next(model.parameters()).device
+        rows = max(1, -(-max_tokens // scoring.segment))  # segments of at most `segment` tokens
+        seg = max_tokens // rows
+        w = min(scoring.warmup, max(0, len(ids) - seg - 1))
+        starts = np.linspace(w + 1, len(ids) - seg, rows - 1).round().astype(np.int64)  # targets t..t+seg of rows 1..
+
+        def take(a: int, b: int) -> np.ndarray:
+            return np.asarray(ids[a:b], dtype=np.int64)
+
+        first_x = np.concatenate([[context], take(0, seg - 1)])
+        x0, y0 = (torch.from_numpy(a)[None].to(device) for a in (first_x, take(0, seg)))
+        total, _ = _score_rows(model, x0, y0, None, scoring.window, scoring.amp_dtype)
+        if rows == 1:
+            return float(total), seg
+        x = torch.from_numpy(np.stack([take(t - 1, t - 1 + seg) for t in starts])).to(device)  # (S-1, seg)
+        y = torch.from_numpy(np.stack([take(t, t + seg) for t in starts])).to(device)
+        warm = torch.from_numpy(np.stack([take(t - 1 - w, t - 1) for t in starts])).to(device)  # (S-1, w)
+        with autocast(device, scoring.amp_dtype):
+            _, state = model.features(warm, None) if w else (None, None)
+        rest, _ = _score_rows(model, x, y, state, scoring.window, scoring.amp_dtype)
+        return float(total + rest), seg * rows
 
 
 def _evaluate_pieces(

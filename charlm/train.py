@@ -21,9 +21,9 @@ machine's speed is.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -32,10 +32,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from charlm import checkpoint as ckpt
+from charlm import tokcache
 from charlm.config import (  # noqa: F401 - re-exported: the trainer's public names
     DEFAULT_TIME_BUDGET,
     LEVELS,
@@ -45,15 +47,14 @@ from charlm.config import (  # noqa: F401 - re-exported: the trainer's public na
     TrainConfig,
     resumed_config,
 )
-from charlm.corpus import read_corpus
-from charlm.data import batchify, get_batch, num_windows, split_train_valid, to_tensor
+from charlm.data import batchify, epoch_offset, get_batch, num_windows, window_length
 from charlm.devices import autocast, resolve_device, resolve_precision
 from charlm.distributed import DistContext
 from charlm.errors import CheckpointError, ConfigError, DivergedError
-from charlm.evaluate import count_oov, evaluate_text
+from charlm.evaluate import context_id, evaluate_ids
 from charlm.model import RNNLanguageModel, State, detach_state
 from charlm.sampling import DecodingOptions, generate
-from charlm.tokenizers import Tokenizer, fit_tokenizer, tokenizer_from_dict
+from charlm.tokenizers import Tokenizer
 
 # Above this share of validation tokens outside the vocabulary, the start-up lines warn.
 OOV_WARN_RATE = {"char": 0.01, "word": 0.05}
@@ -68,7 +69,7 @@ class RunState:
 
     step: int = 0
     epoch: int = 0
-    window: int = 0  # next window of the current epoch
+    pos: int = 0  # column of the training rows where the next window starts, in the current epoch
     elapsed: float = 0.0  # seconds of training so far, all sessions together
     tokens: int = 0
     best_valid: float | None = None
@@ -189,7 +190,7 @@ class Limits:
     epochs: float | None
     max_steps: int | None
     time_budget: float | None
-    windows: int  # windows per epoch
+    columns: int  # targets per row: an epoch is done when a window reaches the last column
 
     def progress(self, state: RunState, seconds: float) -> float:
         """How far the run is towards its first limit, in [0, 1] (what the learning-rate decay follows)."""
@@ -197,7 +198,7 @@ class Limits:
         if self.max_steps:
             p = max(p, state.step / self.max_steps)
         if self.epochs:
-            p = max(p, (state.epoch + state.window / self.windows) / self.epochs)
+            p = max(p, (state.epoch + state.pos / self.columns) / self.epochs)
         if self.time_budget:
             p = max(p, seconds / self.time_budget)
         return min(p, 1.0)
@@ -206,7 +207,7 @@ class Limits:
         """The count limit the run has reached (steps or epochs), or None; time is checked separately."""
         if self.max_steps is not None and state.step >= self.max_steps:
             return "max steps"
-        if self.epochs is not None and state.epoch + state.window / self.windows >= self.epochs:
+        if self.epochs is not None and state.epoch + state.pos / self.columns >= self.epochs:
             return "epochs"
         return None
 
@@ -322,53 +323,57 @@ def train_step(
 # ---------------------------------------------------------------- preparing a run
 @dataclass
 class PreparedData:
-    """The encoded training and validation text of a run."""
+    """A run's training and validation ids (memory maps of the token cache) and what they were made with."""
 
     tokenizer: Tokenizer
-    train_ids: torch.Tensor  # (N,)
-    valid_ids: torch.Tensor  # (M,)
-    valid_text: str
+    train_ids: np.ndarray  # (N,) in the tokenizer's smallest dtype, on disk
+    valid_ids: np.ndarray  # (M,)
+    valid_chars: int
+    valid_bytes: int
+    valid_oov: int
     fingerprint: str
     valid_fingerprint: str
-    valid_oov: int
+    cache: Path  # the cache entry
+    reused: bool  # nothing had to be tokenized
 
 
-def _fingerprint(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+def cache_dir(config: TrainConfig) -> Path:
+    """--cache-dir, else $CHARLM_CACHE_DIR, else the user's cache (~/.cache/charlm/tokens)."""
+    return Path(config.cache_dir or os.environ.get("CHARLM_CACHE_DIR") or tokcache.default_cache_dir())
 
 
-def prepare_data(config: TrainConfig, tokenizer: Tokenizer | None = None) -> PreparedData:
-    """Read and split the text, fit the tokenizer on the training part (unless given), encode both."""
-    text = read_corpus(list(config.corpus), errors=config.encoding_errors)
-    if config.valid:
-        train_text, valid_text = text, read_corpus(list(config.valid), errors=config.encoding_errors)
-    else:
-        train_text, valid_text = split_train_valid(text, config.valid_fraction)
-    if tokenizer is None:
-        tokenizer = fit_tokenizer(config.level, train_text, **config.tokenizer_options())
-    train_ids = to_tensor(tokenizer.encode_array(train_text))
-    valid_array = tokenizer.encode_array(valid_text)
+def prepare_data(
+    config: TrainConfig, tokenizer: Tokenizer | None = None, progress: tokcache.Progress | None = None
+) -> PreparedData:
+    """The ids of the run's corpus from the token cache, tokenized into it the first time.
+
+    The tokenizer is fitted on the training part only (unless given: a resumed
+    run's), the split and the cache are `charlm.tokcache`'s, and the run's own
+    output directory is never read as corpus.
+    """
+    tc = tokcache.tokenized_corpus(
+        config.corpus,
+        valid=config.valid,
+        valid_fraction=config.valid_fraction,
+        level=config.level,
+        tokenizer_options=config.tokenizer_options(),
+        tokenizer=tokenizer,
+        encoding_errors=config.encoding_errors,
+        cache_dir=cache_dir(config),
+        exclude=[config.out_dir],
+        progress=progress,
+    )
     need = config.batch_size * (config.bptt + 1)
-    if train_ids.numel() < need:
+    if len(tc.train) < need:
         raise ConfigError(
-            f"the training text has {train_ids.numel()} tokens, fewer than one window needs "
+            f"the training text has {len(tc.train)} tokens, fewer than one window needs "
             f"(batch size {config.batch_size} x (bptt {config.bptt} + 1) = {need}); "
             "use a longer corpus or smaller --batch-size/--bptt"
         )
-    if len(valid_array) < 2:
-        raise ConfigError(
-            "the validation text has fewer than 2 tokens; use a larger --valid-fraction or a longer --valid file"
-        )
-    oov = count_oov(tokenizer, valid_text, valid_array)
     return PreparedData(
-        tokenizer,
-        train_ids,
-        to_tensor(valid_array),
-        valid_text,
-        _fingerprint(train_text),
-        _fingerprint(valid_text),
-        oov,
-    )
+        tc.tokenizer, tc.train, tc.valid, tc.valid_chars, tc.valid_bytes, tc.valid_oov,
+        tc.fingerprint, tc.valid_fingerprint, tc.path, tc.reused,
+    )  # fmt: skip
 
 
 def sample_prompt(text: str, limit: int = 40) -> str:
@@ -394,18 +399,20 @@ def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-def _shared_data(config: TrainConfig, dctx: DistContext, device: torch.device) -> PreparedData:
-    """A new run's data: in a torchrun job rank 0 fits the tokenizer and the others use it."""
+def _shared_data(
+    config: TrainConfig, dctx: DistContext, device: torch.device, tokenizer: Tokenizer | None, progress: Any
+) -> PreparedData:
+    """The run's data; in a torchrun job rank 0 tokenizes (and fits) first, then the others open its cache entry."""
     if not dctx.active:
-        return prepare_data(config)
-    fitted: list[PreparedData] = []
+        return prepare_data(config, tokenizer, progress)
+    built: list[PreparedData] = []
 
-    def fit_on_main() -> bytes:
-        fitted.append(prepare_data(config))
-        return json.dumps(fitted[0].tokenizer.to_dict()).encode("utf-8")
+    def on_main() -> bytes:
+        built.append(prepare_data(config, tokenizer, progress))
+        return b""
 
-    payload = dctx.share_from_main(fit_on_main, device)  # every rank raises rank 0's error, if any
-    return fitted[0] if fitted else prepare_data(config, tokenizer_from_dict(json.loads(payload)))
+    dctx.share_from_main(on_main, device)  # every rank raises rank 0's error, if any
+    return built[0] if built else prepare_data(config, tokenizer)
 
 
 # ---------------------------------------------------------------- the trainer
@@ -434,13 +441,14 @@ def train(
     device = resolve_device(config.device)
     amp_dtype = resolve_precision(config.precision, device, config.cell)
     device = dctx.setup(device)
+    progress = getattr(observer, "on_prepare", None) if dctx.is_main else None
     try:
         if not resume:  # every option is known good before anything is written
-            data = _shared_data(config, dctx, device)
+            data = _shared_data(config, dctx, device, None, progress)
         with ckpt.RunWriter(out) if dctx.is_main else contextlib.nullcontext() as writer:
             if resume:  # read under the lock, after `RunWriter` finished what a killed run left
                 info = ckpt.open_checkpoint(out)
-                data = prepare_data(config, ckpt.open_tokenizer(info))
+                data = _shared_data(config, dctx, device, ckpt.open_tokenizer(info), progress)
             trainer = Trainer(config, data, device, amp_dtype, dctx, writer, observer if dctx.is_main else None)
             if resume:
                 trainer.restore(info)
@@ -489,9 +497,10 @@ class Trainer:
         self._elapsed_before = 0.0  # seconds earlier sessions of the run trained
         self._tokens_at_start = 0
         self._synced_elapsed = 0.0
-        self.train_rows = batchify(dctx.shard(data.train_ids).to(device), config.batch_size)  # (B, L)
+        shard = tokcache.shard(data.train_ids, dctx.rank, dctx.world)  # this rank's part: a view, no copy
+        self.train_rows = batchify(shard, config.batch_size)  # (B, L), still on disk
         epochs, max_steps, budget = config.limits
-        self.limits = Limits(epochs, max_steps, budget, num_windows(self.train_rows, config.bptt))
+        self.limits = Limits(epochs, max_steps, budget, self.train_rows.shape[1] - 1)
         self.explode_at = 3.0 * math.log(data.tokenizer.vocab_size) + 1.0
 
     # ------------------------------------------------------------ restore
@@ -566,12 +575,12 @@ class Trainer:
         self.model.train()
         with StopSignals() as signals:
             while not (status := self.stop_reason(signals, stop_after)):
-                self.set_lr()
-                x, y = get_batch(self.train_rows, self.state.window * self.config.bptt, self.config.bptt)  # (B, T) x 2
+                x, y = self.next_batch()  # (B, T) x 2
+                self.set_lr(x.size(1))
                 loss, self.hidden = train_step(
                     self.net, self.optimizer, self.scaler, x, y, self.hidden, self.config, self.amp_dtype
                 )
-                self.advance(loss, y.numel())
+                self.advance(loss, y.numel(), x.size(1))
                 if self.state.step % self.config.log_interval == 0:
                     self.log()
                 if self.state.step % self.config.eval_interval == 0 and self.validate_and_save():
@@ -580,13 +589,22 @@ class Trainer:
             self.finish(status)
         return self.result(status, signals.received)
 
-    def advance(self, loss: torch.Tensor, tokens: int) -> None:
-        """Count a step; at the end of a pass over the streams the next epoch starts from the zero state."""
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next window of the training rows, widened to int64 on the device: inputs and targets (B, T)."""
+        c = self.config
+        length = window_length(c.seed, self.state.step, c.bptt, c.bptt_jitter)
+        x, y = get_batch(self.train_rows, self.state.pos, length)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def advance(self, loss: torch.Tensor, tokens: int, length: int) -> None:
+        """Count a step; at the end of a pass over the streams the next epoch starts from the zero state,
+        at a column shifted by a random offset (`data.epoch_offset`)."""
         s = self.state
         self.meter.add(loss, tokens)
-        s.step, s.window, s.tokens = s.step + 1, s.window + 1, s.tokens + tokens
-        if s.window >= self.limits.windows:
-            s.epoch, s.window, self.hidden = s.epoch + 1, 0, None
+        s.step, s.pos, s.tokens = s.step + 1, s.pos + length, s.tokens + tokens
+        if s.pos >= self.limits.columns:
+            s.epoch, self.hidden = s.epoch + 1, None
+            s.pos = epoch_offset(self.config.seed, s.epoch, self.config.bptt)
 
     def stop_reason(self, signals: StopSignals, stop_after: Callable[[int], bool] | None) -> str | None:
         """Why the run stops before the next step, or None. In a torchrun job the ranks agree at log intervals."""
@@ -605,10 +623,12 @@ class Trainer:
             out_of_time, asked = bool(t), bool(a)
         return "time budget" if out_of_time else "interrupted" if asked else None
 
-    def set_lr(self) -> None:
+    def set_lr(self, length: int) -> None:
+        """The learning rate of the next step; a window shorter or longer than bptt scales it (AWD-LSTM)."""
         seconds = self._synced_elapsed if self.dctx.active else self.elapsed()
         progress = self.limits.progress(self.state, seconds)
-        lr = self.config.lr * lr_factor(self.config, self.state.step, progress, self.state.plateau_scale)
+        scale = length / self.config.bptt if self.config.bptt_jitter else 1.0
+        lr = self.config.lr * scale * lr_factor(self.config, self.state.step, progress, self.state.plateau_scale)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
 
@@ -686,10 +706,15 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         # The same function and defaults as `charlm perplexity`, so its figure on the
         # validation text reproduces the loss recorded here.
-        score = evaluate_text(
+        d = self.data
+        score = evaluate_ids(
             self.model,
-            self.data.tokenizer,
-            self.data.valid_text,
+            d.valid_ids,
+            context_id(d.tokenizer),
+            chars=d.valid_chars,
+            nbytes=d.valid_bytes,
+            oov=d.valid_oov,
+            max_tokens=self.config.eval_tokens or None,
             streams=self.config.eval_streams,
             amp_dtype=self.amp_dtype,
         )
@@ -717,7 +742,7 @@ class Trainer:
         length = SAMPLE_LENGTH.get(tok.kind, 60) if self.config.sample_length is None else self.config.sample_length
         if length == 0:
             return None
-        prompt = sample_prompt(tok.decode(self.data.valid_ids[:200].tolist()))
+        prompt = sample_prompt(tok.decode(np.asarray(self.data.valid_ids[:200]).tolist()))
         options = DecodingOptions(
             max_new_tokens=length, temperature=0.8, lines=length if tok.eos_id is not None else None
         )
@@ -747,7 +772,7 @@ class Trainer:
     # ------------------------------------------------------------ start and end
     def start_info(self) -> dict[str, Any]:
         data, tok = self.data, self.data.tokenizer
-        oov_rate = data.valid_oov / max(1, data.valid_ids.numel())
+        oov_rate = data.valid_oov / max(1, len(data.valid_ids))
         warn_at = OOV_WARN_RATE.get(tok.kind)
         if warn_at is not None and oov_rate > warn_at:
             self.notes.append(
@@ -763,10 +788,13 @@ class Trainer:
             "level": tok.kind,
             "vocab_size": tok.vocab_size,
             "parameters": self.model.num_parameters(),
-            "train_tokens": data.train_ids.numel(),
-            "valid_tokens": data.valid_ids.numel(),
+            "train_tokens": len(data.train_ids),
+            "valid_tokens": len(data.valid_ids),
+            "valid_scored": min(len(data.valid_ids), self.config.eval_tokens or len(data.valid_ids)),
+            "cache": str(data.cache),
+            "cache_reused": data.reused,
             "valid_oov_rate": oov_rate,
-            "windows_per_epoch": self.limits.windows,
+            "windows_per_epoch": num_windows(self.train_rows, self.config.bptt),
             "epochs": epochs,
             "max_steps": max_steps,
             "time_budget": budget,

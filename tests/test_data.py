@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from charlm.data import batchify, get_batch, num_windows, split_train_valid, to_tensor
+from charlm.data import batchify, get_batch, num_windows, to_tensor
 from charlm.errors import ConfigError
 
 
@@ -58,30 +58,3 @@ def test_windows_cover_every_target_once_with_a_last_partial_window():
 def test_num_windows(length, bptt, expected):
     src = torch.zeros(3, length, dtype=torch.long)
     assert num_windows(src, bptt) == expected
-
-
-def test_split_cuts_at_a_line_start():
-    text = "".join(f"line {i:04d} of the text\n" for i in range(200))  # 22-char lines
-    train, valid = split_train_valid(text, 0.1)
-    assert train + valid == text
-    assert train.endswith("\n") and not valid.startswith("\n")
-    assert valid.startswith("line ")
-    assert len(valid) / len(text) == pytest.approx(0.1, abs=0.01)
-
-
-def test_split_without_newlines_cuts_at_the_fraction():
-    text = "x" * 1000
-    train, valid = split_train_valid(text, 0.25)
-    assert (len(train), len(valid)) == (750, 250)
-
-
-def test_split_does_not_move_the_cut_to_a_far_newline():
-    text = "a\n" + "b" * 998
-    train, valid = split_train_valid(text, 0.1)
-    assert len(valid) == 100
-
-
-@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.5, 1.5])
-def test_split_refuses_fractions_outside_0_1(fraction):
-    with pytest.raises(ConfigError, match="valid fraction"):
-        split_train_valid("abc\ndef\n", fraction)

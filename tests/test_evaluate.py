@@ -376,3 +376,25 @@ def test_text_score_adds_up():
     assert total([]).tokens == 0 and math.isnan(total([]).perplexity)
     d = (a + b).to_dict()
     assert d["loss"] == 2.0 and d["oov_rate"] == 0.25 and d["bits_per_byte"] == pytest.approx(8 / LN2 / 6)
+
+
+def test_sampled_validation_equals_its_segments_scored_by_hand():
+    """evaluate_ids with a cap: the first segment from the line start, the others each warmed on the tokens before."""
+    model = tiny()
+    ids = torch.randint(0, 7, (2000,), generator=torch.Generator().manual_seed(5)).numpy().astype(np.uint8)
+    nll, n = ev.sampled_nll(model, ids, 3, 300, ev.Scoring(segment=100, warmup=20))
+    assert n == 300
+    full = np.concatenate([[3], ids]).astype(np.int64)  # the context, then the stream
+    starts = [0, *np.linspace(21, len(ids) - 100, 2).round().astype(int)]
+    expected = 0.0
+    with torch.no_grad():
+        for t in starts:
+            warm = torch.from_numpy(full[max(0, t - 20) : t])[None]
+            state = model(warm)[1] if t else None
+            logits, _ = model(torch.from_numpy(full[t : t + 100])[None], state)
+            expected += F.cross_entropy(logits[0].double(), torch.from_numpy(full[t + 1 : t + 101])).item() * 100
+    assert nll == pytest.approx(expected, rel=1e-5)
+    whole = ev.evaluate_ids(model, ids, 3, chars=2000, nbytes=2000, oov=0, exact=True)
+    capped = ev.evaluate_ids(model, ids, 3, chars=2000, nbytes=2000, oov=10, max_tokens=300, segment=100, warmup=20)
+    assert whole.tokens == 2000 and capped.tokens == 300 and capped.chars == 300 and capped.oov == 2
+    assert capped.nll == pytest.approx(nll)

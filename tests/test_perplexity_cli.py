@@ -14,7 +14,6 @@ from click.testing import CliRunner
 import charlm.cli.perplexity_cmd  # noqa: F401  (registers the command on `main`)
 from charlm.checkpoint import load_for_inference, read_metrics, write_inference_checkpoint
 from charlm.cli import main
-from charlm.data import split_train_valid
 from charlm.evaluate import evaluate_file, evaluate_text
 from charlm.model import ModelConfig, RNNLanguageModel
 from charlm.tokenizers import fit_tokenizer
@@ -196,7 +195,7 @@ def test_unavailable_device_is_a_one_line_error(ckpt, files):
 
 
 # ------------------------------------------------------------------ agreement with training
-def test_reproduces_the_validation_loss_recorded_by_training(tmp_path):
+def test_reproduces_the_validation_loss_recorded_by_training(tmp_path, held_out_text):
     corpus = tmp_path / "tales.txt"
     corpus.write_text(TEXT * 32, encoding="utf-8")  # 40k characters, the last 4k held out
     config = TrainConfig(
@@ -218,7 +217,7 @@ def test_reproduces_the_validation_loss_recorded_by_training(tmp_path):
     )
     train(config)
     valid = tmp_path / "valid.txt"
-    valid.write_text(split_train_valid(TEXT * 32, config.valid_fraction)[1], encoding="utf-8")
+    valid.write_text(held_out_text(Path(config.corpus[0]), config.valid_fraction), encoding="utf-8")
     recorded = min(r["valid_loss"] for r in read_metrics(tmp_path / "run") if r.get("type") == "valid")
     assert recorded < 0.5 * math.log(21)  # trained: agreement with a flat model would prove nothing
     for flags in ([], ["--exact"]):

@@ -15,7 +15,7 @@ from safetensors import safe_open
 
 from charlm import checkpoint as ckpt
 from charlm import train as train_mod
-from charlm.data import batchify, get_batch, num_windows
+from charlm.data import batchify, epoch_offset, get_batch, num_windows
 from charlm.errors import CheckpointError, ConfigError, CorpusError, DivergedError
 from charlm.evaluate import TextScore
 from charlm.model import RNNLanguageModel
@@ -343,7 +343,7 @@ def _scripted_validation(monkeypatch, losses_in_order: list[float]) -> None:
     it = iter(losses_in_order)
     monkeypatch.setattr(
         train_mod,
-        "evaluate_text",
+        "evaluate_ids",
         lambda *a, **k: TextScore(tokens=100, nll=next(it) * 100, chars=100, bytes=100, oov=0),
     )
 
@@ -391,10 +391,14 @@ def test_a_refused_device_leaves_no_half_run(tiny_corpus, out_dir):
 @pytest.mark.parametrize("epochs", [1.0, 0.5, 1.5])
 def test_epochs_limit_stops_after_whole_or_partial_passes(tiny_corpus, out_dir, epochs):
     c = config(tiny_corpus, out_dir, max_steps=None, epochs=epochs, bptt=64, eval_interval=100)
-    windows = num_windows(batchify(train_mod.prepare_data(c).train_ids, c.batch_size), c.bptt)
+    columns = batchify(train_mod.prepare_data(c).train_ids, c.batch_size).shape[1] - 1
+    whole, part = divmod(epochs, 1.0)
+    expected = int(whole) * math.ceil(columns / c.bptt)  # every pass reads each column once ...
+    if part:  # ... and a partial one starts at its epoch's random offset
+        expected += math.ceil((part * columns - epoch_offset(c.seed, int(whole), c.bptt)) / c.bptt)
     r = train(c)
     assert r.status == "epochs"
-    assert r.step == math.ceil(windows * epochs)
+    assert r.step == expected
     assert r.epoch == int(epochs) and r.history[-1]["type"] == "valid"
 
 
@@ -450,19 +454,18 @@ def test_last_without_rng_state_is_refused_as_corrupt(tiny_corpus, out_dir):
         train(config(tiny_corpus, out_dir, max_steps=12), resume=True)
 
 
-def test_validation_loss_is_the_perplexity_figure_of_the_validation_text(tiny_corpus, out_dir):
-    from charlm.data import split_train_valid
+def test_validation_loss_is_the_perplexity_figure_of_the_validation_text(tiny_corpus, out_dir, held_out_text):
     from charlm.evaluate import evaluate_text
 
     r = train(config(tiny_corpus, out_dir, eval_streams=1))
     model, tok, _ = ckpt.load_for_inference(out_dir, which="last")
-    _, valid_text = split_train_valid(tiny_corpus.read_text(encoding="utf-8"), 0.1)
+    valid_text = held_out_text(tiny_corpus)
     assert evaluate_text(model, tok, valid_text, exact=True).loss == pytest.approx(r.last_valid_loss, rel=1e-6)
 
 
 # ---------------------------------------------------------------- the trainer's parts, one at a time
 def test_run_state_round_trips_and_ignores_keys_it_does_not_know():
-    s = train_mod.RunState(step=7, epoch=1, window=3, best_valid=1.5, plateau_scale=0.5, fingerprint="ab")
+    s = train_mod.RunState(step=7, epoch=1, pos=300, best_valid=1.5, plateau_scale=0.5, fingerprint="ab")
     assert train_mod.RunState.from_dict(s.to_dict() | {"run_id": "x", "scaler": {}}) == s
 
 
@@ -475,8 +478,8 @@ def test_record_validation_keeps_best_counts_stalls_and_anneals():
 
 
 def test_limits_report_progress_and_which_limit_is_reached():
-    lim = train_mod.Limits(epochs=2.0, max_steps=100, time_budget=60.0, windows=10)
-    s = train_mod.RunState(step=10, epoch=1, window=0)
+    lim = train_mod.Limits(epochs=2.0, max_steps=100, time_budget=60.0, columns=1000)
+    s = train_mod.RunState(step=10, epoch=1, pos=0)
     assert lim.progress(s, 6.0) == pytest.approx(0.5)  # the epochs are the furthest along
     assert lim.reached(s) is None and not lim.out_of_time(59.9) and lim.out_of_time(60.0)
     assert lim.reached(train_mod.RunState(step=100)) == "max steps"

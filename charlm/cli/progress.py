@@ -11,7 +11,15 @@ import math
 from typing import Any
 
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from charlm.cli.common import console, err_console
@@ -42,9 +50,44 @@ class TrainDisplay:
         self.progress: Progress | None = None
         self.task: Any = None
         self.last_valid: dict[str, Any] | None = None
+        self._prep: Progress | None = None
+        self._prep_tasks: dict[str, Any] = {}
+        self._prep_logged: dict[str, int] = {}
+
+    # ------------------------------------------------------------ tokenizing
+    def on_prepare(self, phase: str, done: int, total: int) -> None:
+        """The one-time passes over a new corpus ("fitting", "encoding"): a bar with bytes/s and time left."""
+        if self.quiet:
+            return
+        if self.live:
+            if self._prep is None:
+                self._prep = Progress(
+                    TextColumn("{task.description:<9}"),
+                    BarColumn(bar_width=30),
+                    DownloadColumn(),
+                    TransferSpeedColumn(),
+                    TimeRemainingColumn(),
+                    console=err_console,
+                    transient=True,
+                )
+                self._prep.start()
+            if phase not in self._prep_tasks:
+                self._prep_tasks[phase] = self._prep.add_task(phase, total=total)
+            self._prep.update(self._prep_tasks[phase], completed=done)
+            return
+        step = max(total // 10, 1)  # a log line at each tenth, and at the end
+        if done >= total or done // step > self._prep_logged.get(phase, -1):
+            self._prep_logged[phase] = done // step
+            _line(f"{phase} the corpus: {done / 1e6:,.1f} of {total / 1e6:,.1f} MB")
+
+    def _end_prepare(self) -> None:
+        if self._prep is not None:
+            self._prep.stop()
+            self._prep = None
 
     # ------------------------------------------------------------ start
     def on_start(self, info: dict[str, Any]) -> None:
+        self._end_prepare()
         for warning in info["warnings"]:  # shown even with --quiet: they may mean the run is not what was meant
             err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
         if info["already_done"]:
@@ -157,6 +200,13 @@ def start_lines(info: dict[str, Any]) -> list[str]:
         f"({100 * info['valid_oov_rate']:.1f}% outside the vocabulary), "
         f"{info['windows_per_epoch']:,} windows per epoch; stop at {', '.join(x for x in limits if x)}",
     ]
+    if info["valid_scored"] < info["valid_tokens"]:
+        lines.append(
+            f"  validation scores {info['valid_scored']:,} of the {info['valid_tokens']:,} held-out tokens, evenly "
+            "spread (--eval-tokens); charlm perplexity gives the full figure"
+        )
+    reused = "reused" if info["cache_reused"] else "tokenized once, reused by later runs"
+    lines.append(f"  token cache: {info['cache']} ({reused})")
     lines += [f"  {note}" for note in info.get("notes", [])]
     return lines
 

@@ -85,6 +85,7 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--clip", "clip", click.FloatRange(0), "Clip the gradient norm to this (0: off)."),
     ("--batch-size -b", "batch_size", click.IntRange(1), "Parallel streams."),
     ("--bptt -t", "bptt", click.IntRange(1), "Window length of truncated BPTT."),
+    ("--bptt-jitter/--no-bptt-jitter", "bptt_jitter", None, "AWD-LSTM's random window lengths around --bptt."),
     ("--schedule", "schedule", click.Choice(SCHEDULES), "Learning-rate decay (plateau: when validation stalls)."),
     ("--warmup-steps", "warmup_steps", click.IntRange(0), "Linear warm-up of the learning rate."),
     ("--min-lr-ratio", "min_lr_ratio", click.FloatRange(0, 1), "cosine/linear: final lr as a fraction of --lr."),
@@ -96,11 +97,13 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--time-budget", "time_budget", Duration(), "Stop after this time (90s, 10m, 1h); 10m when no limit is given."),
     ("--eval-interval", "eval_interval", click.IntRange(1), "Validate (and save) every N steps."),
     ("--eval-streams", "eval_streams", click.IntRange(1), "Parallel streams for validation."),
+    ("--eval-tokens", "eval_tokens", click.IntRange(0), "Validation scores at most this many tokens (0: all)."),
     ("--log-interval", "log_interval", click.IntRange(1), "Log the training loss every N steps."),
     ("--sample-length", "sample_length", click.IntRange(0), "Tokens of the sample at each validation (0: none)."),
     ("--device", "device", None, DEVICE_HELP),
     ("--precision", "precision", click.Choice(PRECISIONS), "auto: bf16 (or fp16) autocast on CUDA, fp32 on a CPU."),
     ("--seed", "seed", click.IntRange(0, MAX_SEED), "Random seed (weights, dropout, data order)."),
+    ("--cache-dir", "cache_dir", click.Path(path_type=str), "Token cache [default: ~/.cache/charlm/tokens]."),
 ]
 # fmt: on
 
