@@ -79,7 +79,7 @@ class TrainConfig:
     bptt: int = 100
     bptt_jitter: bool = False  # AWD-LSTM's random window lengths (lr scaled by length / bptt)
     schedule: str = "cosine"
-    warmup_steps: int = 100
+    warmup_steps: int | None = None  # None: the first 2% of the run
     min_lr_ratio: float = 0.05
     plateau_factor: float = 0.5
     plateau_patience: int = 1
@@ -127,7 +127,10 @@ class TrainConfig:
             (self.clip >= 0, f"--clip must be >= 0 (0 turns clipping off), got {self.clip}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.bptt >= 1, f"--bptt must be at least 1, got {self.bptt}"),
-            (self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}"),
+            (
+                self.warmup_steps is None or self.warmup_steps >= 0,
+                f"--warmup-steps must be >= 0, got {self.warmup_steps}",
+            ),
             (0 <= self.min_lr_ratio <= 1, f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}"),
             (0 < self.plateau_factor < 1, f"--plateau-factor must be in (0, 1), got {self.plateau_factor}"),
             (self.plateau_patience >= 0, "--plateau-patience must be >= 0"),

@@ -58,6 +58,8 @@ from charlm.tokenizers import Tokenizer
 
 # Above this share of validation tokens outside the vocabulary, the start-up lines warn.
 OOV_WARN_RATE = {"char": 0.01, "word": 0.05}
+# The default warm-up: this share of the run (by its first limit).
+WARMUP_FRACTION = 0.02
 # Tokens of the sample generated at each validation, by level (`sample_length` None).
 SAMPLE_LENGTH = {"char": 200, "subword": 60, "word": 40}
 
@@ -155,9 +157,14 @@ def lr_factor(config: TrainConfig, step: int, progress: float, plateau_scale: fl
     """Multiplier of the base learning rate: linear warm-up, then the chosen decay.
 
     progress in [0, 1] is how far the run is towards its first limit (steps,
-    epochs or time budget); cosine and linear decay to min_lr_ratio at 1.
+    epochs or time budget); cosine and linear decay to min_lr_ratio at 1. The
+    warm-up is `warmup_steps` long, or (None) WARMUP_FRACTION of the run, so a
+    one-minute run on a slow CPU does not spend itself warming up.
     """
-    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    if config.warmup_steps is None:  # follows the run: from a tenth of the peak, at the peak 2% of the way in
+        warm = min(1.0, 0.1 + 0.9 * progress / WARMUP_FRACTION)
+    else:
+        warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
     p = min(max(progress, 0.0), 1.0)
     lo = config.min_lr_ratio
     if config.schedule == "cosine":

@@ -257,11 +257,15 @@ def test_loss_at_initialisation_with_the_default_model():
     assert abs(loss - math.log(65)) < 0.1
 
 
-def test_lstm_forget_gate_bias_sums_to_one():
-    model = tiny("lstm", hidden_size=5)
-    for layer in model.layers:
-        total = layer.bias_ih_l0 + layer.bias_hh_l0
-        torch.testing.assert_close(total[5:10], torch.ones(5))
+def test_initialisation_is_torchs_except_a_tied_embedding():
+    torch.manual_seed(0)
+    untied = RNNLanguageModel(ModelConfig(vocab_size=300, hidden_size=64, emb_size=64))
+    assert untied.embedding.weight.std().item() == pytest.approx(1.0, abs=0.05)  # N(0, 1): a strong input signal
+    bound = 1 / math.sqrt(64)
+    for w in (untied.decoder.weight, untied.layers[0].weight_hh_l0, untied.layers[0].bias_ih_l0):
+        assert w.abs().max().item() <= bound  # U(+-1/sqrt(fan_in)), forget gate included (no bias of 1)
+    tied = RNNLanguageModel(ModelConfig(vocab_size=300, hidden_size=64, emb_size=64, tie_weights=True))
+    assert tied.embedding.weight.abs().max().item() <= 0.1 and not tied.decoder.bias.any()
 
 
 def test_dropout_makes_training_stochastic_and_eval_deterministic():

@@ -87,7 +87,7 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--bptt -t", "bptt", click.IntRange(1), "Window length of truncated BPTT."),
     ("--bptt-jitter/--no-bptt-jitter", "bptt_jitter", None, "AWD-LSTM's random window lengths around --bptt."),
     ("--schedule", "schedule", click.Choice(SCHEDULES), "Learning-rate decay (plateau: when validation stalls)."),
-    ("--warmup-steps", "warmup_steps", click.IntRange(0), "Linear warm-up of the learning rate."),
+    ("--warmup-steps", "warmup_steps", click.IntRange(0), "Linear warm-up steps [default: the first 2% of the run]."),
     ("--min-lr-ratio", "min_lr_ratio", click.FloatRange(0, 1), "cosine/linear: final lr as a fraction of --lr."),
     ("--plateau-factor", "plateau_factor", _OPEN_UNIT, "plateau: multiply the lr by this when validation stalls."),
     ("--plateau-patience", "plateau_patience", click.IntRange(0), "plateau: validations without improvement first."),
