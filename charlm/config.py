@@ -61,21 +61,22 @@ class TrainConfig:
     # model
     cell: str = "lstm"
     num_layers: int = 2
-    hidden_size: int = 384  # defaults chosen by benchmarks/search_defaults.py (results_search.md)
+    # None: chosen for the run by charlm.autosize (from the budget, the machine and the corpus)
+    hidden_size: int | None = None
     emb_size: int = 64
-    dropout: float = 0.1
+    dropout: float | None = None
     dropout_input: float = 0.0
     dropout_embed: float = 0.0
     weight_drop: float = 0.0
-    locked_dropout: bool = False
+    locked_dropout: bool = True
     tie_weights: bool = False
     # optimisation
     optimizer: str = "adamw"
-    lr: float = 3e-3
+    lr: float | None = None
     weight_decay: float = 0.0
     momentum: float = 0.0
     clip: float = 5.0  # max gradient norm; 0 turns clipping off
-    batch_size: int = 32
+    batch_size: int | None = None
     bptt: int = 100
     bptt_jitter: bool = False  # AWD-LSTM's random window lengths (lr scaled by length / bptt)
     schedule: str = "cosine"
@@ -105,7 +106,7 @@ class TrainConfig:
             if not cond:
                 raise ConfigError(msg)
         check_device_name(self.device)
-        self.model_config(vocab_size=2)  # checks the model options early
+        self.model_config(vocab_size=2, check_only=True)  # checks the model options early
 
     def _checks(self) -> list[tuple[bool, str]]:
         def one_of(name: str, value: str, choices: tuple[str, ...]) -> tuple[bool, str]:
@@ -121,11 +122,14 @@ class TrainConfig:
             one_of("precision", self.precision, PRECISIONS),
             one_of("encoding errors mode", self.encoding_errors, ENCODING_ERRORS),
             (0.0 < self.valid_fraction < 1.0, f"--valid-fraction must be in (0, 1), got {self.valid_fraction}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
             (self.clip >= 0, f"--clip must be >= 0 (0 turns clipping off), got {self.clip}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (
+                self.batch_size is None or self.batch_size >= 1,
+                f"--batch-size must be at least 1, got {self.batch_size}",
+            ),
             (self.bptt >= 1, f"--bptt must be at least 1, got {self.bptt}"),
             (
                 self.warmup_steps is None or self.warmup_steps >= 0,
@@ -150,14 +154,22 @@ class TrainConfig:
             (0 <= self.seed <= MAX_SEED, f"--seed must be between 0 and {MAX_SEED}, got {self.seed}"),
         ]
 
-    def model_config(self, vocab_size: int) -> ModelConfig:
+    @property
+    def resolved(self) -> bool:
+        """True once every option left to charlm (None) has been chosen (`charlm.autosize.resolve`)."""
+        return None not in (self.hidden_size, self.dropout, self.batch_size, self.lr)
+
+    def model_config(self, vocab_size: int, check_only: bool = False) -> ModelConfig:
+        """The model's shape; `check_only` stands in for options not chosen yet, to check the others."""
+        if not (check_only or self.resolved):
+            raise ValueError("the options left to charlm are not chosen yet; call charlm.autosize.resolve first")
         return ModelConfig(
             vocab_size=vocab_size,
             cell=self.cell,
             num_layers=self.num_layers,
-            hidden_size=self.hidden_size,
+            hidden_size=self.hidden_size or 1,
             emb_size=self.emb_size,
-            dropout=self.dropout,
+            dropout=self.dropout or 0.0,
             dropout_input=self.dropout_input,
             dropout_embed=self.dropout_embed,
             weight_drop=self.weight_drop,

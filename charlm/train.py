@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charlm import autosize, tokcache
 from charlm import checkpoint as ckpt
-from charlm import tokcache
 from charlm.config import (  # noqa: F401 - re-exported: the trainer's public names
     DEFAULT_TIME_BUDGET,
     LEVELS,
@@ -179,6 +179,7 @@ def lr_factor(config: TrainConfig, step: int, progress: float, plateau_scale: fl
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    assert config.lr is not None, "resolve the options first (charlm.autosize.resolve)"
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -370,13 +371,6 @@ def prepare_data(
         exclude=[config.out_dir],
         progress=progress,
     )
-    need = config.batch_size * (config.bptt + 1)
-    if len(tc.train) < need:
-        raise ConfigError(
-            f"the training text has {len(tc.train)} tokens, fewer than one window needs "
-            f"(batch size {config.batch_size} x (bptt {config.bptt} + 1) = {need}); "
-            "use a longer corpus or smaller --batch-size/--bptt"
-        )
     return PreparedData(
         tc.tokenizer, tc.train, tc.valid, tc.valid_chars, tc.valid_bytes, tc.valid_oov,
         tc.fingerprint, tc.valid_fingerprint, tc.path, tc.reused,
@@ -404,6 +398,58 @@ def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
         raise CheckpointError(
             f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, or --out DIR"
         )
+
+
+def check_fits(config: TrainConfig, data: PreparedData, world: int = 1) -> None:
+    """Refuse a training text too short for one window of every stream (of every process)."""
+    assert config.batch_size is not None
+    need = world * config.batch_size * (config.bptt + 1)
+    if len(data.train_ids) < need:
+        raise ConfigError(
+            f"the training text has {len(data.train_ids)} tokens, fewer than one window needs "
+            f"(batch size {config.batch_size} x (bptt {config.bptt} + 1) = {need // world}"
+            f"{f' per process, {world} processes' if world > 1 else ''}); "
+            "use a longer corpus or smaller --batch-size/--bptt"
+        )
+
+
+def measure_speed(
+    config: TrainConfig, vocab: int, device: torch.device, amp_dtype: torch.dtype | None, steps: int = 2
+) -> float:
+    """Training tokens per second of `config`'s model here: one warm-up step, then `steps` timed ones on random ids.
+
+    The global random state is left as it was, so measuring changes no run.
+    """
+    assert config.batch_size is not None
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = RNNLanguageModel(config.model_config(vocab)).to(device)
+        optimizer = make_optimizer(config, model)
+        x = torch.randint(vocab, (config.batch_size, config.bptt), device=device)
+        loss, hidden = train_step(model, optimizer, None, x, x, None, config, amp_dtype)
+        float(loss)  # waits for the device
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            loss, hidden = train_step(model, optimizer, None, x, x, hidden, config, amp_dtype)
+        float(loss)
+        return steps * x.numel() / (time.perf_counter() - t0)
+
+
+def _choose(
+    config: TrainConfig, data: PreparedData, device: torch.device, amp_dtype: torch.dtype | None, dctx: DistContext
+) -> tuple[TrainConfig, str, float]:
+    """The options left to charlm, chosen on rank 0 and shared: (config, why, seconds spent measuring)."""
+    if config.resolved:
+        return config, "", 0.0
+
+    def on_main() -> bytes:
+        vocab = data.tokenizer.vocab_size
+        choice = autosize.resolve(
+            config, len(data.train_ids) // dctx.world, device.type, lambda c: measure_speed(c, vocab, device, amp_dtype)
+        )
+        return json.dumps({"config": choice.config.to_dict(), "why": choice.reason, "seconds": choice.seconds}).encode()
+
+    chosen = json.loads(dctx.share_from_main(on_main, device))
+    return TrainConfig.from_dict(chosen["config"]), chosen["why"], chosen["seconds"]
 
 
 def _shared_data(
@@ -452,6 +498,8 @@ def train(
     try:
         if not resume:  # every option is known good before anything is written
             data = _shared_data(config, dctx, device, None, progress)
+            config, chosen, measuring = _choose(config, data, device, amp_dtype, dctx)
+            check_fits(config, data, dctx.world)
         with ckpt.RunWriter(out) if dctx.is_main else contextlib.nullcontext() as writer:
             if resume:  # read under the lock, after `RunWriter` finished what a killed run left
                 info = ckpt.open_checkpoint(out)
@@ -459,8 +507,11 @@ def train(
             trainer = Trainer(config, data, device, amp_dtype, dctx, writer, observer if dctx.is_main else None)
             if resume:
                 trainer.restore(info)
-            elif writer is not None:
-                writer.begin(trainer.model.config, data.tokenizer, config.to_dict())
+            else:
+                trainer.state.elapsed = measuring  # choosing the model is part of the budget
+                trainer.chosen = chosen
+                if writer is not None:
+                    writer.begin(trainer.model.config, data.tokenizer, config.to_dict())
             return trainer.run(stop_after)
     finally:
         dctx.shutdown()
@@ -496,6 +547,7 @@ class Trainer:
         self.hidden: State | None = None
         self.resumed_from: int | None = None
         self.notes: list[str] = []
+        self.chosen = ""  # what charlm.autosize chose for options the user left open, and why
         self.history: list[dict[str, Any]] = []
         self.meter = LossMeter(device)
         self.eval_cost = 0.0  # seconds the last validation and save took: reserved before the budget ends
@@ -504,6 +556,8 @@ class Trainer:
         self._elapsed_before = 0.0  # seconds earlier sessions of the run trained
         self._tokens_at_start = 0
         self._synced_elapsed = 0.0
+        assert config.batch_size is not None and config.lr is not None, "resolve the options first"
+        self.lr = config.lr
         shard = tokcache.shard(data.train_ids, dctx.rank, dctx.world)  # this rank's part: a view, no copy
         self.train_rows = batchify(shard, config.batch_size)  # (B, L), still on disk
         epochs, max_steps, budget = config.limits
@@ -635,7 +689,7 @@ class Trainer:
         seconds = self._synced_elapsed if self.dctx.active else self.elapsed()
         progress = self.limits.progress(self.state, seconds)
         scale = length / self.config.bptt if self.config.bptt_jitter else 1.0
-        lr = self.config.lr * scale * lr_factor(self.config, self.state.step, progress, self.state.plateau_scale)
+        lr = self.lr * scale * lr_factor(self.config, self.state.step, progress, self.state.plateau_scale)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
 
@@ -807,6 +861,7 @@ class Trainer:
             "time_budget": budget,
             "model": self.model.config.to_dict(),
             "already_done": self.resumed_from is not None and self.limits.reached(self.state) is not None,
+            "chosen": self.chosen,
             "warnings": list(self.notes),
         }
 

@@ -499,7 +499,7 @@ def test_loss_meter_is_token_weighted_and_resets():
 
 def test_train_step_updates_the_weights_and_cuts_the_graph_at_the_window_edge():
     torch.manual_seed(0)
-    c = TrainConfig(corpus=("x",), ar=0.1, tar=0.1, clip=1.0)
+    c = TrainConfig(corpus=("x",), hidden_size=8, dropout=0.1, batch_size=3, lr=3e-3, ar=0.1, tar=0.1, clip=1.0)
     model = RNNLanguageModel(c.model_config(vocab_size=11))
     opt = train_mod.make_optimizer(c, model)
     x, y = torch.randint(0, 11, (3, 5)), torch.randint(0, 11, (3, 5))
@@ -513,7 +513,10 @@ def test_train_step_updates_the_weights_and_cuts_the_graph_at_the_window_edge():
 def test_tar_penalises_the_raw_last_layer_output_and_ar_the_dropped_one(monkeypatch):
     """AWD-LSTM: AR on the dropped-out output, TAR on the raw output of the last layer."""
     torch.manual_seed(0)
-    c = TrainConfig(corpus=("x",), num_layers=1, hidden_size=6, emb_size=4, dropout=0.5, ar=0.0, tar=1.0, clip=0.0)
+    c = TrainConfig(
+        corpus=("x",), num_layers=1, hidden_size=6, emb_size=4, dropout=0.5, locked_dropout=False,
+        batch_size=2, lr=3e-3, ar=0.0, tar=1.0, clip=0.0,
+    )  # fmt: skip
     model = RNNLanguageModel(c.model_config(vocab_size=5))
     seen = {}
     real = RNNLanguageModel.forward

@@ -207,7 +207,8 @@ def start_lines(info: dict[str, Any]) -> list[str]:
         )
     reused = "reused" if info["cache_reused"] else "tokenized once, reused by later runs"
     lines.append(f"  token cache: {info['cache']} ({reused})")
-    lines += [f"  {note}" for note in info.get("notes", [])]
+    if info.get("chosen"):
+        lines.append(f"  chosen for this run: {info['chosen']}")
     return lines
 
 

@@ -1,0 +1,126 @@
+"""Choosing what the user did not: the model's size, its regularisation, the batch and the rate.
+
+The best model a machine can make in a budget depends on the machine: in 3
+minutes a 2-core CPU trains a 2x256 LSTM best, a faster one a wider model. So a
+run limited by a time budget measures, before it starts, how fast candidate
+shapes train here (a couple of real steps each, smallest first, stopping as soon
+as a shape is too slow), and takes the widest one that still gets enough
+optimiser steps in the budget; the measurement is charged to the budget. Dropout
+follows the number of passes over the corpus that the chosen shape will make:
+none within the first epochs, more as it repeats the text. Explicit options
+always win, and a checkpoint records what was chosen, so a resume keeps it.
+
+The rules were fitted on measurements (benchmarks/results_quality.md) and hold
+as ratios against a reference trained on the same machine; see README.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from charlm.config import TrainConfig
+
+# Widths tried, smallest first (2 layers each; --layers changes the depth).
+WIDTHS = (128, 192, 256, 384, 512, 768, 1024, 1536)
+# With no time budget (a step or epoch limit), the width by the size of the training text.
+WIDTH_BY_TOKENS = ((300_000, 256), (3_000_000, 384), (30_000_000, 512), (float("inf"), 768))
+# Optimiser steps the chosen width must reach in the budget (see choose_width).
+MIN_STEPS = 1500
+# The batch (parallel streams): small batches give a CPU more updates per second of compute.
+BATCH = {"cpu": 16, "cuda": 64}
+LR = 5e-3
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What was chosen for a run, and the one line that says why."""
+
+    config: TrainConfig
+    reason: str
+    seconds: float  # spent measuring, charged to the budget
+
+
+def default_batch(device_type: str) -> int:
+    return BATCH.get(device_type, BATCH["cpu"])
+
+
+def dropout_for_epochs(epochs: float) -> float:
+    """Regularisation matched to how often the text is seen: none for a first pass, 0.1 from 3 epochs, 0.2 from 6."""
+    if epochs < 3:
+        return 0.0
+    return 0.1 if epochs < 6 else 0.2
+
+
+def choose_width(measure: Callable[[int], float], budget: float, tokens_per_step: int) -> tuple[int, float]:
+    """The widest of WIDTHS that reaches MIN_STEPS steps in `budget` seconds: (width, its tokens/s).
+
+    `measure(width)` is the training speed of that width on this machine in tokens
+    per second. Widths are tried smallest first and the search stops at the first
+    that falls short, so a slow machine measures only small models.
+    """
+    chosen = (WIDTHS[0], measure(WIDTHS[0]))
+    for width in WIDTHS[1:]:
+        speed = measure(width)
+        if speed * budget / tokens_per_step < MIN_STEPS:
+            break
+        chosen = (width, speed)
+    return chosen
+
+
+def resolve(
+    config: TrainConfig, train_tokens: int, device_type: str, measure: Callable[[TrainConfig], float]
+) -> Choice:
+    """`config` with every option left to charlm (None) chosen for this run, the machine and the corpus.
+
+    `measure(config)` trains a few steps of that configuration here and returns tokens/s.
+    """
+    t0 = time.perf_counter()
+    c = config
+    if c.batch_size is None:
+        c = replace(c, batch_size=default_batch(device_type))
+    if c.lr is None:
+        c = replace(c, lr=LR)
+    tokens_per_step = c.batch_size * c.bptt  # type: ignore[operator]
+    epochs, max_steps, budget = c.limits
+    why = []
+    speed = None
+    if c.hidden_size is None:
+        if budget is not None and epochs is None and max_steps is None:
+            width, speed = choose_width(
+                lambda w: measure(replace(c, hidden_size=w, dropout=0.0)), budget, tokens_per_step
+            )
+            why.append(f"{c.num_layers}x{width}: the widest that trains {MIN_STEPS:,}+ steps in the budget here")
+        else:
+            width = next(w for limit, w in WIDTH_BY_TOKENS if train_tokens <= limit)
+            why.append(f"{c.num_layers}x{width} for {train_tokens:,} training tokens")
+        c = replace(c, hidden_size=width)
+    if c.dropout is None:
+        seen = _tokens_seen(c, speed, max_steps, epochs, budget, train_tokens, tokens_per_step, measure)
+        passes = seen / max(1, train_tokens)
+        c = replace(c, dropout=dropout_for_epochs(passes))
+        why.append(f"dropout {c.dropout:g} for about {passes:.1f} passes over the text")
+    seconds = time.perf_counter() - t0
+    return Choice(c, "; ".join(why), seconds)
+
+
+def _tokens_seen(
+    c: TrainConfig,
+    speed: float | None,
+    max_steps: int | None,
+    epochs: float | None,
+    budget: float | None,
+    train_tokens: int,
+    tokens_per_step: int,
+    measure: Callable[[TrainConfig], float],
+) -> float:
+    """How many training tokens the run will read before its first limit."""
+    candidates = []
+    if epochs is not None:
+        candidates.append(epochs * train_tokens)
+    if max_steps is not None:
+        candidates.append(max_steps * tokens_per_step)
+    if budget is not None:
+        candidates.append(budget * (speed if speed is not None else measure(replace(c, dropout=0.0))))
+    return min(candidates)

@@ -1,0 +1,69 @@
+"""Choosing the options a user left to charlm: width from the budget and the machine, dropout from the epochs."""
+
+from __future__ import annotations
+
+import pytest
+
+from charlm import autosize
+from charlm.config import TrainConfig
+
+
+def speeds(table: dict[int, float]):
+    """A scripted machine: tokens/s of each width; records which widths were measured."""
+    measured: list[int] = []
+
+    def measure(config_or_width):
+        width = config_or_width if isinstance(config_or_width, int) else config_or_width.hidden_size
+        measured.append(width)
+        return table[width]
+
+    return measure, measured
+
+
+def test_the_widest_width_that_still_gets_enough_steps_is_chosen():
+    # 16 x 100 tokens a step; 1,500 steps in 100 s need 24,000 tokens/s
+    measure, measured = speeds({128: 90_000, 192: 50_000, 256: 30_000, 384: 20_000, 512: 9_000})
+    assert autosize.choose_width(measure, 100.0, 1600) == (256, 30_000)
+    assert measured == [128, 192, 256, 384]  # it stops at the first width that falls short
+    measure, _ = speeds({128: 10.0, 192: 5.0})
+    assert autosize.choose_width(measure, 100.0, 1600)[0] == 128  # a very slow machine still gets the smallest
+
+
+def test_a_faster_machine_or_a_longer_budget_gets_a_wider_model():
+    table = {w: 4e9 / w**2 for w in autosize.WIDTHS}
+    widths = [autosize.choose_width(speeds(table)[0], budget, 1600)[0] for budget in (60, 180, 600, 3600)]
+    assert widths == sorted(widths) and widths[0] < widths[-1]
+    fast = {w: 4 * s for w, s in table.items()}
+    assert autosize.choose_width(speeds(fast)[0], 60, 1600)[0] > widths[0]
+
+
+@pytest.mark.parametrize("epochs, expected", [(0.5, 0.0), (2.9, 0.0), (3.0, 0.1), (5.9, 0.1), (6.0, 0.2), (40, 0.2)])
+def test_dropout_follows_the_passes_over_the_text(epochs, expected):
+    assert autosize.dropout_for_epochs(epochs) == expected
+
+
+def test_resolve_fills_only_what_was_left_open(monkeypatch):
+    measure, measured = speeds(dict.fromkeys(autosize.WIDTHS, 1e9))
+    c = TrainConfig(corpus=("x",), hidden_size=100, dropout=0.3, batch_size=7, lr=1e-3, time_budget=60)
+    choice = autosize.resolve(c, 10**6, "cpu", measure)
+    assert choice.config == c and measured == [] and choice.reason == ""
+
+
+def test_resolve_with_a_budget_measures_and_says_why():
+    table = {128: 60_000, 192: 40_000, 256: 30_000, 384: 10_000}
+    measure, measured = speeds(table)
+    choice = autosize.resolve(TrainConfig(corpus=("x",), time_budget=100), 1_000_000, "cpu", measure)
+    c = choice.config
+    assert (c.hidden_size, c.batch_size, c.lr) == (256, 16, autosize.LR)
+    assert c.dropout == 0.1  # 30,000 tokens/s x 100 s = 3.0M tokens: 3 passes over 1.0M
+    assert measured == [128, 192, 256, 384]  # the speed found while choosing serves the dropout too
+    assert "2x256" in choice.reason and "dropout" in choice.reason and c.resolved
+
+
+def test_resolve_without_a_budget_sizes_by_the_corpus_and_measures_nothing():
+    measure, measured = speeds({})
+    small = autosize.resolve(TrainConfig(corpus=("x",), max_steps=100), 100_000, "cpu", measure).config
+    big = autosize.resolve(TrainConfig(corpus=("x",), epochs=1.0), 100_000_000, "cuda", measure).config
+    assert small.hidden_size < big.hidden_size and measured == []
+    assert small.batch_size == 16 and big.batch_size == 64
+    assert big.dropout == 0.0  # one pass over the text
