@@ -10,6 +10,12 @@ follows the number of passes over the corpus that the chosen shape will make:
 none within the first epochs, more as it repeats the text. Explicit options
 always win, and a checkpoint records what was chosen, so a resume keeps it.
 
+Precision is chosen the same way, per session: under `--precision auto` a CPU
+with native bf16 instructions (AVX512-BF16 or AMX) whose torch runs the cell in
+bf16 trains each candidate in fp32 and in bf16 autocast and keeps the faster
+(bf16 must be BF16_MIN_GAIN times faster); elsewhere a CPU trains in fp32. The
+config keeps `auto`, so a resume on another machine decides again there.
+
 The rules were fitted on measurements (benchmarks/results_quality.md) and hold
 as ratios against a reference trained on the same machine; see README.
 """
@@ -31,6 +37,9 @@ MIN_STEPS = 1500
 # The batch (parallel streams): small batches give a CPU more updates per second of compute.
 BATCH = {"cpu": 16, "cuda": 64}
 LR = 5e-3
+# bf16 autocast on a CPU is used (under --precision auto) only when this much faster than fp32 here.
+# Measured per step on tinyshakespeare: same loss as fp32 at equal steps (1.6734 vs 1.6771 after 600).
+BF16_MIN_GAIN = 1.1
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class Choice:
     config: TrainConfig
     reason: str
     seconds: float  # spent measuring, charged to the budget
+    precision: str | None = None  # "bf16" or "fp32" when --precision auto was decided by measuring, else None
 
 
 def default_batch(device_type: str) -> int:
@@ -51,6 +61,15 @@ def dropout_for_epochs(epochs: float) -> float:
     if epochs < 3:
         return 0.0
     return 0.1 if epochs < 6 else 0.2
+
+
+def faster_precision(measure: Callable[[str], float]) -> tuple[str, float]:
+    """("bf16" or "fp32", its tokens/s): bf16 only when BF16_MIN_GAIN times faster than fp32.
+
+    `measure(precision)` is the training speed in that precision here.
+    """
+    fp32, bf16 = measure("fp32"), measure("bf16")
+    return ("bf16", bf16) if bf16 >= BF16_MIN_GAIN * fp32 else ("fp32", fp32)
 
 
 def choose_width(measure: Callable[[int], float], budget: float, tokens_per_step: int) -> tuple[int, float]:
@@ -70,14 +89,29 @@ def choose_width(measure: Callable[[int], float], budget: float, tokens_per_step
 
 
 def resolve(
-    config: TrainConfig, train_tokens: int, device_type: str, measure: Callable[[TrainConfig], float]
+    config: TrainConfig,
+    train_tokens: int,
+    device_type: str,
+    measure: Callable[[TrainConfig], float],
+    bf16: bool = False,
 ) -> Choice:
     """`config` with every option left to charlm (None) chosen for this run, the machine and the corpus.
 
-    `measure(config)` trains a few steps of that configuration here and returns tokens/s.
+    `measure(config)` trains a few steps of that configuration (its precision
+    "fp32" or "bf16") here and returns tokens/s. `bf16`: the device may run bf16
+    autocast, to be measured against fp32 when the precision is "auto".
     """
     t0 = time.perf_counter()
     c = config
+    precisions: dict[int | None, str] = {}
+    auto_bf16 = bf16 and c.precision == "auto"
+
+    def speed_of(c: TrainConfig) -> float:  # under auto bf16: the faster precision's, remembered per width
+        if not auto_bf16:
+            return measure(c if c.precision != "auto" else replace(c, precision="fp32"))
+        precisions[c.hidden_size], speed = faster_precision(lambda p: measure(replace(c, precision=p)))
+        return speed
+
     if c.batch_size is None:
         c = replace(c, batch_size=default_batch(device_type))
     if c.lr is None:
@@ -89,7 +123,7 @@ def resolve(
     if c.hidden_size is None:
         if budget is not None and epochs is None and max_steps is None:
             width, speed = choose_width(
-                lambda w: measure(replace(c, hidden_size=w, dropout=0.0)), budget, tokens_per_step
+                lambda w: speed_of(replace(c, hidden_size=w, dropout=0.0)), budget, tokens_per_step
             )
             why.append(f"{c.num_layers}x{width}: the widest that trains {MIN_STEPS:,}+ steps in the budget here")
         else:
@@ -97,12 +131,18 @@ def resolve(
             why.append(f"{c.num_layers}x{width} for {train_tokens:,} training tokens")
         c = replace(c, hidden_size=width)
     if c.dropout is None:
-        seen = _tokens_seen(c, speed, max_steps, epochs, budget, train_tokens, tokens_per_step, measure)
+        seen = _tokens_seen(c, speed, max_steps, epochs, budget, train_tokens, tokens_per_step, speed_of)
         passes = seen / max(1, train_tokens)
         c = replace(c, dropout=dropout_for_epochs(passes))
         why.append(f"dropout {c.dropout:g} for about {passes:.1f} passes over the text")
+    precision = None
+    if auto_bf16:
+        if c.hidden_size not in precisions:
+            speed_of(c)
+        precision = precisions[c.hidden_size]
+        why.append(f"{precision} (the faster here)")
     seconds = time.perf_counter() - t0
-    return Choice(c, "; ".join(why), seconds)
+    return Choice(c, "; ".join(why), seconds, precision)
 
 
 def _tokens_seen(

@@ -48,7 +48,7 @@ from charlm.config import (  # noqa: F401 - re-exported: the trainer's public na
     resumed_config,
 )
 from charlm.data import batchify, epoch_offset, get_batch, num_windows, window_length
-from charlm.devices import autocast, resolve_device, resolve_precision
+from charlm.devices import autocast, cpu_bf16_candidate, resolve_device, resolve_precision
 from charlm.distributed import DistContext
 from charlm.errors import CheckpointError, ConfigError, DivergedError
 from charlm.evaluate import context_id, evaluate_ids
@@ -82,6 +82,7 @@ class RunState:
     plateau_scale: float = 1.0
     fingerprint: str = ""  # the training text's
     valid_fingerprint: str = ""  # the validation text's
+    precision: str = ""  # what the run trains in (fp32, bf16, fp16): a resume under --precision auto keeps it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -413,14 +414,14 @@ def check_fits(config: TrainConfig, data: PreparedData, world: int = 1) -> None:
         )
 
 
-def measure_speed(
-    config: TrainConfig, vocab: int, device: torch.device, amp_dtype: torch.dtype | None, steps: int = 2
-) -> float:
-    """Training tokens per second of `config`'s model here: one warm-up step, then `steps` timed ones on random ids.
+def measure_speed(config: TrainConfig, vocab: int, device: torch.device, steps: int = 2) -> float:
+    """Training tokens per second of `config`'s model here (in its precision): one warm-up step, then `steps`
+    timed ones on random ids.
 
     The global random state is left as it was, so measuring changes no run.
     """
     assert config.batch_size is not None
+    amp_dtype = resolve_precision(config.precision, device, config.cell)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = RNNLanguageModel(config.model_config(vocab)).to(device)
         optimizer = make_optimizer(config, model)
@@ -434,22 +435,38 @@ def measure_speed(
         return steps * x.numel() / (time.perf_counter() - t0)
 
 
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
+
+
 def _choose(
-    config: TrainConfig, data: PreparedData, device: torch.device, amp_dtype: torch.dtype | None, dctx: DistContext
-) -> tuple[TrainConfig, str, float]:
-    """The options left to charlm, chosen on rank 0 and shared: (config, why, seconds spent measuring)."""
-    if config.resolved:
-        return config, "", 0.0
+    config: TrainConfig, data: PreparedData, device: torch.device, dctx: DistContext, kept: str | None = None
+) -> tuple[TrainConfig, str, float, torch.dtype | None]:
+    """The options left to charlm and the precision, chosen on rank 0 and shared.
+
+    Returns (config, why, seconds spent measuring, autocast dtype). `kept`: on a
+    resume, the precision the run trained in; under `--precision auto` the run
+    keeps bf16 where this machine can run it (no new measurement, so a resume on
+    the same machine continues exactly), and trains in fp32 where it cannot.
+    """
+    bf16 = config.precision == "auto" and device.type == "cpu" and cpu_bf16_candidate(config.cell)
+    if kept is not None or (config.resolved and not bf16):
+        name = "bf16" if bf16 and kept == "bf16" else config.precision
+        return config, "", 0.0, resolve_precision(name, device, config.cell)
 
     def on_main() -> bytes:
         vocab = data.tokenizer.vocab_size
         choice = autosize.resolve(
-            config, len(data.train_ids) // dctx.world, device.type, lambda c: measure_speed(c, vocab, device, amp_dtype)
+            config, len(data.train_ids) // dctx.world, device.type, lambda c: measure_speed(c, vocab, device), bf16
         )
-        return json.dumps({"config": choice.config.to_dict(), "why": choice.reason, "seconds": choice.seconds}).encode()
+        return json.dumps(
+            {"config": choice.config.to_dict(), "why": choice.reason, "seconds": choice.seconds,
+             "precision": choice.precision or config.precision}
+        ).encode()  # fmt: skip
 
     chosen = json.loads(dctx.share_from_main(on_main, device))
-    return TrainConfig.from_dict(chosen["config"]), chosen["why"], chosen["seconds"]
+    config = TrainConfig.from_dict(chosen["config"])
+    return config, chosen["why"], chosen["seconds"], resolve_precision(chosen["precision"], device, config.cell)
 
 
 def _shared_data(
@@ -492,24 +509,27 @@ def train(
     if resume:
         config = resumed_config(ckpt.open_checkpoint(out).train_config, config.explicit_options())
     device = resolve_device(config.device)
-    amp_dtype = resolve_precision(config.precision, device, config.cell)
+    resolve_precision(config.precision, device, config.cell)  # an impossible precision fails before any work
     device = dctx.setup(device)
     progress = getattr(observer, "on_prepare", None) if dctx.is_main else None
     try:
         if not resume:  # every option is known good before anything is written
             data = _shared_data(config, dctx, device, None, progress)
-            config, chosen, measuring = _choose(config, data, device, amp_dtype, dctx)
+            config, chosen, measuring, amp_dtype = _choose(config, data, device, dctx)
             check_fits(config, data, dctx.world)
         with ckpt.RunWriter(out) if dctx.is_main else contextlib.nullcontext() as writer:
             if resume:  # read under the lock, after `RunWriter` finished what a killed run left
                 info = ckpt.open_checkpoint(out)
                 data = _shared_data(config, dctx, device, ckpt.open_tokenizer(info), progress)
+                stored = (ckpt.weights_metadata(out, "last") or {}).get("trainer")
+                kept = str(stored.get("precision") or "fp32") if isinstance(stored, dict) else "fp32"
+                config, chosen, measuring, amp_dtype = _choose(config, data, device, dctx, kept)
             trainer = Trainer(config, data, device, amp_dtype, dctx, writer, observer if dctx.is_main else None)
+            trainer.chosen = chosen
             if resume:
                 trainer.restore(info)
             else:
                 trainer.state.elapsed = measuring  # choosing the model is part of the budget
-                trainer.chosen = chosen
                 if writer is not None:
                     writer.begin(trainer.model.config, data.tokenizer, config.to_dict())
             return trainer.run(stop_after)
@@ -543,7 +563,9 @@ class Trainer:
         self.model = RNNLanguageModel(config.model_config(data.tokenizer.vocab_size)).to(device)
         self.optimizer = make_optimizer(config, self.model)
         self.scaler = make_scaler(amp_dtype, device)
-        self.state = RunState(fingerprint=data.fingerprint, valid_fingerprint=data.valid_fingerprint)
+        self.state = RunState(
+            fingerprint=data.fingerprint, valid_fingerprint=data.valid_fingerprint, precision=precision_name(amp_dtype)
+        )
         self.hidden: State | None = None
         self.resumed_from: int | None = None
         self.notes: list[str] = []
@@ -593,7 +615,7 @@ class Trainer:
             torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
         carry = [tensors[f"carry/{i}"] for i in range(self.model.num_state_tensors) if f"carry/{i}" in tensors]
         self.hidden = tuple(t.to(self.device, torch.float32) for t in carry) if carry else None
-        self.state = RunState.from_dict(saved["trainer"])
+        self.state = RunState.from_dict(saved["trainer"] | {"precision": precision_name(self.amp_dtype)})
         self.resumed_from = self.state.step
         self._reconcile_best(ckpt.weights_metadata(out, "best"))
         if self.dctx.active:
