@@ -56,7 +56,7 @@ from charlm.model import RNNLanguageModel, State, detach_state
 from charlm.tokenizers import Tokenizer
 
 DEFAULT_LR = 0.1
-DEFAULT_SEGMENT = 50
+DEFAULT_SEGMENT = 20
 DEFAULT_DECAY = 0.0
 
 
