@@ -4,15 +4,17 @@
       checkpoint.json     format name and version, charlm version, run id, model
                           options, training options, tokenizer fingerprint (JSON)
       tokenizer.json      the fitted tokenizer (+ tokenizer.model for subwords)
+      model.arpa.gz       a Kneser-Ney run's model (ARPA, gzip) instead of best/last
       best.safetensors    weights with the lowest validation loss so far
       last.safetensors    weights + optimiser + RNG + carried TBPTT state of the
                           newest save; the trainer's counters in its metadata
       metrics.jsonl       one JSON record per log line and per validation
       .lock               held (flock) by the process training into DIR
 
-Everything is data: weights and optimiser tensors are safetensors, the rest is
-JSON. Nothing is unpickled on load, so a file crafted to run code is refused as
-corrupt.
+Everything is data: weights and optimiser tensors are safetensors, n-gram models
+ARPA text, the rest is JSON. Nothing is unpickled on load, so a file crafted to
+run code is refused as corrupt. checkpoint.json names the model kind
+(`"model_kind"`: "rnn" or "kn"; absent means "rnn", as older charlm wrote it).
 
 Nothing lost, whenever a kill lands (see `RunWriter`):
 - every file is written to a temporary name and renamed over the old one, so
@@ -55,6 +57,7 @@ from charlm.fileio import (
     storage_error,
 )
 from charlm.model import ModelConfig, RNNLanguageModel
+from charlm.ngram import KneserNeyConfig, KneserNeyModel, token_names
 from charlm.tokenizers import Tokenizer, load_tokenizer
 
 FORMAT = "charlm-checkpoint"
@@ -64,10 +67,15 @@ BEST = "best.safetensors"
 LAST = "last.safetensors"
 METRICS = "metrics.jsonl"
 PLOT = "loss.png"
+ARPA = "model.arpa.gz"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
-RUN_FILES = (META_FILE, *TOKENIZER_FILES, BEST, LAST, METRICS, PLOT)  # what a run owns in its directory
+RUN_FILES = (META_FILE, *TOKENIZER_FILES, BEST, LAST, ARPA, METRICS, PLOT)  # what a run owns in its directory
 STAGING = ".staging"
 SWAP = ".swap.json"
+MODEL_KINDS = ("rnn", "kn")
+
+LanguageModel = RNNLanguageModel | KneserNeyModel
+AnyModelConfig = ModelConfig | KneserNeyConfig
 
 
 # ------------------------------------------------------------------ file helpers
@@ -192,9 +200,14 @@ class CheckpointInfo:
     """What a checkpoint directory says about itself (no weights)."""
 
     path: Path
-    model_config: ModelConfig
+    model_config: AnyModelConfig
     train_config: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_kind(self) -> str:
+        """ "rnn" or "kn" (checkpoint.json's model_kind; absent in checkpoints of older charlm: "rnn")."""
+        return str(self.meta.get("model_kind", "rnn"))
 
     @property
     def run_id(self) -> str | None:
@@ -217,7 +230,7 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
 
 def write_run_files(
     directory: Path,
-    model_config: ModelConfig,
+    model_config: AnyModelConfig,
     tokenizer: Tokenizer,
     train_config: dict[str, Any],
     run_id: str | None = None,
@@ -234,6 +247,7 @@ def write_run_files(
             "format_version": FORMAT_VERSION,
             "charlm_version": __version__,
             "run_id": run_id,
+            "model_kind": "kn" if isinstance(model_config, KneserNeyConfig) else "rnn",
             "model": model_config.to_dict(),
             "train": train_config,
             "tokenizer": {
@@ -274,11 +288,28 @@ def open_checkpoint(path: str | Path) -> CheckpointInfo:
             f"{p} has checkpoint format version {version}, this charlm {__version__} reads version {FORMAT_VERSION}; "
             "use the charlm version that wrote it"
         )
+    kind = meta.get("model_kind", "rnn")
+    if kind not in MODEL_KINDS:
+        raise CheckpointError(
+            f"{p / META_FILE} holds a model of kind {kind!r}, which this charlm {__version__} cannot read; "
+            "use the charlm version that wrote it"
+        )
     try:
-        model_config = ModelConfig.from_dict(meta["model"])
+        model_config: AnyModelConfig = (
+            ModelConfig.from_dict(meta["model"]) if kind == "rnn" else _ngram_config(meta["model"])
+        )
     except (KeyError, TypeError, CharlmError) as exc:
         raise CheckpointError(f"{p / META_FILE} has invalid model options ({exc}); the checkpoint is corrupt") from None
     return CheckpointInfo(p, model_config, meta.get("train", {}), meta)
+
+
+def _ngram_config(d: Any) -> KneserNeyConfig:
+    if not isinstance(d, dict) or set(d) != {"vocab_size", "order"}:
+        raise TypeError("expected vocab_size and order")
+    config = KneserNeyConfig(**d)
+    if not all(isinstance(v, int) and v >= 1 for v in (config.vocab_size, config.order)):
+        raise TypeError("vocab_size and order must be positive integers")
+    return config
 
 
 def open_tokenizer(info: CheckpointInfo) -> Tokenizer:
@@ -363,6 +394,8 @@ def build_model(
     """The model with weights from best (falling back to last when no validation ran yet) or last."""
     if which not in ("best", "last"):
         raise CheckpointError(f"unknown checkpoint {which!r}; choose best or last")
+    if not isinstance(info.model_config, ModelConfig):
+        raise CheckpointError(f"{info.path} holds a Kneser-Ney model, not weights; load it with load_for_inference")
     path = locate(info.path, BEST if which == "best" else LAST)
     if which == "best" and not path.is_file():
         path = locate(info.path, LAST)
@@ -382,10 +415,23 @@ def build_model(
     return model.to(device).eval(), meta
 
 
+def build_ngram_model(info: CheckpointInfo, tokenizer: Tokenizer, device: str | torch.device = "cpu") -> KneserNeyModel:
+    """A Kneser-Ney run's model, read from its ARPA file (text: nothing is unpickled)."""
+    path = locate(info.path, ARPA)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete, train again or pick another")
+    model = KneserNeyModel.from_arpa(path, token_names(tokenizer))
+    if model.config != info.model_config:
+        raise _MixedRuns(f"{path} belongs to another run than {info.path / META_FILE}; the checkpoint is corrupt")
+    return model.to(device).eval()
+
+
 def load_for_inference(
     path: str | Path, which: str = "best", device: str | torch.device = "cpu"
-) -> tuple[RNNLanguageModel, Tokenizer, CheckpointInfo]:
+) -> tuple[LanguageModel, Tokenizer, CheckpointInfo]:
     """Everything needed to generate or evaluate: (model in eval mode, tokenizer, info).
+
+    A Kneser-Ney run has one model (its ARPA file): `which` does not apply to it.
 
     A reader that crosses the moment a new run's files are swapped in reads again,
     so it never pairs one run's tokenizer with another's weights.
@@ -394,6 +440,8 @@ def load_for_inference(
         try:
             info = open_checkpoint(path)
             tokenizer = open_tokenizer(info)
+            if info.model_kind == "kn":
+                return build_ngram_model(info, tokenizer, device), tokenizer, info
             model, _ = build_model(info, which, device)
             return model, tokenizer, info
         except (_MixedRuns, CheckpointError) as exc:
@@ -464,7 +512,7 @@ class RunWriter:
         finally:
             self._lock.release()
 
-    def begin(self, model_config: ModelConfig, tokenizer: Tokenizer, train_config: dict[str, Any]) -> None:
+    def begin(self, model_config: AnyModelConfig, tokenizer: Tokenizer, train_config: dict[str, Any]) -> None:
         """Describe a new run in the staging directory; DIR changes only at its first save."""
         self.committed = False
         self.staging.mkdir(exist_ok=True)
@@ -495,6 +543,15 @@ class RunWriter:
         if records:
             self.log(list(records))
         save_training_state(self.path, model, optimizer, dict(trainer_state, run_id=self.run_id), extra_tensors)
+        if not self.committed:
+            self._swap_in()
+
+    def save_ngram(self, model: KneserNeyModel, tokenizer: Tokenizer, records: list[dict[str, Any]]) -> None:
+        """A Kneser-Ney run's one save: the ARPA file, then its records, then (a new run) the swap into DIR,
+        which is the commit point: until it, DIR holds the previous run."""
+        model.to_arpa(self.path / ARPA, token_names(tokenizer))
+        if records:
+            self.log(records)
         if not self.committed:
             self._swap_in()
 

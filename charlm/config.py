@@ -17,6 +17,17 @@ SUBWORD_MODELS = ("unigram", "bpe")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant", "plateau")
 ENCODING_ERRORS = ("strict", "replace")
+MODEL_KINDS = ("rnn", "kn")  # a recurrent network, or an interpolated modified Kneser-Ney n-gram model
+# The n-gram order of `--model kn` when --order is not given, by level (measured in benchmarks/results_ngram.md).
+DEFAULT_ORDER = {"char": 7, "word": 5, "subword": 5}
+# The options a Kneser-Ney run reads; any other option set explicitly is refused (`check_ngram_options`).
+NGRAM_OPTIONS = frozenset(
+    {
+        "corpus", "out", "valid", "valid_fraction", "encoding_errors", "level", "min_freq", "max_vocab",
+        "pretokenize", "subword_vocab_size", "subword_model", "model", "order", "eval_tokens", "sample_length",
+        "seed", "cache_dir",
+    }
+)  # fmt: skip
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; per-process offsets are added to the seed in a torchrun job
 
 # The limits change together: naming one on --resume replaces all three.
@@ -59,6 +70,8 @@ class TrainConfig:
     subword_vocab_size: int = 1000
     subword_model: str = "unigram"
     # model
+    model: str = "rnn"  # MODEL_KINDS
+    order: int | None = None  # kn only: the n-gram order; None: DEFAULT_ORDER of the level
     cell: str = "lstm"
     num_layers: int = 2
     # None: chosen for the run by charlm.autosize (from the budget, the machine and the corpus)
@@ -115,6 +128,9 @@ class TrainConfig:
         return [
             (len(self.corpus) > 0, "no corpus given; pass one or more text files or a directory"),
             one_of("level", self.level, LEVELS),
+            one_of("model", self.model, MODEL_KINDS),
+            (self.order is None or self.order >= 1, f"--order must be at least 1, got {self.order}"),
+            (self.order is None or self.model == "kn", "--order applies to --model kn only; drop it or add --model kn"),
             one_of("pretokenize", self.pretokenize, PRETOKENIZERS),
             one_of("subword model", self.subword_model, SUBWORD_MODELS),
             one_of("optimizer", self.optimizer, OPTIMIZERS),
@@ -177,6 +193,11 @@ class TrainConfig:
             tie_weights=self.tie_weights,
         )
 
+    @property
+    def ngram_order(self) -> int:
+        """The order of a Kneser-Ney run: --order, else the level's default."""
+        return self.order if self.order is not None else DEFAULT_ORDER[self.level]
+
     def tokenizer_options(self) -> dict[str, Any]:
         if self.level == "word":
             return {"min_freq": self.min_freq, "max_size": self.max_vocab, "pretokenize": self.pretokenize}
@@ -223,6 +244,16 @@ class TrainConfig:
         """The options that differ from the defaults: what a library caller set (corpus and out always count)."""
         defaults = {f.name: f.default for f in fields(self) if f.name != "corpus"}
         return {k: v for k, v in self.to_dict().items() if k in ("corpus", "out") or v != _listed(defaults.get(k))}
+
+
+def check_ngram_options(given: Mapping[str, Any], flag_names: Mapping[str, str] | None = None) -> None:
+    """Refuse options that a Kneser-Ney run would ignore (hidden size, lr, time budget, ...): one ConfigError
+    naming their flags. `given` holds the options set explicitly (see `resumed_config`)."""
+    names = flag_names or {}
+    ignored = sorted(k for k in given if k not in NGRAM_OPTIONS)
+    if ignored:
+        flags = ", ".join(names.get(k, "--" + k.replace("_", "-")) for k in ignored)
+        raise ConfigError(f"{flags} {'does' if len(ignored) == 1 else 'do'} not apply to --model kn; drop them")
 
 
 def _listed(value: Any) -> Any:

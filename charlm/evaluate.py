@@ -25,6 +25,12 @@ Exact and parallel scoring (`score_stream`):
   just before it. The returned state is the last segment's, so a following
   call continues that stream.
 
+Kneser-Ney models (`charlm.ngram`) are scored by the same functions: their
+state is the last N-1 tokens, so a parallel segment warmed on `warmup` >= N-1
+tokens would score exactly as one stream does, and they are always scored as
+one stream (exact), each token's log-probability looked up in float64
+(`token_logprobs`, no (B, T, V) tensor).
+
 A file is streamed: read in chunks, encoded piece by piece (cut where no token
 can span the cut, see `token_safe_pieces`) and scored in blocks of a fixed
 number of tokens, each block continuing the state of the one before it (see
@@ -49,7 +55,10 @@ from charlm.corpus import iter_text_chunks
 from charlm.devices import autocast, eval_mode
 from charlm.errors import CorpusError
 from charlm.model import LOGIT_BUDGET, RNNLanguageModel, State
+from charlm.ngram import KneserNeyModel
 from charlm.tokenizers import Tokenizer, line_start_id
+
+LanguageModel = RNNLanguageModel | KneserNeyModel
 
 # Defaults of the parallel mode (also the CLI's). With 256 warm-up tokens per
 # 4096-token segment the warm-up costs 6% extra compute.
@@ -85,8 +94,37 @@ def _window_for(batch: int, vocab: int, window: int) -> int:
     return max(1, min(window, LOGIT_BUDGET // max(1, batch * vocab)))
 
 
+def model_device(model: LanguageModel) -> torch.device:
+    """Where the model computes (a Kneser-Ney model has no parameters: its anchor buffer's device)."""
+    return model.device if isinstance(model, KneserNeyModel) else next(model.parameters()).device
+
+
+def _warm_state(model: LanguageModel, ids: torch.Tensor) -> State:
+    """The state after reading ids (B, w) from the zero state, nothing scored."""
+    if isinstance(model, KneserNeyModel):
+        return model.advance(ids)
+    return model.features(ids, None)[1]  # features only: no logits needed
+
+
+def token_logprobs(
+    model: LanguageModel, x: torch.Tensor, y: torch.Tensor, state: State | None, window: int = DEFAULT_WINDOW
+) -> tuple[torch.Tensor, State]:
+    """ln p(y[b, t] | state, x[b, :t+1]) (B, T) float64 and the state after x: per-token figures, e.g. to mix
+    two models. The recurrent model's are its float32 log-softmax (what its summed NLL adds up), window by window."""
+    if isinstance(model, KneserNeyModel):
+        return model.token_logprobs(x, y, state)
+    out = []
+    t = _window_for(x.size(0), model.config.vocab_size, window)
+    for i in range(0, x.size(1), t):
+        logits, state = model(x[:, i : i + t], state)  # (B, t, V)
+        lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, y[:, i : i + t, None])[..., 0]  # (B, t)
+        out.append(lp.double())
+    assert state is not None
+    return torch.cat(out, dim=1), state
+
+
 def _score_rows(
-    model: RNNLanguageModel,
+    model: LanguageModel,
     x: torch.Tensor,
     y: torch.Tensor,
     state: State | None,
@@ -97,6 +135,9 @@ def _score_rows(
 
     x, y: (B, L); row b reads x[b] from state[:, b] and predicts y[b].
     """
+    if isinstance(model, KneserNeyModel):
+        lp, state = model.token_logprobs(x, y, state)  # (B, L) float64
+        return -lp.sum(), state
     vocab = model.config.vocab_size
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     t = _window_for(x.size(0), vocab, window)
@@ -111,7 +152,7 @@ def _score_rows(
 
 @torch.no_grad()
 def score_stream(
-    model: RNNLanguageModel,
+    model: LanguageModel,
     ids: torch.Tensor,
     *,
     streams: int = 1,
@@ -141,6 +182,8 @@ def score_stream(
         m = inputs.numel()
         if m <= 0:
             return StreamScore(0.0, 0, state)
+        if isinstance(model, KneserNeyModel):
+            streams = 1  # exact at no cost: see the module doc
         s = max(1, min(streams, m // max(1, warmup)))  # a segment is at least `warmup` long
         seg = m // s
         r = m - s * seg  # < s
@@ -156,7 +199,7 @@ def score_stream(
             starts = r + torch.arange(1, s, device=device) * seg  # (S-1,)
             warm_idx = starts[:, None] - w + torch.arange(w, device=device)[None, :]  # (S-1, w)
             with autocast(device, amp_dtype):
-                _, warm = model.features(inputs[warm_idx], None)  # features only: no logits needed
+                warm = _warm_state(model, inputs[warm_idx])
             first = st if st is not None else model.init_state(1, device=device)
             st = tuple(torch.cat([f, ws.to(f.dtype)], dim=1) for f, ws in zip(first, warm))  # each (L, S, H)
         nll, st = _score_rows(model, x, y, st, window, amp_dtype)
@@ -168,29 +211,16 @@ def score_stream(
 
 
 # ------------------------------------------------------------------ streaming in blocks
-class _StreamScorer:
-    """Scores a token stream fed in pieces of any size, block by block.
+class BlockScorer:
+    """A token stream fed in pieces of any size, cut into blocks of `block` predictions that overlap by
+    one token; a subclass scores each block (`_score`), carrying its state, and sums into `nll` (a float,
+    or an array of several figures). See `_StreamScorer`."""
 
-        pieces:  [ctx] a b c | d e f g h | i j ...        (fed as they are encoded)
-        blocks:  [ctx a b c d] [d e f g h] [h i j ...]     (`block` predictions each,
-                                                            overlapping by one token)
-
-    Each block goes through `score_stream` with the state the previous block
-    returned, so the stream goes on across blocks: in exact mode it is one
-    stream; in parallel mode a block's first segment continues the previous
-    block's last segment, the others are warmed up. Blocks are cut at fixed
-    token counts, so the figure does not depend on the pieces.
-    """
-
-    def __init__(self, model: RNNLanguageModel, context_id: int, scoring: Scoring) -> None:
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.scoring = scoring
-        self.block = EXACT_BLOCK if scoring.exact else scoring.streams * max(scoring.segment, scoring.warmup, 1)
+    def __init__(self, context_id: int, block: int) -> None:
+        self.block = block
         self.pending: list[np.ndarray] = [np.array([context_id], dtype=np.int64)]
         self.n_pending = 1
-        self.state: State | None = None
-        self.nll = 0.0
+        self.nll: Any = 0.0
         self.tokens = 0
 
     def feed(self, ids: np.ndarray) -> None:
@@ -207,12 +237,40 @@ class _StreamScorer:
             start += self.block  # the last token of a block is the first input of the next
         self.pending, self.n_pending = [buf[start:]], len(buf) - start
 
-    def finish(self) -> tuple[float, int]:
+    def finish(self) -> tuple[Any, int]:
         buf = np.concatenate(self.pending)
         if len(buf) > 1:
             self._score(buf)
         self.pending, self.n_pending = [buf[-1:]], 1
         return self.nll, self.tokens
+
+    def _score(self, ids: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class _StreamScorer(BlockScorer):
+    """Scores a token stream fed in pieces of any size, block by block.
+
+        pieces:  [ctx] a b c | d e f g h | i j ...        (fed as they are encoded)
+        blocks:  [ctx a b c d] [d e f g h] [h i j ...]     (`block` predictions each,
+                                                            overlapping by one token)
+
+    Each block goes through `score_stream` with the state the previous block
+    returned, so the stream goes on across blocks: in exact mode it is one
+    stream; in parallel mode a block's first segment continues the previous
+    block's last segment, the others are warmed up. Blocks are cut at fixed
+    token counts, so the figure does not depend on the pieces.
+    """
+
+    def __init__(self, model: LanguageModel, context_id: int, scoring: Scoring) -> None:
+        exact = scoring.exact or isinstance(model, KneserNeyModel)
+        super().__init__(
+            context_id, EXACT_BLOCK if exact else scoring.streams * max(scoring.segment, scoring.warmup, 1)
+        )
+        self.model = model
+        self.device = model_device(model)
+        self.scoring = scoring
+        self.state: State | None = None
 
     def _score(self, ids: np.ndarray) -> None:
         t = torch.from_numpy(np.ascontiguousarray(ids)).to(self.device)
@@ -319,7 +377,7 @@ class Scoring:
             raise ValueError(f"warmup must be at least 0, got {self.warmup}")
 
 
-def evaluate_text(model: RNNLanguageModel, tokenizer: Tokenizer, text: str, **scoring: Any) -> TextScore:
+def evaluate_text(model: LanguageModel, tokenizer: Tokenizer, text: str, **scoring: Any) -> TextScore:
     """The figures of `text` under the protocol of the module doc.
 
     `scoring` takes the keywords of `Scoring`: exact=True scores one stream (the
@@ -330,7 +388,7 @@ def evaluate_text(model: RNNLanguageModel, tokenizer: Tokenizer, text: str, **sc
 
 
 def evaluate_file(
-    model: RNNLanguageModel,
+    model: LanguageModel,
     tokenizer: Tokenizer,
     path: str | os.PathLike,
     *,
@@ -352,7 +410,7 @@ def evaluate_file(
 
 
 def evaluate_ids(
-    model: RNNLanguageModel,
+    model: LanguageModel,
     ids: np.ndarray,
     context: int,
     *,
@@ -385,7 +443,7 @@ def evaluate_ids(
 
 @torch.no_grad()
 def sampled_nll(
-    model: RNNLanguageModel, ids: np.ndarray, context: int, max_tokens: int, scoring: Scoring
+    model: LanguageModel, ids: np.ndarray, context: int, max_tokens: int, scoring: Scoring
 ) -> tuple[float, int]:
     """NLL of about `max_tokens` tokens of `ids` in evenly spaced segments: (summed NLL, tokens scored).
 
@@ -394,7 +452,7 @@ def sampled_nll(
     before it, as the parallel mode of `score_stream` warms its rows.
     """
     with eval_mode(model):
-        device = next(model.parameters()).device
+        device = model_device(model)
         rows = max(1, -(-max_tokens // scoring.segment))  # segments of at most `segment` tokens
         seg = max_tokens // rows
         w = min(scoring.warmup, max(0, len(ids) - seg - 1))
@@ -412,22 +470,40 @@ def sampled_nll(
         y = torch.from_numpy(np.stack([take(t, t + seg) for t in starts])).to(device)
         warm = torch.from_numpy(np.stack([take(t - 1 - w, t - 1) for t in starts])).to(device)  # (S-1, w)
         with autocast(device, scoring.amp_dtype):
-            _, state = model.features(warm, None) if w else (None, None)
+            state = _warm_state(model, warm) if w else None
         rest, _ = _score_rows(model, x, y, state, scoring.window, scoring.amp_dtype)
         return float(total + rest), seg * rows
 
 
 def _evaluate_pieces(
-    model: RNNLanguageModel,
+    model: LanguageModel,
     tokenizer: Tokenizer,
     chunks: Iterable[str],
     name: str,
     scoring: Scoring,
     progress: Callable[[int], None] | None = None,
 ) -> TextScore:
+    check_vocab(model, tokenizer)
+    nll, tokens, counts = read_text(
+        _StreamScorer(model, context_id(tokenizer), scoring), tokenizer, chunks, name, progress
+    )
+    return counts(nll)
+
+
+def check_vocab(model: LanguageModel, tokenizer: Tokenizer) -> None:
     if tokenizer.vocab_size != model.config.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids, the model {model.config.vocab_size}")
-    scorer = _StreamScorer(model, context_id(tokenizer), scoring)
+
+
+def read_text(
+    scorer: BlockScorer,
+    tokenizer: Tokenizer,
+    chunks: Iterable[str],
+    name: str,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Any, int, Callable[[float], TextScore]]:
+    """Encode text chunks under the protocol (token-safe pieces, OOV counted) and feed them to `scorer`:
+    (its summed NLL, tokens scored, nll -> the text's TextScore with that NLL)."""
     chars = nbytes = oov = 0
     unknown: dict[str, None] = {}
     for piece in token_safe_pieces(chunks, tokenizer.kind):
@@ -446,7 +522,85 @@ def _evaluate_pieces(
     nll, tokens = scorer.finish()
     if tokens == 0:
         raise CorpusError(f"{name} holds no tokens to score (only whitespace?); pass a file with some text")
-    return TextScore(tokens, nll, chars, nbytes, oov, tuple(unknown)[:MAX_UNKNOWN_SHOWN])
+    shown = tuple(unknown)[:MAX_UNKNOWN_SHOWN]
+    return nll, tokens, lambda value: TextScore(tokens, float(value), chars, nbytes, oov, shown)
+
+
+# ------------------------------------------------------------------ two models mixed
+class MixtureScorer(BlockScorer):
+    """Two models read one stream exactly, each token scored by both and by their linear mixtures
+    p = (1 - w) p_a + w p_b for every w of `weights`, in float64 (log-sum-exp of the log-probabilities).
+    nll: (2 + W,) summed NLL of a alone, b alone, then each mixture."""
+
+    def __init__(self, a: LanguageModel, b: LanguageModel, context_id: int, weights: Iterable[float]) -> None:
+        super().__init__(context_id, EXACT_BLOCK)
+        self.a, self.b = a, b
+        self.device = model_device(a)
+        w = torch.tensor(list(weights), dtype=torch.float64, device=self.device)
+        if not bool(((w >= 0) & (w <= 1)).all()):
+            raise ValueError("mixture weights must lie in [0, 1]")
+        self.log_w = torch.stack([torch.log1p(-w), torch.log(w)], dim=1)  # (W, 2): ln(1 - w), ln w
+        self.state_a: State | None = None
+        self.state_b: State | None = None
+        self.nll = np.zeros(2 + len(w))
+
+    @torch.no_grad()
+    def _score(self, ids: np.ndarray) -> None:
+        t = torch.from_numpy(np.ascontiguousarray(ids)).to(self.device)
+        x, y = t[None, :-1], t[None, 1:]  # (1, n)
+        with eval_mode(self.a), eval_mode(self.b):
+            lp_a, self.state_a = token_logprobs(self.a, x, y, self.state_a)  # (1, n) float64
+            lp_b, self.state_b = token_logprobs(
+                self.b, x.to(model_device(self.b)), y.to(model_device(self.b)), self.state_b
+            )
+        both = torch.stack([lp_a[0], lp_b[0].to(self.device)], dim=1)  # (n, 2)
+        mixed = torch.logsumexp(both[None] + self.log_w[:, None], dim=2)  # (W, n); a weight of 0 drops its term
+        sums = torch.cat([both.sum(0), mixed.sum(1)])  # (2 + W,)
+        self.nll -= sums.cpu().numpy()
+        self.tokens += y.numel()
+
+
+def evaluate_file_mixture(
+    a: LanguageModel,
+    b: LanguageModel,
+    tokenizer: Tokenizer,
+    path: str | os.PathLike,
+    weights: Iterable[float],
+    *,
+    errors: str = "strict",
+    chunk_bytes: int = CHUNK_BYTES,
+    progress: Callable[[int], None] | None = None,
+) -> list[TextScore]:
+    """The figures of a file under a alone, b alone, and each mixture (1 - w) p_a + w p_b, in that order;
+    one exact stream per model, protocol as `evaluate_file`."""
+    check_vocab(a, tokenizer)
+    check_vocab(b, tokenizer)
+    scorer = MixtureScorer(a, b, context_id(tokenizer), weights)
+    chunks = iter_text_chunks(path, chunk_bytes=chunk_bytes, errors=errors)
+    nll, _, counts = read_text(scorer, tokenizer, chunks, str(path), progress)
+    return [counts(v) for v in nll]
+
+
+WEIGHT_GRID = np.linspace(0.0, 1.0, 101)
+
+
+def choose_weight(
+    a: LanguageModel, b: LanguageModel, ids: np.ndarray, context: int, max_tokens: int | None = None
+) -> tuple[float, np.ndarray]:
+    """The weight w of b in (1 - w) p_a + w p_b that minimises the NLL of the stream `ids` (read after
+    `context`; its first `max_tokens` tokens when given), and the mean NLL per token at every weight.
+
+    A grid of steps of 0.01 over [0, 1]: the mixture's log-likelihood is concave in w, so the grid's
+    best is within 0.01 of the optimum, and one streaming pass scores all weights at once."""
+    scorer = MixtureScorer(a, b, context, WEIGHT_GRID)
+    n = len(ids) if max_tokens is None else min(len(ids), max_tokens)
+    for i in range(0, n, 1 << 20):
+        scorer.feed(np.asarray(ids[i : min(n, i + (1 << 20))], dtype=np.int64))
+    nll, tokens = scorer.finish()
+    if tokens == 0:
+        raise CorpusError("the validation text holds no tokens to choose a mixture weight on; give the weight")
+    losses = nll[2:] / tokens
+    return float(WEIGHT_GRID[int(np.argmin(losses))]), losses
 
 
 def count_oov(tokenizer: Tokenizer, piece: str, ids: np.ndarray) -> int:

@@ -502,6 +502,8 @@ def train(
     Raises `CharlmError` subclasses for bad input, `DivergedError` when the loss
     becomes non-finite or explodes (the checkpoint on disk is left as it was).
     """
+    if config.model == "kn":  # an n-gram model is estimated, not trained: see charlm.ngram_train
+        return _train_ngram(config, resume, overwrite, observer)
     dctx = DistContext.from_env()
     out = config.out_dir
     if dctx.is_main:  # in a torchrun job rank 0 alone checks and writes the directory
@@ -535,6 +537,17 @@ def train(
             return trainer.run(stop_after)
     finally:
         dctx.shutdown()
+
+
+def _train_ngram(config: TrainConfig, resume: bool, overwrite: bool, observer: TrainObserver | None) -> TrainResult:
+    from charlm.ngram_train import train_ngram
+
+    t0 = time.perf_counter()
+    _, rec = train_ngram(config, resume=resume, overwrite=overwrite, observer=observer)
+    loss, seconds = rec["valid_loss"], time.perf_counter() - t0
+    return TrainResult(
+        config.out_dir, "estimated", 0, 0, loss, loss, None, seconds, rec["train_tokens"] / seconds, [rec]
+    )
 
 
 class Trainer:

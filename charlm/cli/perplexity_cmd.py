@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +16,26 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from charlm.checkpoint import load_for_inference
+from charlm.checkpoint import CheckpointInfo, load_for_inference, tokenizer_fingerprint
 from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console
 from charlm.devices import resolve_device
-from charlm.errors import CorpusError
+from charlm.dynamic import DEFAULT_LR as DYNAMIC_LR
+from charlm.dynamic import DEFAULT_SEGMENT as DYNAMIC_SEGMENT
+from charlm.dynamic import DynamicOptions, evaluate_file_dynamic
+from charlm.errors import CharlmError, ConfigError, CorpusError
 from charlm.evaluate import (
     DEFAULT_SEGMENT,
     DEFAULT_STREAMS,
     DEFAULT_WARMUP,
     DEFAULT_WINDOW,
     TextScore,
+    choose_weight,
+    context_id,
     evaluate_file,
+    evaluate_file_mixture,
     total,
 )
+from charlm.ngram import KneserNeyModel
 
 _UNKNOWN_WHAT = {
     "char": "characters never seen in training",
@@ -59,6 +68,27 @@ _UNKNOWN_WHAT = {
 )
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option(
+    "--interpolate",
+    metavar="CKPT[:WEIGHT]",
+    help="Also score with a mixture (1-WEIGHT) p + WEIGHT p' of CHECKPOINT and this one (same tokenizer); "
+    "without WEIGHT it is chosen on CHECKPOINT's validation text.",
+)
+@click.option("--dynamic", is_flag=True, help="Also score with dynamic evaluation: a gradient step after each segment.")
+@click.option(
+    "--dynamic-segment",
+    type=click.IntRange(1),
+    default=DYNAMIC_SEGMENT,
+    show_default=True,
+    help="--dynamic: tokens per segment (one step each).",
+)
+@click.option(
+    "--dynamic-lr",
+    type=click.FloatRange(0),
+    default=DYNAMIC_LR,
+    show_default=True,
+    help="--dynamic: SGD step size (0: the static figure).",
+)
+@click.option(
     "--encoding-errors",
     type=click.Choice(["strict", "replace"]),
     default="strict",
@@ -77,6 +107,10 @@ def perplexity_command(
     window: int,
     which: str,
     device: str,
+    interpolate: str | None,
+    dynamic: bool,
+    dynamic_segment: int,
+    dynamic_lr: float,
     encoding_errors: str,
 ) -> None:
     """Perplexity, bits per character and bits per byte of FILES under the model in CHECKPOINT.
@@ -86,12 +120,35 @@ def perplexity_command(
     <eos>. Tokens the model does not know are scored as <unk> and counted.
     The total row sums over all files (weighted by tokens). By default a file
     is split into parallel streams, each warmed up on the tokens before it;
-    --exact gives the one-stream figure.
+    --exact gives the one-stream figure (Kneser-Ney models are always scored
+    exactly).
+
+    --interpolate and --dynamic score each file as one exact stream and report
+    the figures side by side: each model alone and their mixture, or the static
+    and the dynamic figure (the checkpoint on disk never changes).
+
+    \b
+    Examples:
+      charlm perplexity checkpoints/shakespeare held-out.txt --interpolate checkpoints/shakespeare-kn
+      charlm perplexity checkpoints/shakespeare held-out.txt --dynamic
     """
     if exact and ctx.get_parameter_source("streams") == ParameterSource.COMMANDLINE and streams != 1:
         raise click.UsageError("--exact scores one stream; leave out --streams or drop --exact")
     exact = exact or streams == 1
+    for name in ("dynamic_segment", "dynamic_lr"):
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE and not dynamic:
+            raise click.UsageError(f"--{name.replace('_', '-')} applies to --dynamic only; add --dynamic or drop it")
+    if dynamic and interpolate:
+        raise click.UsageError("--dynamic and --interpolate cannot be combined; choose one")
     model, tokenizer, info = load_for_inference(checkpoint, which=which, device=resolve_device(device))
+    exact = exact or isinstance(model, KneserNeyModel)
+    if interpolate or dynamic:
+        compare = _Compare(ctx, model, tokenizer, info, which, encoding_errors, as_json)
+        if interpolate:
+            compare.interpolate(interpolate, files)
+        else:
+            compare.dynamic(DynamicOptions(lr=dynamic_lr, segment=dynamic_segment), files)
+        return
     opts = dict(
         exact=exact,
         streams=streams,
@@ -139,8 +196,13 @@ def perplexity_command(
 
 def _evaluate_with_progress(model: Any, tokenizer: Any, path: Path, opts: dict[str, Any], show: bool) -> TextScore:
     """evaluate_file with a transient progress bar on stderr when it is a terminal."""
+    return _with_progress(path, show, lambda progress: evaluate_file(model, tokenizer, path, progress=progress, **opts))
+
+
+def _with_progress(path: Path, show: bool, run: Callable[[Callable[[int], None] | None], Any]) -> Any:
+    """run(progress) with a transient progress bar on stderr when it is a terminal (run(None) otherwise)."""
     if not (show and err_console.is_terminal and path.is_file()):
-        return evaluate_file(model, tokenizer, path, **opts)
+        return run(None)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(bar_width=30),
@@ -150,7 +212,7 @@ def _evaluate_with_progress(model: Any, tokenizer: Any, path: Path, opts: dict[s
         transient=True,
     ) as bar:
         task = bar.add_task(escape(str(path)), total=path.stat().st_size)
-        return evaluate_file(model, tokenizer, path, progress=lambda n: bar.advance(task, n), **opts)
+        return run(lambda n: bar.advance(task, n))
 
 
 def _print_report(summary: dict[str, Any], results: list[tuple[Path, Any]], scores: list[TextScore], kind: str) -> None:
@@ -214,3 +276,184 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
+
+
+# ------------------------------------------------------------------ figures side by side
+class _Compare:
+    """--interpolate and --dynamic: several figures per file (one exact stream each), one table or JSON."""
+
+    def __init__(
+        self,
+        ctx: click.Context,
+        model: Any,
+        tokenizer: Any,
+        info: CheckpointInfo,
+        which: str,
+        errors: str,
+        as_json: bool,
+    ) -> None:
+        self.ctx, self.model, self.tokenizer, self.info = ctx, model, tokenizer, info
+        self.which, self.errors, self.as_json = which, errors, as_json
+
+    def interpolate(self, spec: str, files: tuple[Path, ...]) -> None:
+        path, weight = _parse_interpolate(spec)
+        other, other_tok, other_info = load_for_inference(path, device=_device_of(self.model))
+        if tokenizer_fingerprint(other_tok) != tokenizer_fingerprint(self.tokenizer):
+            raise ConfigError(
+                f"{other_info.path} has another tokenizer than {self.info.path}; "
+                "interpolate models trained with the same tokenizer (same corpus, level and options)"
+            )
+        chosen = "given"
+        if weight is None:
+            weight, chosen = self._choose_weight(other, path)
+        labels = [self._label(self.model), self._label(other), f"mix w={weight:g}"]
+
+        def score(p: Path, progress: Any) -> list[TextScore]:
+            return evaluate_file_mixture(
+                self.model, other, self.tokenizer, p, [weight], errors=self.errors, progress=progress
+            )
+
+        extra = {
+            "interpolate": {
+                "checkpoint": str(other_info.path),
+                "weight": weight,
+                "weight_of": "the --interpolate model: p = (1 - w) p_checkpoint + w p_interpolate",
+                "chosen": chosen,
+            }
+        }
+        note = f"mixture weight w = {weight:g} of {other_info.path} ({chosen}); p = (1 - w) p_1 + w p_2"
+        self._report(files, labels, ["checkpoint", "interpolate", "mixture"], score, extra, note)
+
+    def _choose_weight(self, other: Any, spec_path: Path) -> tuple[float, str]:
+        from charlm.config import TrainConfig
+        from charlm.train import prepare_data
+
+        hint = f"give the weight as --interpolate {spec_path}:0.5"
+        try:
+            config = TrainConfig.from_dict(self.info.train_config)
+        except (CharlmError, TypeError):
+            raise ConfigError(f"{self.info.path} records no training corpus to choose a weight on; {hint}") from None
+        try:
+            data = prepare_data(config, self.tokenizer)
+        except CorpusError as exc:
+            raise ConfigError(f"cannot read the run's validation text ({exc}); {hint}") from None
+        weight, _ = choose_weight(
+            self.model, other, data.valid_ids, context_id(self.tokenizer), max_tokens=config.eval_tokens or None
+        )
+        n = min(len(data.valid_ids), config.eval_tokens or len(data.valid_ids))
+        return weight, f"chosen on {n:,} tokens of {self.info.path}'s validation text"
+
+    def dynamic(self, options: DynamicOptions, files: tuple[Path, ...]) -> None:
+        def score(p: Path, progress: Any) -> list[TextScore]:
+            return list(
+                evaluate_file_dynamic(self.model, self.tokenizer, p, options, errors=self.errors, progress=progress)
+            )
+
+        extra = {
+            "dynamic": {
+                "lr": options.lr,
+                "segment": options.segment,
+                "decay": options.decay,
+                "rule": "SGD on each segment's mean NLL after scoring it, eval mode, state carried (Krause et al.)",
+            }
+        }
+        note = f"dynamic: one SGD step (lr {options.lr:g}) after each {options.segment}-token segment, state carried"
+        self._report(files, ["static", "dynamic"], ["static", "dynamic"], score, extra, note)
+
+    @staticmethod
+    def _label(model: Any) -> str:
+        return f"KN {model.order}-gram" if isinstance(model, KneserNeyModel) else "RNN"
+
+    def _report(
+        self,
+        files: tuple[Path, ...],
+        labels: list[str],
+        keys: list[str],
+        score: Callable[[Path, Any], list[TextScore]],
+        extra: dict[str, Any],
+        note: str,
+    ) -> None:
+        results: list[tuple[Path, list[TextScore] | CorpusError]] = []
+        for path in files:
+            try:
+                results.append((path, _with_progress(path, not self.as_json, functools.partial(score, path))))
+            except CorpusError as exc:
+                results.append((path, exc))
+        good = [r for _, r in results if not isinstance(r, CorpusError)]
+        totals = [total(r[i] for r in good) for i in range(len(keys))] if good else None
+        summary = {
+            "checkpoint": str(self.info.path),
+            "which": self.which,
+            "level": self.tokenizer.kind,
+            "vocab_size": self.tokenizer.vocab_size,
+            "protocol": {"exact": True, "streams": 1, "first_token": "scored after a line end"},
+            **extra,
+            "labels": dict(zip(keys, labels)),
+            "files": [
+                {"path": str(p), **({"error": str(r)} if isinstance(r, CorpusError) else _keyed(keys, r))}
+                for p, r in results
+            ],
+            "total": _keyed(keys, totals) if totals else None,
+        }
+        if self.as_json:
+            click.echo(json.dumps(_finite(summary), indent=2, ensure_ascii=False, allow_nan=False))
+        else:
+            self._table(summary, results, labels, totals, note)
+        failed = len(results) - len(good)
+        if failed:
+            err_console.print(
+                f"[red]error:[/] {failed} of {len(results)} files could not be evaluated (see the report)"
+            )
+            self.ctx.exit(1)
+
+    def _table(
+        self, summary: dict[str, Any], results: list[tuple[Path, Any]], labels: list[str], totals: Any, note: str
+    ) -> None:
+        table = Table(
+            title=f"{escape(summary['checkpoint'])}, {summary['level']} level, vocabulary {summary['vocab_size']:,}",
+            caption=escape(note) + "; exact: one stream per file",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
+        table.add_column("file", overflow="fold", min_width=8)
+        table.add_column("model", overflow="fold")
+        for name in ("tokens", "NLL\n(nats)", "perplexity", "bits/\nchar", "bits/\nbyte", "OOV"):
+            table.add_column(name, justify="right", no_wrap=True)
+        for path, r in results:
+            if isinstance(r, CorpusError):
+                table.add_row(escape(str(path)), "", "[red]error[/]", *[""] * 5)
+                continue
+            for i, (label, sc) in enumerate(zip(labels, r)):
+                table.add_row(escape(str(path)) if i == 0 else "", escape(label), *_cells(sc))
+            table.add_section()
+        if totals and len(results) > 1:
+            for i, (label, sc) in enumerate(zip(labels, totals)):
+                table.add_row("[bold]total[/]" if i == 0 else "", escape(label), *(f"[bold]{c}[/]" for c in _cells(sc)))
+        console.print(table)
+        for _, r in results:
+            if isinstance(r, CorpusError):
+                console.print(f"[red]error:[/] {escape(str(r))}", soft_wrap=True)
+
+
+def _keyed(keys: list[str], scores: list[TextScore]) -> dict[str, Any]:
+    return {k: s.to_dict() for k, s in zip(keys, scores)}
+
+
+def _device_of(model: Any) -> Any:
+    from charlm.evaluate import model_device
+
+    return model_device(model)
+
+
+def _parse_interpolate(spec: str) -> tuple[Path, float | None]:
+    """ "CKPT" or "CKPT:WEIGHT" (the last colon separates the weight, so a path may hold colons)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep:
+        try:
+            weight = float(tail)
+        except ValueError:
+            return Path(spec), None
+        if not 0.0 <= weight <= 1.0:
+            raise click.BadParameter(f"the weight {tail} must lie in [0, 1]", param_hint="--interpolate")
+        return Path(head), weight
+    return Path(spec), None

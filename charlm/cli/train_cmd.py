@@ -18,11 +18,13 @@ from charlm.config import (
     ENCODING_ERRORS,
     LEVELS,
     MAX_SEED,
+    MODEL_KINDS,
     OPTIMIZERS,
     PRETOKENIZERS,
     SCHEDULES,
     SUBWORD_MODELS,
     TrainConfig,
+    check_ngram_options,
     resumed_config,
 )
 from charlm.devices import PRECISIONS
@@ -66,6 +68,8 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--pretokenize", "pretokenize", click.Choice(PRETOKENIZERS), "word: whitespace (tokenized text) or punct (raw)."),
     ("--subword-vocab-size", "subword_vocab_size", click.IntRange(1), "subword: SentencePiece vocabulary size."),
     ("--subword-model", "subword_model", click.Choice(SUBWORD_MODELS), "subword: SentencePiece model type."),
+    ("--model", "model", click.Choice(MODEL_KINDS), "rnn: a recurrent network; kn: a Kneser-Ney n-gram model."),
+    ("--order", "order", click.IntRange(1), "kn: n-gram order [default: 7 for char, 5 for word and subword]."),
     ("--cell", "cell", click.Choice(CELLS), "Recurrent cell (rnn = Elman tanh)."),
     ("--layers", "num_layers", click.IntRange(1), "Stacked recurrent layers."),
     ("--hidden", "hidden_size", click.IntRange(1), "Hidden units per layer [default: chosen for the budget here]."),
@@ -108,6 +112,36 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
 # fmt: on
 
 
+def _train_ngram(
+    ctx: click.Context, corpus: tuple[str, ...], overwrite: bool, quiet: bool, no_samples: bool, options: dict[str, Any]
+) -> None:
+    """--model kn: refuse options it would ignore (naming their flags), estimate, print one summary line."""
+    from charlm.ngram_train import train_ngram
+
+    given = {n for n in options if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE}
+    check_ngram_options(dict.fromkeys(given), {p.name: p.opts[0] for p in ctx.command.params if p.name})
+    config = TrainConfig(corpus=corpus, **options)
+    display = TrainDisplay(quiet=True, samples=False)  # tokenizing progress only
+    model, rec = train_ngram(config, overwrite=overwrite, observer=display)
+    if quiet:
+        return
+    err_console.print(
+        f"charlm train -> {escape(str(config.out_dir))}: Kneser-Ney {model.order}-gram ({config.level} level, "
+        f"vocabulary {model.vocab_size:,}) from {rec['train_tokens']:,} tokens in {rec['estimate_seconds']:.1f}s; "
+        f"n-grams per order {' / '.join(f'{n:,}' for n in model.num_ngrams)}",
+        soft_wrap=True,
+    )
+    if rec.get("sample") and not no_samples:
+        text = rec["sample"]["prompt"] + rec["sample"]["text"]
+        shown = "\n".join(f"  | {line}" for line in text.rstrip("\n").split("\n"))
+        err_console.print(f"sample:\n{shown}", markup=False, highlight=False, soft_wrap=True)
+    click.echo(
+        f"validation: loss {rec['valid_loss']:.4f} nats/token, perplexity {rec['valid_ppl']:.2f}, "
+        f"{rec['valid_bpc']:.4f} bits/char ({rec['valid_tokens']:,} tokens); "
+        f"model: {config.out_dir / ckpt.ARPA}"
+    )
+
+
 def _option_rows() -> list[tuple[str, dict[str, Any]]]:
     """OPTIONS as `option_table` rows, each defaulting to TrainConfig's value."""
     rows = []
@@ -147,6 +181,9 @@ def train_command(
       charlm train corpora/tinyshakespeare.txt --time-budget 5m
     """
     options["valid"] = tuple(options.pop("valid"))
+    if options["model"] == "kn" and not resume:
+        _train_ngram(ctx, corpus, overwrite, quiet, no_samples, options)
+        return
     if resume:
         # The run keeps its options; the library's rule says what the command line may change.
         given = {n: v for n, v in options.items() if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE}
