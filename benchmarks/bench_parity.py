@@ -7,7 +7,7 @@ round so drift in the machine's speed falls on all of them alike, and reports th
 median of the rounds:
 
   train       `charlm train tinyshakespeare --max-steps N` at one fixed shape
-              (2x384, batch 32, bptt 100, dropout 0.1 plain): tokens/s from metrics.jsonl
+              (2x384, batch 32, bptt 100, dropout 0.1 plain, fp32): tokens/s from metrics.jsonl
   generate    `charlm generate CKPT --length 2000` (sampling, seed 1): wall seconds
   perplexity  `charlm perplexity CKPT tinyshakespeare.txt` (default parallel mode): wall seconds
 
@@ -34,7 +34,7 @@ ROOT = HERE.parent
 OUT = HERE / "out" / "parity"
 CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
 SHAPE = ["--hidden", "384", "--dropout", "0.1", "--batch-size", "32", "--bptt", "100", "--lr", "3e-3",
-         "--no-locked-dropout"]  # fmt: skip
+         "--no-locked-dropout", "--precision", "fp32"]  # fmt: skip
 
 
 def cpu_name() -> str:

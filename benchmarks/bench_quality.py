@@ -10,7 +10,8 @@ its budget counting training time only) and records:
     validation split (the last 10% of characters), one stream each from the zero
     state (`charlm perplexity --exact`-style), so the split and protocol differ in
     nothing but the model.
-The ratio charlm / reference is the figure that travels between machines.
+The ratio charlm / reference (per character: charlm's model scored on the reference's split,
+so word and subword runs compare too) is the figure that travels between machines.
 Figures are appended to benchmarks/results_quality.jsonl and summarised in
 benchmarks/results_quality.md. Nothing else heavy may run meanwhile.
 
@@ -53,14 +54,14 @@ def ref_split(corpus: Path) -> tuple[str, str]:
 
 @torch.no_grad()
 def exact_nll(logits_of, ids: list[int], context: int) -> float:
-    """Mean NLL of ids read as one stream after `context`, from the zero state (the same for both models)."""
+    """Summed NLL of ids read as one stream after `context`, from the zero state (the same for both models)."""
     x = torch.tensor([[context, *ids[:-1]]])
     y = torch.tensor(ids)
     total, state = 0.0, None
     for i in range(0, x.size(1), 2048):
         logits, state = logits_of(x[:, i : i + 2048], state)
         total += F.cross_entropy(logits[0].double(), y[i : i + 2048], reduction="sum").item()
-    return total / len(ids)
+    return total
 
 
 def charlm_on_ref_split(run: Path, corpus: Path) -> float:
@@ -70,7 +71,8 @@ def charlm_on_ref_split(run: Path, corpus: Path) -> float:
     model, tok, _ = load_for_inference(run, "best")
     _, valid = ref_split(corpus)
     ids = tok.encode(valid)
-    return exact_nll(lambda x, s: model(x, s), ids, tok.encode("\n")[0])
+    context = tok.eos_id if tok.kind == "word" else tok.encode("\n")[0]
+    return exact_nll(lambda x, s: model(x, s), ids, context) / len(valid)  # nats per character, any level
 
 
 def ref_on_ref_split(ckpt: Path, corpus: Path) -> float:
@@ -84,24 +86,26 @@ def ref_on_ref_split(ckpt: Path, corpus: Path) -> float:
     _, valid = ref_split(corpus)
     return exact_nll(
         lambda x, s: model(x, s if s is not None else model.init_state(1)), [stoi[c] for c in valid], stoi["\n"]
-    )
+    ) / len(valid)
 
 
-def run_charlm(corpus: Path, budget: int, args: str, tag: str) -> dict:
+def run_charlm(corpus: Path, budget: int, args: str, tag: str, collect: bool = False) -> dict:
+    """Train (or with `collect`, read the run an earlier call left) and describe it."""
     out = OUT / f"{corpus.stem}-{tag}-{budget}s"
     cmd = [sys.executable, "-m", "charlm", "train", str(corpus), "--time-budget", f"{budget}s", "--out", str(out),
            "--overwrite", "--quiet", "--cache-dir", str(OUT / "cache"), *shlex.split(args)]  # fmt: skip
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise SystemExit(f"charlm failed: {p.stderr[-2000:]}")
+    if not collect:
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"charlm failed: {p.stderr[-2000:]}")
+    wall = time.perf_counter() - t0 if not collect else None
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     valid = [r for r in records if r["type"] == "valid"]
     train = [r for r in records if r["type"] == "train"]
     model = json.loads((out / "checkpoint.json").read_text())["model"]
     return {
-        "who": "charlm", "tag": tag, "args": args, "budget": budget, "wall": round(wall, 1),
+        "who": "charlm", "tag": tag, "args": args, "budget": budget, "wall": wall and round(wall, 1),
         "valid_loss": min(r["valid_loss"] for r in valid), "steps": valid[-1]["step"],
         "tokens_per_s": round(train[-1]["tokens_per_s"]) if train else None,
         "shape": f"{model['num_layers']}x{model['hidden_size']}", "elapsed": valid[-1]["elapsed"],
@@ -117,7 +121,9 @@ def run_ref(corpus: Path, budgets: list[int]) -> list[dict]:
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"reference failed: {p.stderr[-2000:]}")
-    evals = [json.loads(line) for line in p.stdout.splitlines() if '"kind": "eval"' in line]
+    (OUT / f"{corpus.stem}-ref.jsonl").write_text(p.stdout)  # kept: the run is 10 minutes of a quiet machine
+    records = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    evals = [r for r in records if r.get("kind") == "eval"]
     final = ref_on_ref_split(ckpt, corpus)
     return [
         {"who": "reference", "budget": int(e["mark_s"]), "valid_loss": e["val_loss"], "steps": e["step"],
@@ -133,6 +139,7 @@ def main() -> None:
     ap.add_argument("--only", choices=["charlm", "reference"], default=None)
     ap.add_argument("--args", default="", help="extra `charlm train` options (defaults when empty)")
     ap.add_argument("--tag", default="defaults")
+    ap.add_argument("--collect", action="store_true", help="record charlm runs already in benchmarks/out/quality")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     corpus = (ROOT / a.corpus).resolve()
@@ -140,7 +147,7 @@ def main() -> None:
     stamp = {"date": f"{datetime.now():%Y-%m-%d %H:%M}", "cpu": cpu_name(), "corpus": corpus.name}
     rows = []
     if a.only != "reference":
-        rows += [run_charlm(corpus, b, a.args, a.tag) for b in budgets]
+        rows += [run_charlm(corpus, b, a.args, a.tag, a.collect) for b in budgets]
     if a.only != "charlm":
         rows += run_ref(corpus, budgets)
     with RESULTS.open("a") as f:
@@ -172,7 +179,8 @@ def write_summary() -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in reversed(rows):
         ref = nearest_reference(rows, r)
-        ratio = f"{r['valid_loss'] / ref['valid_loss']:.3f}" if ref and r["who"] == "charlm" else ""
+        mine = r.get("on_ref_split") or r["valid_loss"]  # per character: word and subword runs too
+        ratio = f"{mine / ref['valid_loss']:.3f}" if ref and r["who"] == "charlm" else ""
         same = "" if r.get("on_ref_split") is None else f"{r['on_ref_split']:.4f}"
         cells = [
             r["date"],
