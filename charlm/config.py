@@ -44,10 +44,11 @@ WORD_MAX_VOCAB = 50_000
 
 # Options whose default depends on the level (None in TrainConfig: `with_level_defaults` fills them).
 # The char values are the measured char defaults of earlier versions, unchanged. For words
-# (AWD-LSTM scaled down for a CPU budget): the embedding is as wide as the hidden layer and
-# tied to the decoder (emb_size None here: it follows hidden_size), a 50-token window, and
-# AR/TAR (measured in benchmarks/results_word.md); the dropouts that depend on how often the text is seen are chosen by
-# charlm.autosize, and the adaptive softmax by the vocabulary size.
+# (AWD-LSTM scaled down for a CPU budget, not yet tuned by a search: benchmarks/bench_word.py
+# --budget checks them): the embedding as wide as the hidden layer (emb_size None here: it
+# follows hidden_size) and tied to the decoder, a 50-token window, AR/TAR; the dropouts that
+# depend on how often the text is seen are chosen by charlm.autosize, and the adaptive softmax
+# by the vocabulary size.
 LEVEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "char": dict(
         emb_size=64, bptt=100, tie_weights=False, dropout_input=0.0, dropout_embed=0.0, weight_drop=0.0,
@@ -188,11 +189,11 @@ class TrainConfig:
         )
 
     def with_level_defaults(self) -> TrainConfig:
-        """Options left open that depend only on the level filled in (`LEVEL_DEFAULTS`); a tied word
+        """Options left open that depend only on the level filled in (`LEVEL_DEFAULTS`); a word
         embedding takes the hidden width once that is known. Explicit options are kept."""
         fill = {k: v for k, v in LEVEL_DEFAULTS[self.level].items() if getattr(self, k) is None}
         c = replace(self, **fill) if fill else self
-        if c.emb_size is None and c.level != "char" and c.hidden_size is not None and c.tie_weights:
+        if c.emb_size is None and c.hidden_size is not None:  # levels without a fixed embedding size: the width
             c = replace(c, emb_size=c.hidden_size)
         return c
 

@@ -92,3 +92,5 @@ def test_word_level_defaults_tie_a_hidden_wide_embedding_and_regularise_by_passe
     assert few.dropout < c.dropout and few.weight_drop == 0.0  # under one pass: light regularisation
     mine = autosize.resolve(replace(word, emb_size=100, dropout=0.5, bptt=35), 200_000, "cpu", measure).config
     assert (mine.emb_size, mine.dropout, mine.bptt) == (100, 0.5, 35)  # explicit options win
+    untied = autosize.resolve(replace(word, tie_weights=False), 200_000, "cpu", measure).config
+    assert untied.resolved and untied.emb_size == untied.hidden_size and untied.tie_weights is False
