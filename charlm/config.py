@@ -48,6 +48,30 @@ RESUMABLE = frozenset(
     }
 )
 DEFAULT_TIME_BUDGET = 600.0
+# Word vocabularies: at most this many ids by default. Raw text (--pretokenize punct) also drops
+# words seen once (min_freq 2), so the model meets <unk> in training as it will in new text; text
+# tokenized already (whitespace: PTB, WikiText) keeps its words, its <unk> being made upstream.
+WORD_MAX_VOCAB = 50_000
+
+# Options whose default depends on the level (None in TrainConfig: `with_level_defaults` fills them).
+# The char values are the measured char defaults of earlier versions, unchanged. For words
+# (AWD-LSTM scaled down for a CPU budget, not yet tuned by a search: benchmarks/bench_word.py
+# --budget checks them): the embedding as wide as the hidden layer (emb_size None here: it
+# follows hidden_size) and tied to the decoder, a 50-token window, AR/TAR; the dropouts that
+# depend on how often the text is seen are chosen by charlm.autosize, and the adaptive softmax
+# by the vocabulary size.
+LEVEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "char": dict(
+        emb_size=64, bptt=100, tie_weights=False, dropout_input=0.0, dropout_embed=0.0, weight_drop=0.0,
+        ar=0.0, tar=0.0, adaptive_softmax=False,
+    ),
+    "word": dict(bptt=50, tie_weights=True, ar=1.0, tar=1.0),
+}  # fmt: skip
+LEVEL_DEFAULTS["subword"] = LEVEL_DEFAULTS["char"]  # not measured for subwords yet: the char values, as before
+# Fields `with_level_defaults` may fill; any still None after autosize is chosen there.
+LEVEL_FIELDS = (
+    "emb_size", "bptt", "tie_weights", "dropout_input", "dropout_embed", "weight_drop", "ar", "tar", "adaptive_softmax",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,8 +88,8 @@ class TrainConfig:
     encoding_errors: str = "strict"
     # tokenizer
     level: str = "char"
-    min_freq: int = 1
-    max_vocab: int | None = None
+    min_freq: int | None = None  # word: 2 for raw text (punct: singletons become <unk>), 1 for tokenized text
+    max_vocab: int | None = None  # word: WORD_MAX_VOCAB
     pretokenize: str = "whitespace"
     subword_vocab_size: int = 1000
     subword_model: str = "unigram"
@@ -76,13 +100,16 @@ class TrainConfig:
     num_layers: int = 2
     # None: chosen for the run by charlm.autosize (from the budget, the machine and the corpus)
     hidden_size: int | None = None
-    emb_size: int = 64
+    # None: by level (LEVEL_DEFAULTS), or chosen by charlm.autosize
+    emb_size: int | None = None
     dropout: float | None = None
-    dropout_input: float = 0.0
-    dropout_embed: float = 0.0
-    weight_drop: float = 0.0
+    dropout_input: float | None = None
+    dropout_embed: float | None = None
+    weight_drop: float | None = None
     locked_dropout: bool = True
-    tie_weights: bool = False
+    tie_weights: bool | None = None
+    adaptive_softmax: bool | None = None  # None: on for a word vocabulary large enough to gain (charlm.autosize)
+    adaptive_cutoffs: tuple[int, ...] | None = None  # chosen from the training text's token frequencies
     # optimisation
     optimizer: str = "adamw"
     lr: float | None = None
@@ -90,7 +117,7 @@ class TrainConfig:
     momentum: float = 0.0
     clip: float = 5.0  # max gradient norm; 0 turns clipping off
     batch_size: int | None = None
-    bptt: int = 100
+    bptt: int | None = None
     bptt_jitter: bool = False  # AWD-LSTM's random window lengths (lr scaled by length / bptt)
     schedule: str = "cosine"
     warmup_steps: int | None = None  # None: the first 2% of the run
@@ -98,8 +125,8 @@ class TrainConfig:
     plateau_factor: float = 0.5
     plateau_patience: int = 1
     patience: int | None = None  # early stopping: evaluations without improvement
-    ar: float = 0.0  # activation regularisation (AWD-LSTM alpha)
-    tar: float = 0.0  # temporal activation regularisation (AWD-LSTM beta)
+    ar: float | None = None  # activation regularisation (AWD-LSTM alpha)
+    tar: float | None = None  # temporal activation regularisation (AWD-LSTM beta)
     # stopping and reporting
     epochs: float | None = None
     max_steps: int | None = None
@@ -146,7 +173,7 @@ class TrainConfig:
                 self.batch_size is None or self.batch_size >= 1,
                 f"--batch-size must be at least 1, got {self.batch_size}",
             ),
-            (self.bptt >= 1, f"--bptt must be at least 1, got {self.bptt}"),
+            (self.bptt is None or self.bptt >= 1, f"--bptt must be at least 1, got {self.bptt}"),
             (
                 self.warmup_steps is None or self.warmup_steps >= 0,
                 f"--warmup-steps must be >= 0, got {self.warmup_steps}",
@@ -155,7 +182,7 @@ class TrainConfig:
             (0 < self.plateau_factor < 1, f"--plateau-factor must be in (0, 1), got {self.plateau_factor}"),
             (self.plateau_patience >= 0, "--plateau-patience must be >= 0"),
             (self.patience is None or self.patience >= 1, f"--patience must be at least 1, got {self.patience}"),
-            (self.ar >= 0 and self.tar >= 0, "--ar and --tar must be >= 0"),
+            ((self.ar or 0) >= 0 and (self.tar or 0) >= 0, "--ar and --tar must be >= 0"),
             (self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
             (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, got {self.max_steps}"),
             (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
@@ -164,7 +191,7 @@ class TrainConfig:
             (self.eval_tokens >= 0, f"--eval-tokens must be >= 0 (0: all), got {self.eval_tokens}"),
             (self.log_interval >= 1, f"--log-interval must be at least 1, got {self.log_interval}"),
             (self.sample_length is None or self.sample_length >= 0, "--sample-length must be >= 0 (0: no samples)"),
-            (self.min_freq >= 1, f"--min-freq must be at least 1, got {self.min_freq}"),
+            (self.min_freq is None or self.min_freq >= 1, f"--min-freq must be at least 1, got {self.min_freq}"),
             (self.max_vocab is None or self.max_vocab >= 3, "--max-vocab must be at least 3"),
             (self.subword_vocab_size >= 1, "--subword-vocab-size must be positive"),
             (0 <= self.seed <= MAX_SEED, f"--seed must be between 0 and {MAX_SEED}, got {self.seed}"),
@@ -173,24 +200,39 @@ class TrainConfig:
     @property
     def resolved(self) -> bool:
         """True once every option left to charlm (None) has been chosen (`charlm.autosize.resolve`)."""
-        return None not in (self.hidden_size, self.dropout, self.batch_size, self.lr)
+        return None not in (self.hidden_size, self.dropout, self.batch_size, self.lr) and all(
+            getattr(self, name) is not None for name in LEVEL_FIELDS
+        )
+
+    def with_level_defaults(self) -> TrainConfig:
+        """Options left open that depend only on the level filled in (`LEVEL_DEFAULTS`); a word
+        embedding takes the hidden width once that is known. Explicit options are kept."""
+        fill = {k: v for k, v in LEVEL_DEFAULTS[self.level].items() if getattr(self, k) is None}
+        c = replace(self, **fill) if fill else self
+        if c.emb_size is None and c.hidden_size is not None:  # levels without a fixed embedding size: the width
+            c = replace(c, emb_size=c.hidden_size)
+        return c
 
     def model_config(self, vocab_size: int, check_only: bool = False) -> ModelConfig:
         """The model's shape; `check_only` stands in for options not chosen yet, to check the others."""
-        if not (check_only or self.resolved):
+        c = self.with_level_defaults()
+        if not (check_only or c.resolved):
             raise ValueError("the options left to charlm are not chosen yet; call charlm.autosize.resolve first")
+        if c.adaptive_softmax and c.adaptive_cutoffs is None and not check_only:
+            raise ValueError("adaptive softmax cutoffs are not chosen yet; call charlm.autosize.output_layer first")
         return ModelConfig(
             vocab_size=vocab_size,
-            cell=self.cell,
-            num_layers=self.num_layers,
-            hidden_size=self.hidden_size or 1,
-            emb_size=self.emb_size,
-            dropout=self.dropout or 0.0,
-            dropout_input=self.dropout_input,
-            dropout_embed=self.dropout_embed,
-            weight_drop=self.weight_drop,
-            locked_dropout=self.locked_dropout,
-            tie_weights=self.tie_weights,
+            cell=c.cell,
+            num_layers=c.num_layers,
+            hidden_size=c.hidden_size or 1,
+            emb_size=c.emb_size or 1,
+            dropout=c.dropout or 0.0,
+            dropout_input=c.dropout_input or 0.0,
+            dropout_embed=c.dropout_embed or 0.0,
+            weight_drop=c.weight_drop or 0.0,
+            locked_dropout=c.locked_dropout,
+            tie_weights=bool(c.tie_weights),
+            adaptive_cutoffs=c.adaptive_cutoffs if c.adaptive_softmax and not check_only else None,
         )
 
     @property
@@ -200,7 +242,9 @@ class TrainConfig:
 
     def tokenizer_options(self) -> dict[str, Any]:
         if self.level == "word":
-            return {"min_freq": self.min_freq, "max_size": self.max_vocab, "pretokenize": self.pretokenize}
+            min_freq = self.min_freq or (2 if self.pretokenize == "punct" else 1)
+            max_size = self.max_vocab or WORD_MAX_VOCAB
+            return {"min_freq": min_freq, "max_size": max_size, "pretokenize": self.pretokenize}
         if self.level == "subword":
             return {"vocab_size": self.subword_vocab_size, "model_type": self.subword_model}
         return {}
@@ -238,6 +282,9 @@ class TrainConfig:
             )
         d = dict(d)
         d["corpus"], d["valid"] = tuple(d.get("corpus", ())), tuple(d.get("valid", ()))
+        d.setdefault("adaptive_softmax", False)  # runs that predate it have a full softmax
+        if d.get("adaptive_cutoffs") is not None:
+            d["adaptive_cutoffs"] = tuple(d["adaptive_cutoffs"])
         return cls(**d)
 
     def explicit_options(self) -> dict[str, Any]:

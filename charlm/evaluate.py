@@ -141,7 +141,13 @@ def _score_rows(
     vocab = model.config.vocab_size
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     t = _window_for(x.size(0), vocab, window)
+    adaptive = getattr(model, "clusters", None) is not None
     for i in range(0, x.size(1), t):
+        if adaptive:  # only the targets' probabilities (exact: the same as forward's log-probs give), ~4x faster
+            with autocast(x.device, amp_dtype):
+                nll, state = model.token_nll(x[:, i : i + t], state, y[:, i : i + t])  # (B, t)
+            total += nll.sum(dtype=torch.float64)
+            continue
         with autocast(x.device, amp_dtype):
             logits, state = model(x[:, i : i + t], state)  # (B, t, V)
         nll = F.cross_entropy(logits.float().reshape(-1, vocab), y[:, i : i + t].reshape(-1), reduction="none")

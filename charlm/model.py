@@ -11,6 +11,18 @@ one token through the cell functions with the same weights, which avoids the
 large per-call overhead that oneDNN's fused layer has at T = 1 on a CPU
 (about 10x per token for a 2x512 LSTM on a 2-core CPU; benchmarks/bench_generate.py
 measures both paths).
+
+With `adaptive_cutoffs` the output layer is an adaptive softmax (Grave et al.,
+2017) over the same decoder matrix: a head over the frequent ids [0, c0) plus
+one vector per tail cluster [c_i, c_i+1), each tail a softmax of its own. Ids
+must be frequency-ordered (charlm's word tokenizer sorts them). Training asks
+`forward(..., targets=y)` for the loss, which computes a tail only for the
+tokens whose target lies in it; `forward` without targets and `step` return
+exact normalised log-probabilities over the whole vocabulary, which are valid
+logits, so evaluation and sampling need no change. The tails keep the full
+decoder width (no per-cluster down-projection) so that a tied decoder ties every
+word, the tails included; the saving is the cost of the tails for the ~10-20% of
+tokens routed there, measured by benchmarks/bench_word.py.
 """
 
 from __future__ import annotations
@@ -51,6 +63,7 @@ class ModelConfig:
     weight_drop: float = 0.0  # DropConnect on each layer's hidden-to-hidden matrix
     locked_dropout: bool = False  # one dropout mask per sequence (variational) instead of per element
     tie_weights: bool = False  # decoder shares the embedding matrix (projection if H != E)
+    adaptive_cutoffs: tuple[int, ...] | None = None  # adaptive softmax: where the head and each tail cluster end
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -62,6 +75,16 @@ class ModelConfig:
             p = getattr(self, name)
             if not 0.0 <= p < 1.0:
                 raise ConfigError(f"{name.replace('_', '-')} must be in [0, 1), got {p}")
+        cuts = self.adaptive_cutoffs
+        if cuts is not None:
+            cuts = tuple(int(c) for c in cuts)
+            object.__setattr__(self, "adaptive_cutoffs", cuts)  # JSON gives a list
+            bounds = (0, *cuts, self.vocab_size)
+            if not cuts or any(a >= b for a, b in zip(bounds, bounds[1:])):
+                raise ConfigError(
+                    f"adaptive softmax cutoffs {list(cuts)} must rise strictly between 0 and the vocabulary size "
+                    f"{self.vocab_size}; use --no-adaptive-softmax for a vocabulary this small"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +117,10 @@ class RNNLanguageModel(nn.Module):
         self.decoder = nn.Linear(c.emb_size if c.tie_weights else c.hidden_size, c.vocab_size)
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight
+        # adaptive softmax: one vector (and bias) per tail cluster, scored in the head beside the frequent ids
+        self.clusters = (
+            nn.Linear(self.decoder.in_features, len(c.adaptive_cutoffs)) if c.adaptive_cutoffs is not None else None
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -164,8 +191,20 @@ class RNNLanguageModel(nn.Module):
         raw, state = self._stack(ids, state)
         return self._head_input(raw)[1], state
 
-    def forward(self, ids: torch.Tensor, state: State | None = None, with_activations: bool = False):
+    def forward(
+        self,
+        ids: torch.Tensor,
+        state: State | None = None,
+        with_activations: bool = False,
+        targets: torch.Tensor | None = None,
+    ):
         """ids: (B, T) int64 -> logits (B, T, V) and the state after the last step.
+
+        The logits are the decoder's scores, or with an adaptive softmax exact
+        log-probabilities (normalised: also valid logits). Given `targets` (B, T),
+        the first output is instead the mean negative log-likelihood of the targets
+        (a scalar, fp32), computed the cheapest way the output layer allows: what
+        training asks for, through DDP's wrapper as well.
 
         With with_activations=True also (dropped, raw): the last layer's output after
         and before the output dropout, each (B, T, H), which AWD-LSTM's activation
@@ -173,8 +212,83 @@ class RNNLanguageModel(nn.Module):
         """
         raw, state = self._stack(ids, state)
         dropped, x = self._head_input(raw)
-        logits = self.decoder(x)  # (B, T, V)
-        return (logits, state, (dropped, raw)) if with_activations else (logits, state)
+        if targets is not None:
+            out = self.loss(x.reshape(-1, x.size(-1)), targets.reshape(-1))  # ()
+        else:
+            out = self.log_probs(x) if self.clusters is not None else self.decoder(x)  # (B, T, V)
+        return (out, state, (dropped, raw)) if with_activations else (out, state)
+
+    # ------------------------------------------------------- the output layer
+    @torch.no_grad()
+    def token_nll(self, ids: torch.Tensor, state: State | None, targets: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """Evaluation's shortcut: the NLL of each target (B, T) and the new state, in eval mode as `forward`
+        gives it, without scoring the whole vocabulary when the output layer need not."""
+        raw, state = self._stack(ids, state)
+        x = self._head_input(raw)[1]
+        return self.nll(x.reshape(-1, x.size(-1)), targets.reshape(-1)).view(targets.shape), state
+
+    def loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean NLL of `targets` (N,) given decoder inputs x (N, D)."""
+        return self.nll(x, targets).mean()
+
+    def nll(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """NLL of each of `targets` (N,) given decoder inputs x (N, D), in fp32: (N,).
+
+        Adaptive softmax: the head (frequent ids and one score per cluster) for every
+        token, a tail only for the tokens whose target lies in it. Selecting those
+        tokens (`nonzero`) waits for the device once per cluster: nothing on a CPU.
+        """
+        cuts = self.config.adaptive_cutoffs
+        if self.clusters is None or cuts is None:
+            return F.cross_entropy(_wide(self.decoder(x)), targets, reduction="none")
+        head, (ws, bs) = cuts[0], self._clusters_of_decoder()
+        head_logp = F.log_softmax(_wide(self._head_scores(x, ws[0], bs[0])), dim=-1)  # (N, c0 + K)
+        bounds = torch.tensor(cuts, device=targets.device)
+        cluster = torch.bucketize(targets, bounds, right=True)  # (N,) 0 = head, k = tail k
+        in_head = torch.where(cluster == 0, targets, head + cluster - 1)  # the head's column for each target
+        nll = -head_logp.gather(1, in_head[:, None]).squeeze(1)  # (N,)
+        for k, lo in enumerate(cuts, start=1):
+            rows = torch.nonzero(cluster == k).squeeze(1)  # (n_k,)
+            if rows.numel() == 0:
+                continue
+            tail = _wide(F.linear(x.index_select(0, rows), ws[k], bs[k]))  # (n_k, V_k)
+            picked = tail.gather(1, (targets.index_select(0, rows) - lo)[:, None]).squeeze(1)
+            nll = nll.index_add(0, rows, tail.logsumexp(-1) - picked)
+        return nll
+
+    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact log-probabilities over the whole vocabulary: x (..., D) -> (..., V), fp32.
+
+        Full softmax: log_softmax of the decoder's scores. Adaptive: each tail's
+        log-softmax plus its cluster's log-probability in the head.
+        """
+        cuts = self.config.adaptive_cutoffs
+        if self.clusters is None or cuts is None:
+            return F.log_softmax(_wide(self.decoder(x)), dim=-1)
+        head, (ws, bs) = cuts[0], self._clusters_of_decoder()
+        head_logp = F.log_softmax(_wide(self._head_scores(x, ws[0], bs[0])), dim=-1)  # (..., c0 + K)
+        parts = [head_logp[..., :head]]
+        for k in range(1, len(ws)):
+            tail = F.log_softmax(_wide(F.linear(x, ws[k], bs[k])), dim=-1)  # (..., V_k)
+            parts.append(tail + head_logp[..., head + k - 1 : head + k])
+        return torch.cat(parts, dim=-1)
+
+    def _clusters_of_decoder(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """The decoder's weight and bias cut at the cutoffs: (head, tail 1, ...) each.
+
+        One `split`, not a slice per cluster: its backward assembles one (V, D) gradient,
+        where each slice's would allocate and add a (V, D) tensor of its own (measured 2x
+        slower for the whole output layer at V = 13.8k, D = 650).
+        """
+        assert self.config.adaptive_cutoffs is not None
+        edges = (0, *self.config.adaptive_cutoffs, self.config.vocab_size)
+        sizes = [b - a for a, b in zip(edges, edges[1:])]
+        return self.decoder.weight.split(sizes), self.decoder.bias.split(sizes)
+
+    def _head_scores(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The adaptive head's scores: the frequent ids' (decoder rows w, b), then one per cluster."""
+        assert self.clusters is not None
+        return torch.cat([F.linear(x, w, b), self.clusters(x)], dim=-1)  # (..., c0 + K)
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
@@ -203,7 +317,8 @@ class RNNLanguageModel(nn.Module):
             x = h
         if self.projection is not None:
             x = self.projection(x)  # (B, E)
-        return self.decoder(x), tuple(torch.stack(slot, 0) for slot in new_state)  # (B, V), each (L, B, H)
+        out = self.log_probs(x) if self.clusters is not None else self.decoder(x)  # (B, V)
+        return out, tuple(torch.stack(slot, 0) for slot in new_state)  # (B, V), each (L, B, H)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -218,8 +333,13 @@ class RNNLanguageModel(nn.Module):
             total += gates * c.hidden_size * (inp + c.hidden_size)
         if self.projection is not None:
             total += c.hidden_size * c.emb_size
-        total += self.decoder.in_features * c.vocab_size
+        total += self.decoder.in_features * c.vocab_size  # exact log-probs: the whole vocabulary is scored
         return 2.0 * total
+
+
+def _wide(scores: torch.Tensor) -> torch.Tensor:
+    """Scores in at least fp32 for a softmax (autocast's bf16/fp16 widened, fp64 kept)."""
+    return scores if scores.dtype == torch.float64 else scores.float()
 
 
 def _weights(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -374,10 +374,19 @@ class WordTokenizer(Tokenizer):
         table.add([w.encode("utf-8", "surrogatepass") for w in self._itos])
         return table
 
+    @property
+    def decode_context(self) -> int:
+        """Ids a streaming decoder should keep before new ones: punct spacing looks back (quotes pair up)."""
+        return 64 if self.pretokenize == "punct" else 1
+
     def decode(self, ids: Iterable[int]) -> str:
+        """Words joined by single spaces, none around a line end; with punct, spaced as text (`_detokenize`)."""
         arr = _id_array(ids, self.vocab_size)
         surface = self._surface
-        text = " ".join([surface[i] for i in arr.tolist()])
+        words = [surface[i] for i in arr.tolist()]
+        if self.pretokenize == "punct":
+            return _detokenize(words)
+        text = " ".join(words)
         return text.replace(" \n", "\n").replace("\n ", "\n")  # no space around a line end
 
     def unknown_units(self, text: str) -> list[str]:
@@ -393,6 +402,70 @@ class WordTokenizer(Tokenizer):
     @classmethod
     def _from_dict(cls, d: dict[str, Any]) -> WordTokenizer:
         return cls(d["vocab"], d["pretokenize"])
+
+
+# punct decoding: marks written against the word before them, or the word after them
+_CLOSE = frozenset(",.;:!?)]}%\u2026\u201d")  # ... and the closing curly double quote
+_OPEN = frozenset("([{\u201c\u2018")
+_CONTRACTION = frozenset(("s", "t", "d", "m", "ll", "re", "ve"))  # after a curly apostrophe: don\u2019t, it\u2019s
+
+
+def _wordish(token: str | None) -> bool:
+    return bool(token) and (token[-1].isalnum() or token[-1] == "_")  # type: ignore[index]
+
+
+def _detokenize(words: list[str]) -> str:
+    """The punct pre-tokenizer's tokens ("\\n" for a line end) as text.
+
+    No space before , . ; : ! ? % and closing brackets, none after opening ones;
+    straight double quotes pair up (opening, then closing) within a paragraph; a
+    straight single quote closes an open one or a plural possessive (the dogs'
+    bowls) and opens elsewhere; hyphens join words (well-known, and--dashes); 1,000
+    and 3.5 stay numbers; a curly apostrophe joins a contraction (don\u2019t).
+
+    Re-encoding the text gives the same tokens: two word tokens are never joined, and a straight
+    apostrophe (which the pre-tokenizer reads inside a word, as in don't) never touches words on both
+    sides. Each token's spacing depends only on the tokens before it, so decoding a prefix of the ids
+    gives a prefix of the text, which streaming generation relies on.
+    """
+    out: list[str] = []
+    prev: str | None = None  # the tokens before this one on its line
+    prev2: str | None = None
+    glue_next = False  # the previous token holds on to this one (an opening quote, a joining hyphen)
+    double_open = single_open = False
+    for w in words:
+        if w == "\n":
+            out.append("\n")
+            if prev is None:  # an empty line: a new paragraph, where quotes start afresh
+                double_open = single_open = False
+            prev = prev2 = None
+            glue_next = False
+            continue
+        glue = prev is None or glue_next or w in _CLOSE or prev in _OPEN
+        glue_next = False
+        if w == '"':
+            glue |= double_open  # a closing quote sits on what it closes ...
+            glue_next = not double_open  # ... an opening one on what it opens
+            double_open = not double_open
+        elif w == "'":
+            if (_wordish(prev) and (single_open or str(prev).endswith("s"))) or (single_open and prev in _CLOSE):
+                glue, single_open = True, False
+            else:
+                glue_next, single_open = True, True
+        elif w == "\u2019":
+            glue = glue or _wordish(prev)
+        elif w == "-":
+            glue = glue or _wordish(prev) or prev == "-"
+            glue_next = glue and prev is not None
+        elif w.isdigit() and prev in (",", ".") and prev2 is not None and prev2.isdigit():
+            glue = glue or prev == "." or len(w) == 3  # 3.5, 1,000 (not "in 1812, 5 men")
+        elif prev == "\u2019" and w in _CONTRACTION and _wordish(prev2):
+            glue = True
+        if out and not glue:
+            out.append(" ")
+        out.append(w)
+        prev2, prev = prev, w
+    return "".join(out)
 
 
 def _ids_adding_words(table: _WordTable, spans: _Spans) -> np.ndarray:

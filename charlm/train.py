@@ -34,7 +34,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from charlm import autosize, tokcache
 from charlm import checkpoint as ckpt
@@ -308,9 +307,9 @@ def train_step(
     host sync) and the state after the window, detached (the window edge).
     """
     with autocast(x.device, amp_dtype):
-        logits, hidden, (dropped, raw) = net(x, hidden, with_activations=True)  # (B, T, V), state, (B, T, H) x 2
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
-        objective = loss + activation_regularisation(dropped, raw, config.ar, config.tar)
+        # the model computes the loss (an adaptive softmax scores only what it must): (), state, (B, T, H) x 2
+        loss, hidden, (dropped, raw) = net(x, hidden, with_activations=True, targets=y)
+        objective = loss + activation_regularisation(dropped, raw, config.ar or 0.0, config.tar or 0.0)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(objective).backward()
@@ -403,7 +402,7 @@ def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
 
 def check_fits(config: TrainConfig, data: PreparedData, world: int = 1) -> None:
     """Refuse a training text too short for one window of every stream (of every process)."""
-    assert config.batch_size is not None
+    assert config.batch_size is not None and config.bptt is not None
     need = world * config.batch_size * (config.bptt + 1)
     if len(data.train_ids) < need:
         raise ConfigError(
@@ -420,12 +419,16 @@ def measure_speed(config: TrainConfig, vocab: int, device: torch.device, steps: 
 
     The global random state is left as it was, so measuring changes no run.
     """
-    assert config.batch_size is not None
+    assert config.batch_size is not None and config.bptt is not None
     amp_dtype = resolve_precision(config.precision, device, config.cell)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = RNNLanguageModel(config.model_config(vocab)).to(device)
         optimizer = make_optimizer(config, model)
-        x = torch.randint(vocab, (config.batch_size, config.bptt), device=device)
+        # ids drawn as word frequencies fall (Zipf: p ~ 1/rank; ids are frequency-ordered), so an
+        # adaptive softmax meets as many tail targets as on real text; other layers cost the same for any ids
+        zipf = 1.0 / torch.arange(1, vocab + 1, dtype=torch.float64)
+        x = torch.multinomial(zipf, config.batch_size * config.bptt, replacement=True)
+        x = x.view(config.batch_size, config.bptt).to(device)
         loss, hidden = train_step(model, optimizer, None, x, x, None, config, amp_dtype)
         float(loss)  # waits for the device
         t0 = time.perf_counter()
@@ -433,6 +436,15 @@ def measure_speed(config: TrainConfig, vocab: int, device: torch.device, steps: 
             loss, hidden = train_step(model, optimizer, None, x, x, hidden, config, amp_dtype)
         float(loss)
         return steps * x.numel() / (time.perf_counter() - t0)
+
+
+def token_counts(ids: np.ndarray, vocab: int, chunk: int = 1 << 24) -> np.ndarray:
+    """How often each id occurs (V,) int64, counted a chunk at a time: a memory-mapped corpus is never
+    widened whole (np.bincount would make an int64 copy of it)."""
+    counts = np.zeros(vocab, dtype=np.int64)
+    for i in range(0, len(ids), chunk):
+        counts += np.bincount(np.asarray(ids[i : i + chunk]), minlength=vocab)[:vocab]
+    return counts
 
 
 def precision_name(amp_dtype: torch.dtype | None) -> str:
@@ -450,17 +462,25 @@ def _choose(
     the same machine continues exactly), and trains in fp32 where it cannot.
     """
     bf16 = config.precision == "auto" and device.type == "cpu" and cpu_bf16_candidate(config.cell)
-    if kept is not None or (config.resolved and not bf16):
+    if kept is not None:
         name = "bf16" if bf16 and kept == "bf16" else config.precision
         return config, "", 0.0, resolve_precision(name, device, config.cell)
+    config = config.with_level_defaults()
+    layer_open = config.adaptive_softmax is not False and config.adaptive_cutoffs is None
+    if config.resolved and not bf16 and not layer_open:
+        return config, "", 0.0, resolve_precision(config.precision, device, config.cell)
 
     def on_main() -> bytes:
         vocab = data.tokenizer.vocab_size
+        c, layer_why = config, ""
+        if layer_open:  # the output layer's clusters follow the ids' frequencies (V,)
+            c, layer_why = autosize.output_layer(config, token_counts(data.train_ids, vocab))
         choice = autosize.resolve(
-            config, len(data.train_ids) // dctx.world, device.type, lambda c: measure_speed(c, vocab, device), bf16
+            c, len(data.train_ids) // dctx.world, device.type, lambda c: measure_speed(c, vocab, device), bf16
         )
+        why = "; ".join(w for w in (choice.reason, layer_why) if w)
         return json.dumps(
-            {"config": choice.config.to_dict(), "why": choice.reason, "seconds": choice.seconds,
+            {"config": choice.config.to_dict(), "why": why, "seconds": choice.seconds,
              "precision": choice.precision or config.precision}
         ).encode()  # fmt: skip
 
@@ -592,7 +612,8 @@ class Trainer:
         self._tokens_at_start = 0
         self._synced_elapsed = 0.0
         assert config.batch_size is not None and config.lr is not None, "resolve the options first"
-        self.lr = config.lr
+        assert config.bptt is not None
+        self.lr, self.bptt = config.lr, config.bptt
         shard = tokcache.shard(data.train_ids, dctx.rank, dctx.world)  # this rank's part: a view, no copy
         self.train_rows = batchify(shard, config.batch_size)  # (B, L), still on disk
         epochs, max_steps, budget = config.limits
@@ -688,7 +709,7 @@ class Trainer:
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next window of the training rows, widened to int64 on the device: inputs and targets (B, T)."""
         c = self.config
-        length = window_length(c.seed, self.state.step, c.bptt, c.bptt_jitter)
+        length = window_length(c.seed, self.state.step, self.bptt, c.bptt_jitter)
         x, y = get_batch(self.train_rows, self.state.pos, length)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
@@ -700,7 +721,7 @@ class Trainer:
         s.step, s.pos, s.tokens = s.step + 1, s.pos + length, s.tokens + tokens
         if s.pos >= self.limits.columns:
             s.epoch, self.hidden = s.epoch + 1, None
-            s.pos = epoch_offset(self.config.seed, s.epoch, self.config.bptt)
+            s.pos = epoch_offset(self.config.seed, s.epoch, self.bptt)
 
     def stop_reason(self, signals: StopSignals, stop_after: Callable[[int], bool] | None) -> str | None:
         """Why the run stops before the next step, or None. In a torchrun job the ranks agree at log intervals."""
@@ -723,7 +744,7 @@ class Trainer:
         """The learning rate of the next step; a window shorter or longer than bptt scales it (AWD-LSTM)."""
         seconds = self._synced_elapsed if self.dctx.active else self.elapsed()
         progress = self.limits.progress(self.state, seconds)
-        scale = length / self.config.bptt if self.config.bptt_jitter else 1.0
+        scale = length / self.bptt if self.config.bptt_jitter else 1.0
         lr = self.lr * scale * lr_factor(self.config, self.state.step, progress, self.state.plateau_scale)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
@@ -890,7 +911,7 @@ class Trainer:
             "cache": str(data.cache),
             "cache_reused": data.reused,
             "valid_oov_rate": oov_rate,
-            "windows_per_epoch": num_windows(self.train_rows, self.config.bptt),
+            "windows_per_epoch": num_windows(self.train_rows, self.bptt),
             "epochs": epochs,
             "max_steps": max_steps,
             "time_budget": budget,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from charlm import autosize
@@ -46,7 +48,7 @@ def test_resolve_fills_only_what_was_left_open(monkeypatch):
     measure, measured = speeds(dict.fromkeys(autosize.WIDTHS, 1e9))
     c = TrainConfig(corpus=("x",), hidden_size=100, dropout=0.3, batch_size=7, lr=1e-3, time_budget=60)
     choice = autosize.resolve(c, 10**6, "cpu", measure)
-    assert choice.config == c and measured == [] and choice.reason == ""
+    assert choice.config == c.with_level_defaults() and measured == [] and choice.reason == ""
 
 
 def test_resolve_with_a_budget_measures_and_says_why():
@@ -114,3 +116,28 @@ def test_a_resume_keeps_the_precision_the_run_trained_in_without_measuring(monke
         monkeypatch.setattr(train_mod, "cpu_bf16_candidate", lambda cell, c=candidate: c)
         config, why, seconds, precision = train_mod._choose(resolved, None, cpu, None, kept)  # type: ignore[arg-type]
         assert (precision, why, seconds) == (expected, "", 0.0)  # auto without bf16 is fp32 on a CPU
+
+
+def test_char_level_keeps_its_measured_defaults():
+    c = autosize.resolve(TrainConfig(corpus=("x",), max_steps=100), 100_000, "cpu", speeds({})[0]).config
+    assert (c.emb_size, c.bptt, c.tie_weights, c.adaptive_softmax) == (64, 100, False, False)
+    assert (c.dropout_input, c.dropout_embed, c.weight_drop, c.ar, c.tar) == (0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+def test_word_level_defaults_tie_a_hidden_wide_embedding_and_regularise_by_passes():
+    table = {128: 60_000, 192: 40_000, 256: 30_000, 384: 10_000, 512: 1_000}
+    measure, measured = speeds(table)
+    word = TrainConfig(corpus=("x",), level="word", time_budget=100)
+    choice = autosize.resolve(word, 200_000, "cpu", measure)
+    c = choice.config
+    assert c.resolved and (c.emb_size, c.tie_weights, c.bptt, c.lr) == (c.hidden_size, True, 50, autosize.WORD_LR)
+    passes = 100 * table[c.hidden_size] / 200_000
+    assert passes > 5 and c.dropout == autosize.word_regularisers(passes)["dropout"] > 0.3
+    assert c.weight_drop > 0 and c.dropout_embed > 0 and c.ar > 0
+    assert "embedding" in choice.reason and "weight drop" in choice.reason
+    few = autosize.resolve(replace(word, time_budget=1), 200_000, "cpu", speeds(table)[0]).config
+    assert few.dropout < c.dropout and few.weight_drop == 0.0  # under one pass: light regularisation
+    mine = autosize.resolve(replace(word, emb_size=100, dropout=0.5, bptt=35), 200_000, "cpu", measure).config
+    assert (mine.emb_size, mine.dropout, mine.bptt) == (100, 0.5, 35)  # explicit options win
+    untied = autosize.resolve(replace(word, tie_weights=False), 200_000, "cpu", measure).config
+    assert untied.resolved and untied.emb_size == untied.hidden_size and untied.tie_weights is False

@@ -144,7 +144,7 @@ def test_word_punct_splits_punctuation_and_normalises_spacing():
     tok = fit_tokenizer("word", "Hello, world! Don't stop.\n<unk> here", pretokenize="punct")
     assert tok.to_dict()["vocab"][2:] == ["!", ",", ".", "Don't", "Hello", "here", "stop", "world"]
     ids = tok.encode("Hello,world!\n<unk>")
-    assert tok.decode(ids) == "Hello , world !\n<unk>"
+    assert tok.decode(ids) == "Hello, world!\n<unk>"  # detokenized: no space before punctuation
     assert ids[-1] == tok.unk_id
 
 
@@ -556,3 +556,65 @@ def test_tokenizers_and_corpus_do_not_import_torch():
     code = "import sys, charlm.tokenizers, charlm.corpus; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- word: punct detokenization
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'He said, "Go home." She didn\'t (really) go; well-known -- 1,000 or 3.5%!',
+        "The dogs' bowls and 'quoted' words: [a] {b} \u201ccurly\u201d don\u2019t?",
+        '"Yes," he said.\n\n"No!"',
+    ],
+)
+def test_punct_words_decode_as_written_text(text):
+    tok = fit_tokenizer("word", text, pretokenize="punct")
+    assert tok.decode(tok.encode(text)) == text.replace(" -- ", "--")  # a spaced dash comes back unspaced
+
+
+_DETOK = [
+    "word",
+    "ab",
+    "12",
+    "000",
+    "'",
+    '"',
+    ",",
+    ".",
+    "-",
+    "(",
+    ")",
+    "\u2019",
+    "t",
+    "<unk>",
+    "<",
+    ">",
+    "!",
+    " ",
+    "\n",
+]
+
+
+@FAST
+@given(pieces=st.lists(st.sampled_from(_DETOK) | st.text("ab1'\"-.,( \n\u2019<>", max_size=4), max_size=40))
+def test_punct_decoding_re_encodes_to_the_same_tokens_and_streams(pieces):
+    text = "".join(pieces)
+    tok = fit_tokenizer("word", text + " word", pretokenize="punct")
+    ids = tok.encode(text)
+    decoded = tok.decode(ids)
+    assert tok.encode(decoded) == ids  # detokenizing never joins two tokens into one
+    for k in range(len(ids)):
+        assert decoded.startswith(tok.decode(ids[:k]))  # a prefix of the ids decodes to a prefix of the text
+
+
+def test_streamed_punct_words_concatenate_to_the_whole_decoding():
+    from charlm.sampling.text import TextDecoder
+
+    text = '"Well," said he, "I don\'t know - it\'s (maybe) 1,000 miles."\nThe dogs\' bowls.'
+    tok = fit_tokenizer("word", text, pretokenize="punct")
+    ids = tok.encode(text)
+    decoder = TextDecoder(tok, ids[:2])
+    streamed = "".join(decoder.push([i]) for i in ids[2:]) + decoder.flush()
+    assert tok.decode(ids[:2]) + streamed == tok.decode(ids) == text.replace(" - ", "-")

@@ -521,8 +521,8 @@ def test_tar_penalises_the_raw_last_layer_output_and_ar_the_dropped_one(monkeypa
     seen = {}
     real = RNNLanguageModel.forward
 
-    def spy(self, ids, state=None, with_activations=False):
-        out = real(self, ids, state, with_activations)
+    def spy(self, ids, state=None, with_activations=False, targets=None):
+        out = real(self, ids, state, with_activations, targets)
         if with_activations:
             seen["dropped"], seen["raw"] = out[2]
         return out

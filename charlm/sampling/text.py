@@ -79,14 +79,18 @@ class TextDecoder:
 
     Decodes only a short window: the ids since the last emitted piece plus the
     piece before it as context (so a word's joining space or a SentencePiece
-    word-start mark comes out right). A window whose text ends in U+FFFD (a
-    character cut mid-way by byte fallback) is held back until it is complete.
-    The pieces concatenate to the decoding of all ids after the context.
+    word-start mark comes out right), or the tokenizer's `decode_context` ids when
+    its spacing looks further back (punct words, whose quotes pair up). A window
+    whose text ends in U+FFFD (a character cut mid-way by byte fallback) is held
+    back until it is complete. The pieces concatenate to the decoding of all ids
+    after the context (for punct words: while a paragraph's quotes lie in the window).
     """
 
     def __init__(self, tokenizer: TextCodec, context: Sequence[int] = ()) -> None:
         self._tok = tokenizer
-        self._ids = list(context[-4:])  # window: [0:read) already emitted, [read:] pending
+        # ids kept before the pending ones: the tokenizer's `decode_context` when its spacing looks further back
+        self._keep = max(1, int(getattr(tokenizer, "decode_context", 1)))
+        self._ids = list(context[-max(4, self._keep) :])  # window: [0:read) already emitted, [read:] pending
         self._read = len(self._ids)
 
     def push(self, ids: Iterable[int]) -> str:
@@ -106,7 +110,8 @@ class TextDecoder:
         if len(after) <= len(before) or (after.endswith("\ufffd") and not final):
             return ""
         piece = after[len(before) :]
-        self._ids = self._ids[self._read :]  # what was pending becomes the next context
+        keep = max(len(self._ids) - self._read, self._keep)
+        self._ids = self._ids[-keep:]  # what was pending (and up to `decode_context` ids) becomes the next context
         self._read = len(self._ids)
         return piece
 

@@ -1,0 +1,277 @@
+"""Word models on a CPU (issue 13), run by hand on a quiet machine.
+
+    python benchmarks/bench_word.py [--steps 20] [--rounds 5] [--quality-steps 200]
+                                    [--budget 10m] [--wp] [--out benchmarks/results_word.md]
+
+(a) Throughput, measured in one run: the real training step (`charlm.train.train_step`:
+    forward, loss, backward, clip, AdamW) of the README's word configuration (2x650
+    LSTM, embedding 650 tied, bptt 35, batch 20, dropout 0.5) on wikitext-2.valid.txt,
+    with the full softmax (today's path) and with the adaptive softmax (clusters from
+    the training text's frequencies, as `charlm train` chooses them). The two models
+    take turns, `--rounds` blocks of `--steps` steps each, on the same windows, and
+    each one's median block is reported, so a busy spell of the machine hits both.
+    With `--quality-steps N` both then train N steps from the same initialisation on
+    the same windows and are scored on the first 20,000 tokens of
+    wikitext-2.test.txt: perplexity per token seen.
+(b) With `--budget`: `charlm train` with `--level word` and no other model option
+    on wikitext-2.valid.txt (validated on wikitext-2.test.txt, so the vocabulary is
+    the whole training file's, as in the issue's n-gram figures), then
+    `charlm perplexity --which last` on the test file (last, not best, so the test
+    text chooses nothing). With `--wp` the same on war_and_peace.txt with
+    `--pretokenize punct`, scored on the 10% held out at its end.
+
+Writes the tables to `--out` (and prints them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from charlm import autosize
+from charlm.cli.common import parse_duration
+from charlm.data import batchify, get_batch
+from charlm.evaluate import context_id, evaluate_ids
+from charlm.model import ModelConfig, RNNLanguageModel
+from charlm.train import PreparedData, TrainConfig, make_optimizer, prepare_data, train_step
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "corpora" / "wikitext-2.valid.txt"
+TEST = ROOT / "corpora" / "wikitext-2.test.txt"
+WP = ROOT / "corpora" / "war_and_peace.txt"
+OUT = ROOT / "benchmarks" / "out"
+
+
+def readme_config() -> TrainConfig:
+    """The README's word example: 2x650, embedding 650 tied, dropout 0.5, bptt 35, batch 20."""
+    return TrainConfig(
+        corpus=(str(TRAIN),), valid=(str(TEST),), level="word", hidden_size=650, emb_size=650, tie_weights=True,
+        dropout=0.5, dropout_input=0.0, dropout_embed=0.0, weight_drop=0.0, ar=0.0, tar=0.0,
+        bptt=35, batch_size=20, lr=1e-3, adaptive_softmax=False,
+    )  # fmt: skip
+
+
+def throughput(full: TrainConfig, data: PreparedData, steps: int, rounds: int, quality_steps: int) -> dict:
+    """Tokens/s of full and adaptive softmax taking turns on the same windows; optionally ppl after N steps each."""
+    counts = np.bincount(np.asarray(data.train_ids), minlength=data.tokenizer.vocab_size)
+    adaptive, _ = autosize.output_layer(replace(full, adaptive_softmax=True), counts)
+    configs = {"full softmax": full, "adaptive softmax": adaptive}
+    vocab = data.tokenizer.vocab_size
+    rows = batchify(np.asarray(data.train_ids), full.batch_size or 20)
+    bptt = full.bptt or 35
+    runs = {}
+    for name, c in configs.items():
+        torch.manual_seed(0)
+        model = RNNLanguageModel(c.model_config(vocab)).train()
+        runs[name] = {"config": c, "model": model, "opt": make_optimizer(c, model), "hidden": None, "times": []}
+
+    def block(run: dict, start: int, n: int) -> float:
+        t0 = time.perf_counter()
+        for i in range(start, start + n):
+            x, y = get_batch(rows, (i * bptt) % (rows.shape[1] - bptt - 1), bptt)
+            loss, run["hidden"] = train_step(run["model"], run["opt"], None, x, y, run["hidden"], run["config"], None)
+        float(loss)
+        return time.perf_counter() - t0
+
+    for run in runs.values():
+        block(run, 0, 2)  # warm-up
+    for r in range(rounds):
+        for run in runs.values():
+            run["times"].append(block(run, 2 + r * steps, steps))
+    out = {}
+    for name, run in runs.items():
+        med = statistics.median(run["times"])
+        out[name] = {
+            "tokens_per_s": steps * (full.batch_size or 20) * bptt / med,
+            "cutoffs": run["config"].adaptive_cutoffs,
+        }
+    if quality_steps:
+        test_ids = data.tokenizer.encode_array(TEST.read_text(encoding="utf-8")[:150_000])[:20_000]
+        for name, c in configs.items():  # fresh models from the same seed, the same windows
+            torch.manual_seed(0)
+            model = RNNLanguageModel(c.model_config(vocab)).train()
+            opt, hidden = make_optimizer(c, model), None
+            for i in range(quality_steps):
+                x, y = get_batch(rows, (i * bptt) % (rows.shape[1] - bptt - 1), bptt)
+                _, hidden = train_step(model, opt, None, x, y, hidden, c, None)
+            score = evaluate_ids(model.eval(), test_ids, context_id(data.tokenizer), chars=0, nbytes=0, oov=0)
+            out[name]["ppl"] = math.exp(score.loss)
+            out[name]["tokens_seen"] = quality_steps * (full.batch_size or 20) * bptt
+    return out
+
+
+def output_layer_times(ids: np.ndarray, vocabs: tuple[int, ...] = (2000, 3000, 5000, 13_777)) -> list[tuple]:
+    """The output layer alone (loss forward + backward, 700 tokens of wikitext-2), full vs adaptive, by
+    vocabulary size (the most frequent ids kept) and width: what ADAPTIVE_MIN_VOCAB was set from."""
+    rows = []
+    for vocab in vocabs:
+        capped = np.where(ids < vocab, ids, 0).astype(np.int64)  # rarer words become <unk>, as --max-vocab does
+        y = torch.from_numpy(capped[1000:1700])
+        cuts = autosize.choose_cutoffs(np.bincount(capped, minlength=vocab))
+        for width in (256, 650):
+            ms = []
+            for c in (None, cuts):
+                torch.manual_seed(0)
+                m = RNNLanguageModel(
+                    ModelConfig(vocab_size=vocab, hidden_size=width, emb_size=width, tie_weights=True,
+                                adaptive_cutoffs=c)
+                )  # fmt: skip
+                x = torch.randn(700, width, requires_grad=True)
+                best = float("inf")
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    m.loss(x, y).backward()
+                    best = min(best, time.perf_counter() - t0)
+                ms.append(1000 * best)
+                if cuts is None:  # no split pays at this size: only the full softmax
+                    break
+            rows.append((vocab, width, cuts, ms[0], ms[1] if len(ms) > 1 else None))
+    return rows
+
+
+def charlm(*args: str) -> str:
+    cmd = [sys.executable, "-m", "charlm", *args]
+    print("$", " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    return done.stdout
+
+
+def quality(name: str, corpus: Path, extra: list[str], budget: str, test: Path | None) -> dict:
+    """`charlm train --level word` with defaults only, then the held-out perplexity of its last weights."""
+    out = OUT / f"word_{name}"
+    valid = ["--valid", str(test)] if test is not None else []
+    t0 = time.perf_counter()
+    charlm("train", str(corpus), "--level", "word", *extra, *valid, "--time-budget", budget,
+           "--out", str(out), "--overwrite", "--quiet", "--sample-length", "0")  # fmt: skip
+    wall = time.perf_counter() - t0
+    meta = json.loads((out / "checkpoint.json").read_text())
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    train_recs = [m for m in metrics if m.get("type") == "train"]
+    valid_recs = [m for m in metrics if m.get("type") == "valid"]
+    res = {
+        "model": meta["model"],
+        "train": {
+            k: meta["train"][k]
+            for k in (
+                "bptt",
+                "batch_size",
+                "lr",
+                "dropout",
+                "dropout_input",
+                "dropout_embed",
+                "weight_drop",
+                "ar",
+                "tar",
+            )
+        },  # fmt: skip
+        "steps": max((m.get("step", 0) for m in metrics), default=0),
+        "tokens_per_s": train_recs[-1]["tokens_per_s"] if train_recs else 0.0,
+        "wall_s": wall,
+        "last_valid_ppl": valid_recs[-1]["valid_ppl"] if valid_recs else None,
+    }
+    if test is not None:
+        score = json.loads(charlm("perplexity", str(out), str(test), "--which", "last", "--json"))
+        res["test"] = score
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=20, help="steps per timed block")
+    ap.add_argument("--rounds", type=int, default=5, help="timed blocks per output layer, taking turns")
+    ap.add_argument("--quality-steps", type=int, default=0, help="train each N steps and score the test text")
+    ap.add_argument("--budget", default=None, help="also run the defaults-only quality run with this budget (10m)")
+    ap.add_argument("--wp", action="store_true", help="with --budget: also war_and_peace.txt, --pretokenize punct")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_word.md"))
+    args = ap.parse_args()
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    lines = [
+        "# Word models on a CPU (benchmarks/bench_word.py)",
+        "",
+        f"Run {datetime.datetime.now():%Y-%m-%d %H:%M}, {cpu}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}. Command: `python benchmarks/bench_word.py {' '.join(sys.argv[1:])}`",
+        "",
+    ]
+    full = readme_config()
+    data = prepare_data(full)
+    res = throughput(full, data, args.steps, args.rounds, args.quality_steps)
+    base = res["full softmax"]["tokens_per_s"]
+    lines += [
+        "## (a) Training throughput, README's 2x650 tied word model, wikitext-2.valid.txt",
+        "",
+        f"vocabulary {data.tokenizer.vocab_size:,}; batch 20 x bptt 35; median of {args.rounds} blocks of "
+        f"{args.steps} steps each, the two output layers taking turns.",
+        "",
+        "| output layer | clusters | tokens/s | speed-up | test ppl after N steps (20k tokens) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in res.items():
+        ppl = f"{r['ppl']:.1f} ({r['tokens_seen']:,} tokens seen)" if "ppl" in r else "-"
+        cuts = str(list(r["cutoffs"])) if r["cutoffs"] else "-"
+        lines.append(f"| {name} | {cuts} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / base:.2f}x | {ppl} |")
+    lines += [
+        "",
+        "Output layer alone (loss forward + backward of 700 tokens; ms, best of 5), by vocabulary size "
+        "(wikitext-2's most frequent words) and width; `charlm train` turns the adaptive softmax on for "
+        f"word vocabularies of {autosize.ADAPTIVE_MIN_VOCAB:,}+:",
+        "",
+        "| vocabulary | width | clusters | full ms | adaptive ms | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for vocab, width, cuts, full_ms, ada_ms in output_layer_times(np.asarray(data.train_ids)):
+        if ada_ms is None:
+            lines.append(f"| {vocab:,} | {width} | none pays | {full_ms:.1f} | - | - |")
+        else:
+            lines.append(
+                f"| {vocab:,} | {width} | {list(cuts)} | {full_ms:.1f} | {ada_ms:.1f} | {full_ms / ada_ms:.1f}x |"
+            )
+    lines.append("")
+    print("\n".join(lines), flush=True)
+    if args.budget:
+        parse_duration(args.budget)
+        runs = [("wikitext2", TRAIN, [], TEST)]
+        if args.wp:
+            runs.append(("war_and_peace", WP, ["--pretokenize", "punct"], None))
+        lines += [
+            f"## (b) `charlm train --level word` with defaults only, budget {args.budget}",
+            "",
+            "| corpus | chosen | steps | tokens/s | held-out ppl | OOV |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, corpus, extra, test in runs:
+            q = quality(name, corpus, extra, args.budget, test)
+            m, t = q["model"], q["train"]
+            chosen = (
+                f"{m['num_layers']}x{m['hidden_size']} emb {m['emb_size']}{' tied' if m['tie_weights'] else ''}, "
+                f"vocab {m['vocab_size']:,}, clusters {m['adaptive_cutoffs']}, bptt {t['bptt']}, batch "
+                f"{t['batch_size']}, lr {t['lr']:g}, dropout {t['dropout']:g}/{t['dropout_input']:g}/"
+                f"{t['dropout_embed']:g}, weight drop {t['weight_drop']:g}, AR/TAR {t['ar']:g}/{t['tar']:g}"
+            )
+            if "test" in q:
+                total = q["test"]["total"]
+                held, oov = f"{total['perplexity']:.1f} (test, last weights)", f"{100 * total['oov_rate']:.1f}%"
+            else:
+                held, oov = f"{q['last_valid_ppl']:.1f} (last 10%, validation)", "-"
+            lines.append(f"| {name} | {chosen} | {q['steps']:,} | {q['tokens_per_s']:,.0f} | {held} | {oov} |")
+            print(lines[-1], flush=True)
+        lines.append("")
+    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

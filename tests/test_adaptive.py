@@ -1,0 +1,144 @@
+"""The adaptive softmax: an exact distribution, a training loss that agrees with it, checkpoints, choice."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from charlm import autosize
+from charlm import checkpoint as ckpt
+from charlm.config import TrainConfig
+from charlm.errors import ConfigError
+from charlm.evaluate import evaluate_ids
+from charlm.model import ModelConfig, RNNLanguageModel
+
+V, CUTS = 23, (5, 11)
+
+
+def tiny(seed: int = 0, **kw) -> RNNLanguageModel:
+    torch.manual_seed(seed)
+    opts = dict(vocab_size=V, hidden_size=6, emb_size=6, tie_weights=True, adaptive_cutoffs=CUTS) | kw
+    model = RNNLanguageModel(ModelConfig(**opts))
+    with torch.no_grad():  # spread the scores so that every cluster matters
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_the_distribution_covers_the_vocabulary_and_sums_to_one(tie):
+    model = tiny(tie_weights=tie, emb_size=4)
+    logp, _ = model(torch.randint(0, V, (3, 7)))
+    assert logp.shape == (3, 7, V)
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(3, 7), atol=1e-5)
+    step_logp, _ = model.step(torch.randint(0, V, (4,)))
+    assert torch.allclose(step_logp.exp().sum(-1), torch.ones(4), atol=1e-5)
+
+
+def test_step_equals_forward():
+    model = tiny()
+    ids = torch.randint(0, V, (2, 5))
+    whole, _ = model(ids)
+    state = None
+    for t in range(5):
+        one, state = model.step(ids[:, t], state)
+        assert torch.allclose(one, whole[:, t], atol=1e-5)
+
+
+@pytest.mark.parametrize("cuts", [CUTS, None])
+def test_the_training_loss_is_the_nll_of_the_log_probs(cuts):
+    model = tiny(adaptive_cutoffs=cuts)
+    x, y = torch.randint(0, V, (3, 8)), torch.randint(0, V, (3, 8))
+    logp, _ = model(x)
+    expected = F.cross_entropy(logp.reshape(-1, V), y.reshape(-1))  # log-probs as logits: the NLL
+    loss, _ = model(x, targets=y)
+    assert loss.shape == () and loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    by_hand = -logp.gather(-1, y[..., None]).mean() if cuts else expected
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_perplexity_through_evaluate_equals_the_full_vocabulary_computation():
+    model = tiny()
+    ids = np.random.default_rng(0).integers(0, V, 200)
+    score = evaluate_ids(model, ids, 1, chars=len(ids), nbytes=len(ids), oov=0, exact=True)
+    x = torch.from_numpy(np.concatenate([[1], ids[:-1]]))[None]
+    logp = torch.log_softmax(model(x)[0][0].double(), -1)  # a full softmax over the same probabilities
+    nll = -logp.gather(1, torch.from_numpy(ids)[:, None]).mean().item()
+    assert score.tokens == len(ids) and score.loss == pytest.approx(nll, rel=1e-5)
+    assert score.perplexity == pytest.approx(math.exp(nll), rel=1e-4)
+
+
+def test_gradients_of_the_loss_are_exact():
+    model = tiny(emb_size=3, hidden_size=3).double()
+    x = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 4, 5, 10, 11, 22, 3, 7, 15])  # every cluster
+    w, b = model.decoder.weight, model.decoder.bias
+    assert torch.autograd.gradcheck(lambda x, w, b: model.loss(x, y), (x, w, b))
+
+
+def test_config_and_weights_round_trip_and_old_configs_load_as_full_softmax(tmp_path):
+    model = tiny(seed=3)
+    config = ModelConfig.from_dict(json.loads(json.dumps(model.config.to_dict())))  # JSON turns the tuple into a list
+    assert config == model.config and config.adaptive_cutoffs == CUTS
+    save_file(ckpt.model_tensors(model), tmp_path / "w.safetensors")
+    fresh = RNNLanguageModel(config).eval()
+    ckpt.load_model_tensors(fresh, load_file(tmp_path / "w.safetensors"), tmp_path / "w.safetensors")
+    ids = torch.randint(0, V, (2, 4))
+    assert torch.equal(fresh(ids)[0], model(ids)[0])
+    old = {k: v for k, v in model.config.to_dict().items() if k != "adaptive_cutoffs"}
+    assert ModelConfig.from_dict(old).adaptive_cutoffs is None
+    assert (
+        TrainConfig.from_dict(TrainConfig(corpus=("x",)).to_dict() | {"adaptive_softmax": None}).adaptive_softmax
+        is None
+    )
+    stored = TrainConfig(corpus=("x",)).to_dict()
+    del stored["adaptive_softmax"]
+    assert TrainConfig.from_dict(stored).adaptive_softmax is False  # a run that predates it
+
+
+@pytest.mark.parametrize("cuts", [(), (0, 4), (5, 5), (5, V)])
+def test_bad_cutoffs_are_a_config_error(cuts):
+    with pytest.raises(ConfigError, match="cutoffs"):
+        ModelConfig(vocab_size=V, adaptive_cutoffs=cuts)
+
+
+def test_clusters_are_chosen_from_frequencies_and_only_where_they_pay():
+    zipf = (1e6 / np.arange(1, 20_001)).astype(np.int64)
+    cuts = autosize.choose_cutoffs(zipf)
+    assert cuts is not None and list(cuts) == sorted(cuts) and cuts[-1] < len(zipf)
+    assert autosize.choose_cutoffs(zipf[:300]) is None  # too small to gain
+    word = TrainConfig(corpus=("x",), level="word")
+    on, why = autosize.output_layer(word, zipf)
+    assert on.adaptive_softmax and on.adaptive_cutoffs == cuts and "adaptive softmax" in why
+    assert autosize.output_layer(word, zipf[:2000])[0].adaptive_softmax is False  # below ADAPTIVE_MIN_VOCAB
+    assert autosize.output_layer(TrainConfig(corpus=("x",)), zipf)[0].adaptive_softmax is False  # char level
+    with pytest.raises(ConfigError, match="too small for an adaptive softmax"):
+        autosize.output_layer(TrainConfig(corpus=("x",), adaptive_softmax=True), zipf[:100])
+
+
+def test_a_word_run_with_an_adaptive_softmax_checkpoints_evaluates_and_generates(tmp_path, tiny_corpus):
+    from charlm.checkpoint import load_for_inference
+    from charlm.evaluate import evaluate_text
+    from charlm.sampling import DecodingOptions, generate
+    from charlm.train import train
+
+    out = tmp_path / "run"
+    c = TrainConfig(
+        corpus=(str(tiny_corpus),), out=str(out), level="word", hidden_size=8, dropout=0.0, batch_size=2, lr=1e-2,
+        max_steps=6, eval_interval=3, adaptive_softmax=True, adaptive_cutoffs=(4, 9),
+    )  # fmt: skip
+    result = train(c)
+    model, tok, info = load_for_inference(out)
+    assert info.model_config.adaptive_cutoffs == (4, 9) and model.config.tie_weights
+    score = evaluate_text(model, tok, tiny_corpus.read_text()[:400], exact=True)
+    assert math.isfinite(score.loss) and result.best_valid_loss is not None
+    with torch.no_grad():
+        model.decoder.bias[tok.unk_id] += 50.0  # <unk> now the model's first choice ...
+    [gen] = generate(model, tok, "the cat", DecodingOptions(max_new_tokens=5), torch.Generator().manual_seed(0))
+    assert gen.text and "<unk>" not in gen.text  # ... and masked all the same
