@@ -447,6 +447,9 @@ def token_counts(ids: np.ndarray, vocab: int, chunk: int = 1 << 24) -> np.ndarra
     return counts
 
 
+MIN_STEPS_TO_MEASURE = 300  # a run limited to fewer steps trains in fp32 under --precision auto on a CPU
+
+
 def precision_name(amp_dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
 
@@ -461,7 +464,13 @@ def _choose(
     keeps bf16 where this machine can run it (no new measurement, so a resume on
     the same machine continues exactly), and trains in fp32 where it cannot.
     """
-    bf16 = config.precision == "auto" and device.type == "cpu" and cpu_bf16_candidate(config.cell)
+    _, max_steps, _ = config.limits
+    bf16 = (
+        config.precision == "auto"
+        and device.type == "cpu"
+        and (max_steps is None or max_steps >= MIN_STEPS_TO_MEASURE)  # measuring costs ~6 steps: a short run
+        and cpu_bf16_candidate(config.cell)  # would not earn them back, and starts at once in fp32
+    )
     if kept is not None:
         name = "bf16" if bf16 and kept == "bf16" else config.precision
         return config, "", 0.0, resolve_precision(name, device, config.cell)
