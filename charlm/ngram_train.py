@@ -11,19 +11,14 @@ is no optimiser, step or resumable state, so `--resume` is refused.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
-
-import numpy as np
-import torch
 
 from charlm import checkpoint as ckpt
 from charlm.config import TrainConfig, check_ngram_options
 from charlm.errors import ConfigError
 from charlm.evaluate import context_id, evaluate_ids
 from charlm.ngram import KneserNeyModel
-from charlm.sampling import DecodingOptions, generate
 
 
 def train_ngram(
@@ -34,7 +29,7 @@ def train_ngram(
     Options a KN run would ignore (set to non-default values) are refused with one ConfigError.
     `observer.on_prepare` (if any) hears the tokenizing progress and `observer.on_eval` the record.
     """
-    from charlm.train import _check_out_dir, prepare_data  # the recurrent trainer's own steps
+    from charlm.train import _check_out_dir, prepare_data, valid_figures, validation_sample  # the trainer's own
 
     if resume:
         raise ConfigError("a Kneser-Ney run has no training state to resume; train it again (it takes seconds)")
@@ -65,32 +60,14 @@ def train_ngram(
             "order": model.order,
             "ngrams": model.num_ngrams,
             "train_tokens": len(data.train_ids),
-            "valid_loss": score.loss,
-            "valid_ppl": math.exp(min(score.loss, 700.0)),
-            "valid_bpc": score.bits_per_char,
-            "valid_bpb": score.bits_per_byte,
-            "valid_tokens": score.tokens,
-            "valid_oov": score.oov,
+            **valid_figures(score),
             "estimate_seconds": round(estimated, 3),
             "elapsed": round(time.perf_counter() - t0, 3),
         }
-        sample = _sample(model, tok, data.valid_ids, config)
+        sample = validation_sample(model, tok, data.valid_ids, config, model.device)
         if sample:
             rec["sample"] = sample
         writer.save_ngram(model, tok, [rec])
     if observer is not None:
         observer.on_eval(rec)
     return model, rec
-
-
-def _sample(model: KneserNeyModel, tok: Any, valid_ids: np.ndarray, config: TrainConfig) -> dict[str, str] | None:
-    """A continuation of the validation text's first line, drawn as the recurrent trainer draws its samples."""
-    from charlm.train import SAMPLE_LENGTH, sample_prompt
-
-    length = SAMPLE_LENGTH.get(tok.kind, 60) if config.sample_length is None else config.sample_length
-    if length == 0:
-        return None
-    prompt = sample_prompt(tok.decode(np.asarray(valid_ids[:200]).tolist()))
-    options = DecodingOptions(max_new_tokens=length, temperature=0.8, lines=length if tok.eos_id is not None else None)
-    [result] = generate(model, tok, prompt, options, torch.Generator().manual_seed(config.seed))
-    return {"prompt": prompt, "text": result.text}

@@ -450,6 +450,36 @@ def token_counts(ids: np.ndarray, vocab: int, chunk: int = 1 << 24) -> np.ndarra
 MIN_STEPS_TO_MEASURE = 300  # a run limited to fewer steps trains in fp32 under --precision auto on a CPU
 
 
+def valid_figures(score: Any) -> dict[str, Any]:
+    """A validation record's figures from a `TextScore` (any model kind)."""
+    return {
+        "valid_loss": score.loss,
+        "valid_ppl": math.exp(min(score.loss, 700.0)),
+        "valid_bpc": score.bits_per_char,
+        "valid_bpb": score.bits_per_byte,
+        "valid_tokens": score.tokens,
+        "valid_oov": score.oov,
+    }
+
+
+def validation_sample(
+    model: Any, tok: Tokenizer, valid_ids: np.ndarray, config: TrainConfig, device: torch.device
+) -> dict[str, str] | None:
+    """A short continuation of the validation text's first line, as char-rnn users watch a model learn.
+
+    Drawn at temperature 0.8 from a generator seeded with the run's seed, so samples
+    of successive validations (and of any model kind) are comparable and training's
+    random state is untouched.
+    """
+    length = SAMPLE_LENGTH.get(tok.kind, 60) if config.sample_length is None else config.sample_length
+    if length == 0:
+        return None
+    prompt = sample_prompt(tok.decode(np.asarray(valid_ids[:200]).tolist()))
+    options = DecodingOptions(max_new_tokens=length, temperature=0.8, lines=length if tok.eos_id is not None else None)
+    [result] = generate(model, tok, prompt, options, torch.Generator(device).manual_seed(config.seed))
+    return {"prompt": prompt, "text": result.text}
+
+
 def precision_name(amp_dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
 
@@ -849,32 +879,12 @@ class Trainer:
             "type": "valid",
             "step": self.state.step,
             "epoch": self.state.epoch,
-            "valid_loss": score.loss,
-            "valid_ppl": math.exp(min(score.loss, 700.0)),
-            "valid_bpc": score.bits_per_char,
-            "valid_bpb": score.bits_per_byte,
-            "valid_tokens": score.tokens,
-            "valid_oov": score.oov,
+            **valid_figures(score),
             "elapsed": round(self.elapsed(), 3),
         }
 
     def sample(self) -> dict[str, str] | None:
-        """A short continuation of the validation text's first line, as char-rnn users watch a model learn.
-
-        Drawn at temperature 0.8 from a generator seeded with the run's seed, so samples
-        of successive validations are comparable and training's random state is untouched.
-        """
-        tok = self.data.tokenizer
-        length = SAMPLE_LENGTH.get(tok.kind, 60) if self.config.sample_length is None else self.config.sample_length
-        if length == 0:
-            return None
-        prompt = sample_prompt(tok.decode(np.asarray(self.data.valid_ids[:200]).tolist()))
-        options = DecodingOptions(
-            max_new_tokens=length, temperature=0.8, lines=length if tok.eos_id is not None else None
-        )
-        generator = torch.Generator(self.device).manual_seed(self.config.seed)
-        [result] = generate(self.model, tok, prompt, options, generator)
-        return {"prompt": prompt, "text": result.text}
+        return validation_sample(self.model, self.data.tokenizer, self.data.valid_ids, self.config, self.device)
 
     def save(self, best: dict[str, Any] | None, records: list[dict[str, Any]]) -> None:
         """best (when improved), the records, then last: see `RunWriter.save`."""
