@@ -2,10 +2,10 @@
 
     python benchmarks/bench_generate.py [--threads N] [--repeats 3]
 
-Model: the default char shape (TrainConfig's defaults: 2-layer LSTM, hidden 384, embedding 64) over the
-tinyshakespeare character vocabulary, with random weights: speed does not depend
-on the weights' values (random weights only make the text gibberish, and beam
-search never meets an <eos>: char models have none).
+Model: the default char shape at width 384 (2-layer LSTM, hidden 384, embedding 64; 384 is the width
+charlm chooses for tinyshakespeare under a step or epoch limit) over the tinyshakespeare character
+vocabulary, with random weights: speed does not depend on the weights' values (random weights only
+make the text gibberish, and beam search never meets an <eos>: char models have none).
 
 Measured, best of --repeats runs each, prompt "ROMEO:" included in the time:
 - sampling one sequence through the streaming API (one host sync per token),
@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from charlm import autosize  # noqa: E402
 from charlm.model import RNNLanguageModel  # noqa: E402
 from charlm.sampling import DecodingOptions, generate, stream  # noqa: E402
 from charlm.tokenizers import fit_tokenizer  # noqa: E402
@@ -84,7 +85,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     tok = fit_tokenizer("char", CORPUS.read_text(encoding="utf-8"))
     torch.manual_seed(0)
-    cfg = TrainConfig(corpus=(str(CORPUS),)).model_config(tok.vocab_size)  # the default char model's shape
+    # The default char model's shape at width 384. What charlm.autosize leaves open until a run starts is given:
+    # the width, and a CPU run's batch and rate with no dropout, which do not change decoding.
+    train = TrainConfig(
+        corpus=(str(CORPUS),), hidden_size=384, dropout=0.0, batch_size=autosize.default_batch("cpu"), lr=autosize.LR
+    )
+    cfg = train.model_config(tok.vocab_size)
     model = RNNLanguageModel(cfg).eval()
     fused = FusedStepModel(model).eval()
     r = args.repeats

@@ -5,8 +5,12 @@
 Measures, in one run:
 - this machine's fp32 matrix-multiply peak (best of torch.mm, numpy and oneDNN
   linear on 2048x2048 products), the denominator of the utilisation;
-- training tokens/s of the default char model on tinyshakespeare and of a
-  word-level 2x650 LSTM (tied, bptt 35, batch 20) on wikitext-2.valid.txt;
+- training tokens/s of the default char model at width 384 on tinyshakespeare
+  (`charlm train corpora/tinyshakespeare.txt --hidden 384`: dropout, batch and
+  rate as charlm.autosize chooses them here, measuring fp32; the width is fixed
+  so that runs compare, as autosize's measured choice moves with the machine's
+  load) and of a word-level 2x650 LSTM (tied, bptt 35, batch 20, dropout 0.5,
+  full softmax) on wikitext-2.valid.txt;
 - model FLOP utilisation = 3 x forward matmul FLOPs per token x tokens/s / peak
   (the 6N rule for recurrent nets: forward 2 FLOPs per weight, backward 4).
 """
@@ -24,9 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charlm import autosize
 from charlm.data import batchify, get_batch
 from charlm.model import RNNLanguageModel, detach_state
-from charlm.train import TrainConfig, make_optimizer, prepare_data
+from charlm.train import TrainConfig, make_optimizer, measure_speed, prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,10 +61,17 @@ def matmul_peak(n: int = 2048, reps: int = 8) -> dict[str, float]:
     return out
 
 
-def train_throughput(config: TrainConfig, steps: int) -> dict[str, float]:
-    """Tokens/s of the real training step (forward, backward, clip, AdamW) after 5 warm-up steps."""
+def train_throughput(config: TrainConfig, steps: int) -> tuple[TrainConfig, dict[str, float]]:
+    """Tokens/s of the real training step (forward, backward, clip, AdamW) after 5 warm-up steps, and the
+    config timed: the options left open are chosen first, as `charlm train` chooses them here (in fp32)."""
     torch.manual_seed(0)
     data = prepare_data(config)
+    vocab, cpu = data.tokenizer.vocab_size, torch.device("cpu")
+    choice = autosize.resolve(config, len(data.train_ids), cpu.type, lambda c: measure_speed(c, vocab, cpu))
+    config = choice.config
+    if choice.reason:
+        print(f"chosen: {choice.reason}")
+    assert config.batch_size is not None and config.bptt is not None
     model = RNNLanguageModel(config.model_config(data.tokenizer.vocab_size))
     opt = make_optimizer(config, model)
     src = batchify(data.train_ids, config.batch_size)
@@ -68,7 +80,7 @@ def train_throughput(config: TrainConfig, steps: int) -> dict[str, float]:
 
     def step(i: int) -> None:
         nonlocal hidden
-        x, y = get_batch(src, (i * config.bptt) % (src.size(1) - config.bptt - 1), config.bptt)
+        x, y = get_batch(src, (i * config.bptt) % (src.shape[1] - config.bptt - 1), config.bptt)
         logits, hidden = model(x, hidden)
         loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -84,7 +96,7 @@ def train_throughput(config: TrainConfig, steps: int) -> dict[str, float]:
         step(i)
     dt = time.perf_counter() - t
     tps = steps * config.batch_size * config.bptt / dt
-    return {
+    return config, {
         "tokens_per_s": tps,
         "flops_per_token": 3 * model.flops_per_token(),
         "vocab": V,
@@ -100,7 +112,7 @@ def main() -> None:
 
     peaks = matmul_peak()
     peak = max(peaks.values())
-    char_cfg = TrainConfig(corpus=(str(ROOT / "corpora" / "tinyshakespeare.txt"),))
+    char_cfg = TrainConfig(corpus=(str(ROOT / "corpora" / "tinyshakespeare.txt"),), hidden_size=384)
     word_cfg = replace(
         char_cfg,
         corpus=(str(ROOT / "corpora" / "wikitext-2.valid.txt"),),
@@ -112,13 +124,18 @@ def main() -> None:
         bptt=35,
         batch_size=20,
         lr=1e-3,
+        dropout=0.5,
+        dropout_input=0.0,
+        dropout_embed=0.0,
+        weight_drop=0.0,
+        adaptive_softmax=False,
     )
     rows = []
     for name, cfg, steps in (
-        ("char, defaults", char_cfg, args.steps),
+        ("char, defaults at width 384", char_cfg, args.steps),
         ("word 2x650 tied (wikitext-2 valid)", word_cfg, max(10, args.steps // 2)),
     ):
-        r = train_throughput(cfg, steps)
+        cfg, r = train_throughput(cfg, steps)
         achieved = r["tokens_per_s"] * r["flops_per_token"] / 1e9
         rows.append((name, cfg, r, achieved))
         print(

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from charlm.dropout import drop_weight, embedding_dropout, seq_dropout
+from charlm.dropout import drop_weight, embed, seq_dropout
 from charlm.errors import ConfigError
 
 State = tuple[torch.Tensor, ...]
@@ -153,13 +153,16 @@ class RNNLanguageModel(nn.Module):
         )
 
     # --------------------------------------------------------------- forward
-    def _stack(self, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        """Embedding and the recurrent layers: ids (B, T) -> the last layer's raw output (B, T, H), new state."""
+    def _stack(self, ids: torch.Tensor, state: State | None, sparse_grad: bool = False) -> tuple[torch.Tensor, State]:
+        """Embedding and the recurrent layers: ids (B, T) -> the last layer's raw output (B, T, H), new state.
+
+        sparse_grad: the lookup's gradient is sparse (only when the decoder, tied to the
+        embedding, is in the same backward: see `charlm.dropout.embed`).
+        """
         c = self.config
         if state is None:
             state = self.init_state(ids.size(0))
-        weight = embedding_dropout(self.embedding.weight, c.dropout_embed, self.training)
-        x = F.embedding(ids, weight)  # (B, T, E)
+        x = embed(ids, self.embedding.weight, c.dropout_embed, self.training, sparse_grad)  # (B, T, E)
         x = seq_dropout(x, c.dropout_input, self.training, c.locked_dropout)
         new_state: list[list[torch.Tensor]] = [[] for _ in state]
         for i, layer in enumerate(self.layers):
@@ -210,7 +213,8 @@ class RNNLanguageModel(nn.Module):
         and before the output dropout, each (B, T, H), which AWD-LSTM's activation
         regularisation (AR, on dropped) and temporal AR (TAR, on raw) penalise.
         """
-        raw, state = self._stack(ids, state)
+        # training's path: the tied decoder's dense gradient absorbs the lookup's sparse one
+        raw, state = self._stack(ids, state, sparse_grad=targets is not None and self.config.tie_weights)
         dropped, x = self._head_input(raw)
         if targets is not None:
             out = self.loss(x.reshape(-1, x.size(-1)), targets.reshape(-1))  # ()
@@ -238,6 +242,9 @@ class RNNLanguageModel(nn.Module):
         token, a tail only for the tokens whose target lies in it. Selecting those
         tokens (`nonzero`) waits for the device once per cluster: nothing on a CPU.
         """
+        if _cpu_autocast(x):
+            with torch.autocast("cpu", enabled=False):
+                return self.nll(x.float(), targets)
         cuts = self.config.adaptive_cutoffs
         if self.clusters is None or cuts is None:
             return F.cross_entropy(_wide(self.decoder(x)), targets, reduction="none")
@@ -262,6 +269,9 @@ class RNNLanguageModel(nn.Module):
         Full softmax: log_softmax of the decoder's scores. Adaptive: each tail's
         log-softmax plus its cluster's log-probability in the head.
         """
+        if _cpu_autocast(x):
+            with torch.autocast("cpu", enabled=False):
+                return self.log_probs(x.float())
         cuts = self.config.adaptive_cutoffs
         if self.clusters is None or cuts is None:
             return F.log_softmax(_wide(self.decoder(x)), dim=-1)
@@ -335,6 +345,18 @@ class RNNLanguageModel(nn.Module):
             total += c.hidden_size * c.emb_size
         total += self.decoder.in_features * c.vocab_size  # exact log-probs: the whole vocabulary is scored
         return 2.0 * total
+
+
+def _cpu_autocast(x: torch.Tensor) -> bool:
+    """Whether x is on a CPU under bf16 autocast, where the output layer is kept in fp32.
+
+    The output layer's matmuls have the vocabulary (or a cluster) as a long inner
+    dimension in the backward; oneDNN's bf16 kernels for those shapes measured slower
+    than fp32 on an AMX Xeon (a 2x650 word model's step: 508 ms against 379 ms in fp32,
+    with the LSTM alone in bf16 334 ms), and the weight would be cast to bf16 every step.
+    On a GPU autocast keeps the tensor cores for them.
+    """
+    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
 
 
 def _wide(scores: torch.Tensor) -> torch.Tensor:

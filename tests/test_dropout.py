@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from charlm.dropout import drop_weight, embedding_dropout, locked_dropout, seq_dropout
+from charlm.dropout import drop_weight, embed, embedding_dropout, locked_dropout, seq_dropout
 from charlm.model import CELLS, ModelConfig, RNNLanguageModel
 
 
@@ -126,3 +127,35 @@ def test_embedding_dropout_in_the_model_drops_whole_types():
     for tok in (1, 2, 3):
         col = zero[ids == tok]
         assert col.all() or not col.any()  # one decision per type, shared by all positions
+
+
+def test_embed_equals_lookup_of_the_dropped_matrix_with_the_same_draws():
+    """`embed` gathers the row mask at the ids: the same output as dropping rows of the
+    whole matrix first, from the same random stream, and the same (dense) gradient."""
+    w = torch.randn(50, 6, requires_grad=True)
+    ids = torch.randint(0, 50, (3, 7))
+    torch.manual_seed(5)
+    ref = F.embedding(ids, embedding_dropout(w, 0.3, True))
+    torch.manual_seed(5)
+    out = embed(ids, w, 0.3, True)
+    assert torch.equal(out, ref)
+    assert (out == 0).all(-1).any()  # some types were dropped
+    g_ref = torch.autograd.grad((ref * torch.arange(6.0)).sum(), w)[0]
+    g = torch.autograd.grad((out * torch.arange(6.0)).sum(), w)[0]
+    assert torch.allclose(g, g_ref)
+
+
+def test_sparse_lookup_gradient_adds_into_the_tied_decoders_dense_one():
+    """With sparse_grad the lookup's gradient is sparse, but a weight that is also the
+    decoder ends up with one dense gradient equal to the dense lookup's."""
+    grads = []
+    for sparse in (False, True):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(30, 4))
+        ids = torch.randint(0, 30, (2, 5))
+        x = embed(ids, w, 0.2, True, sparse_grad=sparse)  # (2, 5, 4)
+        loss = F.cross_entropy((x @ w.t()).reshape(-1, 30), ids.roll(1).reshape(-1))
+        loss.backward()
+        assert w.grad is not None and not w.grad.is_sparse
+        grads.append(w.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

@@ -1,5 +1,6 @@
 """Dynamic evaluation: lr 0 is the static figure, a positive step learns a repetitive text, the
-checkpoint never changes, and the CLI reports both figures side by side."""
+checkpoint never changes, and the CLI reports both figures side by side (and, like --interpolate,
+refuses the parallel-scoring options --streams and --window: both score one exact stream)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,38 @@ def test_option_mistakes_are_one_line_errors(setup, extra: list[str], expected: 
     result = CliRunner().invoke(main, ["perplexity", str(path), str(text), *extra])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert expected in result.output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("mode", ["--dynamic", "--interpolate"])
+@pytest.mark.parametrize(
+    ("extra", "flags", "does"),
+    [
+        (["--streams", "4"], "--streams", "does"),
+        (["--window", "64"], "--window", "does"),
+        (["--streams", "8", "--window", "64"], "--streams and --window", "do"),
+    ],
+)
+def test_parallel_scoring_options_are_refused_where_one_exact_stream_is_scored(
+    setup, mode: str, extra: list[str], flags: str, does: str
+) -> None:
+    _, _, path, text = setup
+    mode_args = [mode] if mode == "--dynamic" else [mode, f"{path}:0.5"]
+    result = CliRunner().invoke(main, ["perplexity", str(path), str(text), *mode_args, *extra])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: {flags} {does} not apply to {mode}, which scores each file as one exact stream; drop {flags}"
+    ]
+
+
+@pytest.mark.parametrize("mode", ["--dynamic", "--interpolate"])
+@pytest.mark.parametrize("extra", [[], ["--streams", "1"], ["--exact"]])
+def test_one_exact_stream_modes_run_with_the_defaults_or_one_stream(setup, mode: str, extra: list[str]) -> None:
+    _, _, path, text = setup
+    mode_args = [mode] if mode == "--dynamic" else [mode, f"{path}:0.5"]
+    result = CliRunner().invoke(main, ["perplexity", str(path), str(text), *mode_args, *extra, "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["protocol"]["streams"] == 1 and out["protocol"]["exact"] is True
 
 
 def test_a_kn_checkpoint_is_refused_with_one_line(setup, tmp_path: Path) -> None:

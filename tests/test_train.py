@@ -279,8 +279,8 @@ def test_nan_loss_stops_the_run_and_keeps_best(tiny_corpus, out_dir, monkeypatch
     best = _bytes(out_dir / "best.safetensors")
     real = RNNLanguageModel._stack  # the recurrent layers, which training and validation both run
 
-    def poisoned(self, ids, state=None):
-        x, st = real(self, ids, state)
+    def poisoned(self, ids, state=None, **kw):
+        x, st = real(self, ids, state, **kw)
         return x * float("nan"), st
 
     monkeypatch.setattr(RNNLanguageModel, "_stack", poisoned)

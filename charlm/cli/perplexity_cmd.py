@@ -17,7 +17,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from charlm.checkpoint import CheckpointInfo, load_for_inference, tokenizer_fingerprint
-from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console
+from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console, option_table
 from charlm.devices import resolve_device
 from charlm.dynamic import DEFAULT_LR as DYNAMIC_LR
 from charlm.dynamic import DEFAULT_SEGMENT as DYNAMIC_SEGMENT
@@ -44,57 +44,39 @@ _UNKNOWN_WHAT = {
 }
 
 
+# fmt: off
+OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--exact", dict(is_flag=True, help="Score each file as one stream: the reference figure, slower.")),
+    ("--json as_json", dict(is_flag=True, help="Print the results as JSON on stdout, and nothing else.")),
+    ("--streams", dict(type=click.IntRange(1), default=DEFAULT_STREAMS, show_default=True,
+                       help="Parallel streams (each warmed on the tokens before it); 1 is --exact. "
+                            "Refused above 1 with --interpolate or --dynamic (they score one exact stream).")),
+    ("--window", dict(type=click.IntRange(1), default=DEFAULT_WINDOW, show_default=True,
+                      help="Tokens per forward call. Refused with --interpolate or --dynamic "
+                           "(they score one exact stream).")),
+    ("--which", dict(type=click.Choice(["best", "last"]), default="best", show_default=True,
+                     help="Which weights of the checkpoint.")),
+    ("--device", dict(default="auto", show_default=True, help=DEVICE_HELP)),
+    ("--interpolate", dict(metavar="CKPT[:WEIGHT]",
+                           help="Also score with a mixture (1-WEIGHT) p + WEIGHT p' of CHECKPOINT and this one "
+                                "(same tokenizer); without WEIGHT it is chosen on CHECKPOINT's validation text.")),
+    ("--dynamic", dict(is_flag=True,
+                       help="Also score with dynamic evaluation: a gradient step after each segment.")),
+    ("--dynamic-segment", dict(type=click.IntRange(1), default=DYNAMIC_SEGMENT, show_default=True,
+                               help="--dynamic: tokens per segment (one step each).")),
+    ("--dynamic-lr", dict(type=click.FloatRange(0), default=DYNAMIC_LR, show_default=True,
+                          help="--dynamic: SGD step size (0: the static figure).")),
+    ("--encoding-errors", dict(type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
+                               help="strict: a file that is not valid UTF-8 is an error; "
+                                    "replace: bad bytes become U+FFFD.")),
+]
+# fmt: on
+
+
 @click.command("perplexity")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--exact", is_flag=True, help="Score each file as one stream: the reference figure, slower.")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, and nothing else.")
-@click.option(
-    "--streams",
-    type=click.IntRange(1),
-    default=DEFAULT_STREAMS,
-    show_default=True,
-    help="Parallel streams (each warmed on the tokens before it); 1 is --exact.",
-)
-@click.option(
-    "--window", type=click.IntRange(1), default=DEFAULT_WINDOW, show_default=True, help="Tokens per forward call."
-)
-@click.option(
-    "--which",
-    type=click.Choice(["best", "last"]),
-    default="best",
-    show_default=True,
-    help="Which weights of the checkpoint.",
-)
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option(
-    "--interpolate",
-    metavar="CKPT[:WEIGHT]",
-    help="Also score with a mixture (1-WEIGHT) p + WEIGHT p' of CHECKPOINT and this one (same tokenizer); "
-    "without WEIGHT it is chosen on CHECKPOINT's validation text.",
-)
-@click.option("--dynamic", is_flag=True, help="Also score with dynamic evaluation: a gradient step after each segment.")
-@click.option(
-    "--dynamic-segment",
-    type=click.IntRange(1),
-    default=DYNAMIC_SEGMENT,
-    show_default=True,
-    help="--dynamic: tokens per segment (one step each).",
-)
-@click.option(
-    "--dynamic-lr",
-    type=click.FloatRange(0),
-    default=DYNAMIC_LR,
-    show_default=True,
-    help="--dynamic: SGD step size (0: the static figure).",
-)
-@click.option(
-    "--encoding-errors",
-    type=click.Choice(["strict", "replace"]),
-    default="strict",
-    show_default=True,
-    help="strict: a file that is not valid UTF-8 is an error; replace: bad bytes become U+FFFD.",
-)
+@option_table(OPTIONS)
 @click.pass_context
 @domain_errors
 def perplexity_command(
@@ -123,9 +105,10 @@ def perplexity_command(
     --exact gives the one-stream figure (Kneser-Ney models are always scored
     exactly).
 
-    --interpolate and --dynamic score each file as one exact stream and report
-    the figures side by side: each model alone and their mixture, or the static
-    and the dynamic figure (the checkpoint on disk never changes).
+    --interpolate and --dynamic score each file as one exact stream (so they
+    refuse --window, and --streams above 1) and report the figures side by
+    side: each model alone and their mixture, or the static and the dynamic
+    figure (the checkpoint on disk never changes).
 
     \b
     Examples:
@@ -140,6 +123,8 @@ def perplexity_command(
             raise click.UsageError(f"--{name.replace('_', '-')} applies to --dynamic only; add --dynamic or drop it")
     if dynamic and interpolate:
         raise click.UsageError("--dynamic and --interpolate cannot be combined; choose one")
+    if interpolate or dynamic:
+        _refuse_parallel_options(ctx, "--interpolate" if interpolate else "--dynamic", streams)
     model, tokenizer, info = load_for_inference(checkpoint, which=which, device=resolve_device(device))
     exact = exact or isinstance(model, KneserNeyModel)
     if interpolate or dynamic:
@@ -192,6 +177,22 @@ def perplexity_command(
     if failed:
         err_console.print(f"[red]error:[/] {failed} of {len(results)} files could not be evaluated (see the report)")
         ctx.exit(1)
+
+
+def _refuse_parallel_options(ctx: click.Context, mode: str, streams: int) -> None:
+    """--interpolate and --dynamic score each file as one exact stream: an explicit --window, or --streams
+    above 1 (1 is --exact), would be ignored, so it is a one-line error instead."""
+    given = [
+        name
+        for name in ("streams", "window")
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE and not (name == "streams" and streams == 1)
+    ]
+    if given:
+        flags = " and ".join(f"--{name}" for name in given)
+        raise ConfigError(
+            f"{flags} {'does' if len(given) == 1 else 'do'} not apply to {mode}, which scores each file as "
+            f"one exact stream; drop {flags}"
+        )
 
 
 def _evaluate_with_progress(model: Any, tokenizer: Any, path: Path, opts: dict[str, Any], show: bool) -> TextScore:
