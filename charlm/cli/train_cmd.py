@@ -28,6 +28,7 @@ from charlm.config import (
     resumed_config,
 )
 from charlm.devices import PRECISIONS
+from charlm.distributed import DistContext
 from charlm.errors import CharlmError
 from charlm.model import CELLS
 from charlm.train import train
@@ -204,7 +205,8 @@ def train_command(
         # A second signal: the first one already asked the trainer to save and stop.
         err_console.print("interrupted; the last saved checkpoint is kept")
         ctx.exit(130)
-    _write_plot(result.out, quiet)
+    if DistContext.from_env().is_main:  # in a torchrun job rank 0 alone writes, as for the checkpoint
+        _write_plot(result.out, quiet)
     if result.signal is not None:
         if not quiet:
             err_console.print(f"stopped by {result.signal} at step {result.step}; saved, continue with --resume")
