@@ -9,8 +9,8 @@ import signal
 import threading
 from pathlib import Path
 
-import pytest
 import numpy as np
+import pytest
 import torch
 from safetensors import safe_open
 
