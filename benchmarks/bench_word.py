@@ -28,7 +28,9 @@
 (c) With `--vs-tree COMMIT` (the tree the issue was measured on: 1cc06ff^): the
     README's word example itself, `charlm train wikitext-2.valid.txt --level word
     --hidden 650 --emb 650 --tie-weights --dropout 0.5 --bptt 35 --batch-size 20`,
-    for `--tree-steps` steps at --lr 3e-3 in fp32 (the same settings for both;
+    for `--tree-steps` steps at --lr 3e-3, the old tree in fp32 and this one in
+    `--tree-precision` (fp32, or auto: bf16 where it measures faster; auto
+    measures only in runs of 300+ steps); otherwise the same settings for both;
     this tree also turns off the regularisers its word defaults add, which the old
     tree did not have), run by that tree (a git worktree under benchmarks/out/) and
     by this one in turns, `--tree-rounds` times (round r: --seed r for both): tokens/s from each run's
@@ -211,7 +213,7 @@ def quality(name: str, train: Path, dev: Path, test: Path, extra: list[str], bud
 
 README_WORD = ["--level", "word", "--hidden", "650", "--emb", "650", "--tie-weights", "--dropout", "0.5",
                "--bptt", "35", "--batch-size", "20"]  # fmt: skip
-SAME = ["--lr", "3e-3", "--precision", "fp32", "--quiet", "--overwrite"]
+SAME = ["--lr", "3e-3", "--quiet", "--overwrite"]
 NO_EXTRA_REGULARISERS = ["--dropout-input", "0", "--dropout-embed", "0", "--weight-drop", "0", "--ar", "0",
                          "--tar", "0", "--weight-decay", "0"]  # fmt: skip
 
@@ -243,13 +245,16 @@ def tree_run(tree: Path, extra: list[str], steps: int, test: Path, seed: int) ->
     return {"tokens_per_s": tok_s, "ppl": json.loads(ppl.stdout)["total"]["perplexity"]}
 
 
-def versus_tree(commit: str, steps: int, rounds: int) -> list[str]:
+def versus_tree(commit: str, steps: int, rounds: int, precision: str = "fp32") -> list[str]:
     """(c): the README's word example, the issue's tree against this one, in turns."""
     name, old = worktree(commit)
     test = OUT / "trees" / "wikitext-2.test.20k.txt"
     words = TEST.read_text(encoding="utf-8").split(" ")
     test.write_text(" ".join(words[:20_000]), encoding="utf-8")  # about 20,000 tokens
-    trees = [(f"{name} (issue's tree)", old, []), ("this tree", ROOT, NO_EXTRA_REGULARISERS)]
+    trees = [
+        (f"{name} (issue's tree, fp32)", old, ["--precision", "fp32"]),
+        (f"this tree, --precision {precision}", ROOT, [*NO_EXTRA_REGULARISERS, "--precision", precision]),
+    ]
     got: dict[str, list[dict]] = {label: [] for label, _, _ in trees}
     for r in range(rounds):
         for label, tree, extra in trees if r % 2 == 0 else trees[::-1]:
@@ -259,7 +264,7 @@ def versus_tree(commit: str, steps: int, rounds: int) -> list[str]:
     lines = [
         f"## (c) README's word example: the issue's tree ({name}) against this tree, in turns",
         "",
-        f"`charlm train wikitext-2.valid.txt {' '.join(README_WORD)} {' '.join(SAME[:4])}` for {steps} steps "
+        f"`charlm train wikitext-2.valid.txt {' '.join(README_WORD)} {' '.join(SAME[:2])}` for {steps} steps "
         f"({steps * 700:,} tokens), {rounds} rounds alternating the trees (medians); this tree with "
         f"`{' '.join(NO_EXTRA_REGULARISERS)}` so both train the same model; round r uses --seed r for both "
         "trees. Perplexity: last weights on the first 20,000 words of wikitext-2.test.txt, each tree's own "
@@ -288,6 +293,7 @@ def main() -> None:
     ap.add_argument("--vs-tree", default=None, help="(c): the README example against this commit (1cc06ff^)")
     ap.add_argument("--tree-steps", type=int, default=150)
     ap.add_argument("--tree-rounds", type=int, default=3)
+    ap.add_argument("--tree-precision", default="fp32", help="(c): this tree's --precision (the old one: fp32)")
     ap.add_argument("--skip-a", action="store_true", help="leave out (a), the in-process throughput tables")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_word.md"))
     args = ap.parse_args()
@@ -302,7 +308,7 @@ def main() -> None:
         "",
     ]
     if args.vs_tree:
-        lines += versus_tree(args.vs_tree, args.tree_steps, args.tree_rounds)
+        lines += versus_tree(args.vs_tree, args.tree_steps, args.tree_rounds, args.tree_precision)
         print("\n".join(lines), flush=True)
     if not args.skip_a:
         full = readme_config()
