@@ -32,7 +32,7 @@
     `--tree-precision` (fp32, or auto: bf16 where it measures faster; auto
     measures only in runs of 300+ steps); otherwise the same settings for both;
     this tree also turns off the regularisers its word defaults add, which the old
-    tree did not have), run by that tree (a git worktree under benchmarks/out/) and
+    tree did not have), run by that tree (a git worktree under benchmarks/out/parity/) and
     by this one in turns, `--tree-rounds` times (round r: --seed r for both): tokens/s from each run's
     metrics.jsonl between its first and last log line, step 10 to the end
     (medians), and the perplexity of its last weights on the first 20,000 tokens
@@ -50,7 +50,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -60,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_parity import checkout, cpu_name  # this directory: run as a script
 
 from charlm import autosize
 from charlm.cli.common import parse_duration
@@ -218,16 +218,6 @@ NO_EXTRA_REGULARISERS = ["--dropout-input", "0", "--dropout-embed", "0", "--weig
                          "--tar", "0", "--weight-decay", "0"]  # fmt: skip
 
 
-def worktree(commit: str) -> tuple[str, Path]:
-    """(short hash, source directory) of an older commit, checked out once under benchmarks/out/trees/."""
-    name = subprocess.run(["git", "rev-parse", "--short", commit], cwd=ROOT, capture_output=True, text=True,
-                          check=True).stdout.strip()  # fmt: skip
-    tree = OUT / "trees" / name
-    if not tree.exists():
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), name], cwd=ROOT, check=True)
-    return name, tree
-
-
 def tree_run(tree: Path, extra: list[str], steps: int, test: Path, seed: int) -> dict:
     """The README's word example run by one source tree for `steps` steps: tokens/s and perplexity on `test`."""
     env = {**os.environ, "PYTHONPATH": str(tree), "CHARLM_CACHE_DIR": str(OUT / "trees" / "cache")}
@@ -247,8 +237,9 @@ def tree_run(tree: Path, extra: list[str], steps: int, test: Path, seed: int) ->
 
 def versus_tree(commit: str, steps: int, rounds: int, precision: str = "fp32") -> list[str]:
     """(c): the README's word example, the issue's tree against this one, in turns."""
-    name, old = worktree(commit)
+    name, old = checkout(commit)  # a worktree under benchmarks/out/parity/, as bench_parity.py keeps them
     test = OUT / "trees" / "wikitext-2.test.20k.txt"
+    test.parent.mkdir(parents=True, exist_ok=True)
     words = TEST.read_text(encoding="utf-8").split(" ")
     test.write_text(" ".join(words[:20_000]), encoding="utf-8")  # about 20,000 tokens
     trees = [
@@ -298,8 +289,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_word.md"))
     args = ap.parse_args()
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    cpu = cpu_name()
     lines = [
         "# Word models on a CPU (benchmarks/bench_word.py)",
         "",

@@ -41,8 +41,7 @@ def embedding_dropout(weight: torch.Tensor, p: float, training: bool) -> torch.T
     """
     if not training or p == 0.0:
         return weight
-    mask = weight.new_empty(weight.size(0), 1).bernoulli_(1.0 - p) / (1.0 - p)  # (V, 1)
-    return weight * mask
+    return weight * _type_mask(weight, p)[:, None]
 
 
 def embed(ids: torch.Tensor, weight: torch.Tensor, p: float, training: bool, sparse_grad: bool = False) -> torch.Tensor:
@@ -60,8 +59,12 @@ def embed(ids: torch.Tensor, weight: torch.Tensor, p: float, training: bool, spa
     x = F.embedding(ids, weight, sparse=sparse_grad)
     if not training or p == 0.0:
         return x
-    mask = weight.new_empty(weight.size(0)).bernoulli_(1.0 - p) / (1.0 - p)  # (V,)
-    return x * mask[ids].unsqueeze(-1).to(x.dtype)
+    return x * _type_mask(weight, p)[ids].unsqueeze(-1).to(x.dtype)
+
+
+def _type_mask(weight: torch.Tensor, p: float) -> torch.Tensor:
+    """Embedding dropout's draw: (V,) each word type kept with probability 1 - p, rescaled."""
+    return weight.new_empty(weight.size(0)).bernoulli_(1.0 - p) / (1.0 - p)
 
 
 def drop_weight(weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:

@@ -346,6 +346,21 @@ class PreparedData:
     valid_fingerprint: str
     cache: Path  # the cache entry
     reused: bool  # nothing had to be tokenized
+    _counts: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def unigram_counts(self) -> np.ndarray:
+        """How often each id occurs in the training ids (V,) int64, counted once per run: the whole
+        text, or 16 evenly spread stretches of it beyond 16M tokens (bounded start-up for a corpus
+        bigger than memory). The adaptive softmax's clusters and the output layer's start use it."""
+        if self._counts is None:
+            ids, vocab, most = self.train_ids, self.tokenizer.vocab_size, 1 << 24
+            if len(ids) <= most:
+                self._counts = token_counts(ids, vocab)
+            else:
+                span = most // 16
+                starts = np.linspace(0, len(ids) - span, 16).astype(np.int64)
+                self._counts = sum((token_counts(ids[a : a + span], vocab) for a in starts), np.zeros(vocab, np.int64))
+        return self._counts
 
 
 def cache_dir(config: TrainConfig) -> Path:
@@ -441,18 +456,6 @@ def measure_speed(config: TrainConfig, vocab: int, device: torch.device, steps: 
         return steps * x.numel() / (time.perf_counter() - t0)
 
 
-def unigram_counts(ids: np.ndarray, vocab: int, max_tokens: int = 1 << 24) -> np.ndarray:
-    """`token_counts` of the whole text, or of 16 evenly spread stretches of it when it is longer
-    than max_tokens: a unigram estimate in bounded time for a corpus bigger than memory."""
-    if len(ids) <= max_tokens:
-        return token_counts(ids, vocab)
-    span = max_tokens // 16
-    counts = np.zeros(vocab, dtype=np.int64)
-    for start in np.linspace(0, len(ids) - span, 16).astype(np.int64):
-        counts += np.bincount(np.asarray(ids[start : start + span]), minlength=vocab)[:vocab]
-    return counts
-
-
 def token_counts(ids: np.ndarray, vocab: int, chunk: int = 1 << 24) -> np.ndarray:
     """How often each id occurs (V,) int64, counted a chunk at a time: a memory-mapped corpus is never
     widened whole (np.bincount would make an int64 copy of it)."""
@@ -528,7 +531,7 @@ def _choose(
         vocab = data.tokenizer.vocab_size
         c, layer_why = config, ""
         if layer_open:  # the output layer's clusters follow the ids' frequencies (V,)
-            c, layer_why = autosize.output_layer(config, token_counts(data.train_ids, vocab))
+            c, layer_why = autosize.output_layer(config, data.unigram_counts())
         choice = autosize.resolve(
             c, len(data.train_ids) // dctx.world, device.type, lambda c: measure_speed(c, vocab, device), bf16
         )
@@ -608,8 +611,7 @@ def train(
                 trainer.state.elapsed = measuring  # choosing the model is part of the budget
                 # the output layer starts at the unigram distribution: the first steps learn context (measured:
                 # a 2x650 word model's validation loss after 150 steps 5.83 against 6.25 from torch's init)
-                counts = unigram_counts(data.train_ids, data.tokenizer.vocab_size)
-                trainer.model.init_output_bias(torch.from_numpy(counts))
+                trainer.model.init_output_bias(torch.from_numpy(data.unigram_counts()))
                 if writer is not None:
                     writer.begin(trainer.model.config, data.tokenizer, config.to_dict())
             return trainer.run(stop_after)
