@@ -39,6 +39,7 @@ from charlm.dropout import drop_weight, embed, seq_dropout
 from charlm.errors import ConfigError
 
 State = tuple[torch.Tensor, ...]
+Pieces = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]  # a decoder's weight and bias, cut by cluster
 
 # Logits held at once (elements, B x T x V) when a long text is read: evaluation and
 # prompt reading cut their windows to this, so a big vocabulary gets shorter windows.
@@ -239,10 +240,14 @@ class RNNLanguageModel(nn.Module):
         regularisation (AR, on dropped) and temporal AR (TAR, on raw) penalise.
         """
         # training's path: the tied decoder's dense gradient absorbs the lookup's sparse one
-        raw, state = self._stack(ids, state, sparse_grad=targets is not None and self.config.tie_weights)
+        sparse = targets is not None and self.config.tie_weights
+        # cut before the lookup, so that the lookup's sparse gradient reaches the shared weight
+        # first and the decoder's dense one is added to it in place (see _decoder_pieces)
+        pieces = self._decoder_pieces() if sparse else None
+        raw, state = self._stack(ids, state, sparse_grad=sparse)
         dropped, x = self._head_input(raw)
         if targets is not None:
-            out = self.loss(x.reshape(-1, x.size(-1)), targets.reshape(-1))  # ()
+            out = self.loss(x.reshape(-1, x.size(-1)), targets.reshape(-1), pieces)  # ()
         else:
             out = self.log_probs(x) if self.clusters is not None else self.decoder(x)  # (B, T, V)
         return (out, state, (dropped, raw)) if with_activations else (out, state)
@@ -256,24 +261,26 @@ class RNNLanguageModel(nn.Module):
         x = self._head_input(raw)[1]
         return self.nll(x.reshape(-1, x.size(-1)), targets.reshape(-1)).view(targets.shape), state
 
-    def loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, targets: torch.Tensor, pieces: Pieces | None = None) -> torch.Tensor:
         """Mean NLL of `targets` (N,) given decoder inputs x (N, D)."""
-        return self.nll(x, targets).mean()
+        return self.nll(x, targets, pieces).mean()
 
-    def nll(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def nll(self, x: torch.Tensor, targets: torch.Tensor, pieces: Pieces | None = None) -> torch.Tensor:
         """NLL of each of `targets` (N,) given decoder inputs x (N, D), in fp32: (N,).
 
         Adaptive softmax: the head (frequent ids and one score per cluster) for every
         token, a tail only for the tokens whose target lies in it. Selecting those
         tokens (`nonzero`) waits for the device once per cluster: nothing on a CPU.
+        pieces: the decoder's `_decoder_pieces()`, when the caller cut them already.
         """
         if _cpu_autocast(x):
             with torch.autocast("cpu", enabled=False):
-                return self.nll(x.float(), targets)
+                return self.nll(x.float(), targets, pieces)
+        ws, bs = pieces or self._decoder_pieces()
         cuts = self.config.adaptive_cutoffs
         if self.clusters is None or cuts is None:
-            return F.cross_entropy(_wide(self.decoder(x)), targets, reduction="none")
-        head, (ws, bs) = cuts[0], self._clusters_of_decoder()
+            return F.cross_entropy(_wide(F.linear(x, ws[0], bs[0])), targets, reduction="none")
+        head = cuts[0]
         head_logp = F.log_softmax(_wide(self._head_scores(x, ws[0], bs[0])), dim=-1)  # (N, c0 + K)
         bounds = torch.tensor(cuts, device=targets.device)
         cluster = torch.bucketize(targets, bounds, right=True)  # (N,) 0 = head, k = tail k
@@ -300,7 +307,7 @@ class RNNLanguageModel(nn.Module):
         cuts = self.config.adaptive_cutoffs
         if self.clusters is None or cuts is None:
             return F.log_softmax(_wide(self.decoder(x)), dim=-1)
-        head, (ws, bs) = cuts[0], self._clusters_of_decoder()
+        head, (ws, bs) = cuts[0], self._decoder_pieces()
         head_logp = F.log_softmax(_wide(self._head_scores(x, ws[0], bs[0])), dim=-1)  # (..., c0 + K)
         parts = [head_logp[..., :head]]
         for k in range(1, len(ws)):
@@ -308,15 +315,24 @@ class RNNLanguageModel(nn.Module):
             parts.append(tail + head_logp[..., head + k - 1 : head + k])
         return torch.cat(parts, dim=-1)
 
-    def _clusters_of_decoder(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-        """The decoder's weight and bias cut at the cutoffs: (head, tail 1, ...) each.
+    def _decoder_pieces(self) -> Pieces:
+        """The decoder's weight and bias cut at the adaptive cutoffs: (head, tail 1, ...) each; whole without.
 
         One `split`, not a slice per cluster: its backward assembles one (V, D) gradient,
         where each slice's would allocate and add a (V, D) tensor of its own (measured 2x
         slower for the whole output layer at V = 13.8k, D = 650).
+
+        Training cuts them before the embedding lookup: autograd then runs the
+        split's backward after the lookup's, the tied weight's sparse lookup gradient
+        arrives first, and the dense one is added to it in place. Cut after the lookup,
+        the dense one arrives first and autograd adds the sparse one out of place, a
+        copy of the (V, D) gradient every step (12 ms of a 2x650 word model's ~290 ms
+        step at V = 13.8k; benchmarks/bench_word.py).
         """
-        assert self.config.adaptive_cutoffs is not None
-        edges = (0, *self.config.adaptive_cutoffs, self.config.vocab_size)
+        cuts = self.config.adaptive_cutoffs
+        if cuts is None:  # a split into one piece would only add a copy to the backward
+            return (self.decoder.weight,), (self.decoder.bias,)
+        edges = (0, *cuts, self.config.vocab_size)
         sizes = [b - a for a, b in zip(edges, edges[1:])]
         return self.decoder.weight.split(sizes), self.decoder.bias.split(sizes)
 

@@ -74,6 +74,26 @@ def test_perplexity_through_evaluate_equals_the_full_vocabulary_computation():
     assert score.perplexity == pytest.approx(math.exp(nll), rel=1e-4)
 
 
+@pytest.mark.parametrize("cuts", [CUTS, None])
+def test_the_training_paths_gradients_equal_the_log_probs_ones(cuts):
+    """Training's path (sparse lookup gradient, decoder cut before the lookup) gives every
+    parameter the gradient of the NLL of the exact log-probabilities."""
+    grads = []
+    for targets in (False, True):
+        model = tiny(adaptive_cutoffs=cuts).train()  # no dropout: both passes see the same function
+        torch.manual_seed(1)
+        x, y = torch.randint(0, V, (3, 8)), torch.randint(0, V, (3, 8))
+        if targets:
+            loss = model(x, targets=y)[0]
+        else:
+            loss = F.cross_entropy(model(x)[0].reshape(-1, V), y.reshape(-1))  # log-probs or logits
+        loss.backward()
+        assert all(p.grad is not None and not p.grad.is_sparse for p in model.parameters())
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for name, g in grads[0].items():
+        assert torch.allclose(grads[1][name], g, atol=1e-6), name
+
+
 def test_gradients_of_the_loss_are_exact():
     model = tiny(emb_size=3, hidden_size=3).double()
     x = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
