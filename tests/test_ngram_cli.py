@@ -154,6 +154,17 @@ def test_generate_runs_on_a_kn_checkpoint(kn_ckpt: Path, strategy: list[str]) ->
         assert texts[0] == expected.text
 
 
+def test_the_repl_runs_on_a_kn_checkpoint(kn_ckpt: Path) -> None:
+    """`generate --interactive` reads prompts and settings for an n-gram model as for a recurrent one."""
+    model, tok, _ = ckpt.load_for_inference(kn_ckpt)
+    [expected] = generate(model, tok, "the ", DecodingOptions(strategy="greedy", max_new_tokens=20))
+    result = CliRunner().invoke(
+        main, ["generate", str(kn_ckpt), "--interactive"], input="/temperature 0\n/length 20\nthe \n/quit\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip("\n") == expected.text.rstrip("\n")
+
+
 # ------------------------------------------------------------------ interpolation
 def test_interpolation_weights_one_and_zero_are_each_model_alone(rnn_ckpt: Path, kn_ckpt: Path, tmp_path) -> None:
     path = text_file(tmp_path)
