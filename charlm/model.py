@@ -239,10 +239,9 @@ class RNNLanguageModel(nn.Module):
         and before the output dropout, each (B, T, H), which AWD-LSTM's activation
         regularisation (AR, on dropped) and temporal AR (TAR, on raw) penalise.
         """
-        # training's path: the tied decoder's dense gradient absorbs the lookup's sparse one
+        # training's path: the tied decoder's dense gradient absorbs the lookup's sparse one, in
+        # place because the decoder is cut before the lookup (see _decoder_pieces)
         sparse = targets is not None and self.config.tie_weights
-        # cut before the lookup, so that the lookup's sparse gradient reaches the shared weight
-        # first and the decoder's dense one is added to it in place (see _decoder_pieces)
         pieces = self._decoder_pieces() if sparse else None
         raw, state = self._stack(ids, state, sparse_grad=sparse)
         dropped, x = self._head_input(raw)
@@ -304,10 +303,11 @@ class RNNLanguageModel(nn.Module):
         if _cpu_autocast(x):
             with torch.autocast("cpu", enabled=False):
                 return self.log_probs(x.float())
+        ws, bs = self._decoder_pieces()
         cuts = self.config.adaptive_cutoffs
         if self.clusters is None or cuts is None:
-            return F.log_softmax(_wide(self.decoder(x)), dim=-1)
-        head, (ws, bs) = cuts[0], self._decoder_pieces()
+            return F.log_softmax(_wide(F.linear(x, ws[0], bs[0])), dim=-1)
+        head = cuts[0]
         head_logp = F.log_softmax(_wide(self._head_scores(x, ws[0], bs[0])), dim=-1)  # (..., c0 + K)
         parts = [head_logp[..., :head]]
         for k in range(1, len(ws)):
