@@ -240,9 +240,9 @@ class RNNLanguageModel(nn.Module):
         regularisation (AR, on dropped) and temporal AR (TAR, on raw) penalise.
         """
         # training's path: the tied decoder's dense gradient absorbs the lookup's sparse one, in
-        # place because the decoder is cut before the lookup (see _decoder_pieces)
+        # place because the decoder is taken before the lookup (see _decoder_pieces)
         sparse = targets is not None and self.config.tie_weights
-        pieces = self._decoder_pieces() if sparse else None
+        pieces = self._decoder_pieces(whole=_hand_backward(ids)) if sparse else None
         raw, state = self._stack(ids, state, sparse_grad=sparse)
         dropped, x = self._head_input(raw)
         if targets is not None:
@@ -270,29 +270,21 @@ class RNNLanguageModel(nn.Module):
         Adaptive softmax: the head (frequent ids and one score per cluster) for every
         token, a tail only for the tokens whose target lies in it. Selecting those
         tokens (`nonzero`) waits for the device once per cluster: nothing on a CPU.
-        pieces: the decoder's `_decoder_pieces()`, when the caller cut them already.
+        Training on a CPU takes the hand-written backward of `_AdaptiveNLL`.
+        pieces: the decoder's `_decoder_pieces(whole=_hand_backward(x))`, when the caller took them already.
         """
         if _cpu_autocast(x):
             with torch.autocast("cpu", enabled=False):
                 return self.nll(x.float(), targets, pieces)
-        ws, bs = pieces or self._decoder_pieces()
         cuts = self.config.adaptive_cutoffs
+        adaptive = self.clusters is not None and cuts is not None
+        ws, bs = pieces or self._decoder_pieces(whole=adaptive and _hand_backward(x))
         if self.clusters is None or cuts is None:
             return F.cross_entropy(_wide(F.linear(x, ws[0], bs[0])), targets, reduction="none")
-        head = cuts[0]
-        head_logp = F.log_softmax(_wide(self._head_scores(x, ws[0], bs[0])), dim=-1)  # (N, c0 + K)
-        bounds = torch.tensor(cuts, device=targets.device)
-        cluster = torch.bucketize(targets, bounds, right=True)  # (N,) 0 = head, k = tail k
-        in_head = torch.where(cluster == 0, targets, head + cluster - 1)  # the head's column for each target
-        nll = -head_logp.gather(1, in_head[:, None]).squeeze(1)  # (N,)
-        for k, lo in enumerate(cuts, start=1):
-            rows = torch.nonzero(cluster == k).squeeze(1)  # (n_k,)
-            if rows.numel() == 0:
-                continue
-            tail = _wide(F.linear(x.index_select(0, rows), ws[k], bs[k]))  # (n_k, V_k)
-            picked = tail.gather(1, (targets.index_select(0, rows) - lo)[:, None]).squeeze(1)
-            nll = nll.index_add(0, rows, tail.logsumexp(-1) - picked)
-        return nll
+        cw, cb = self.clusters.weight, self.clusters.bias
+        if len(ws) == 1:  # whole: the hand-written backward
+            return _AdaptiveNLL.apply(x, ws[0], bs[0], cw, cb, targets, cuts)
+        return _adaptive_nll(x, ws, bs, cw, cb, targets, cuts)[0]
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log-probabilities over the whole vocabulary: x (..., D) -> (..., V), fp32.
@@ -315,8 +307,9 @@ class RNNLanguageModel(nn.Module):
             parts.append(tail + head_logp[..., head + k - 1 : head + k])
         return torch.cat(parts, dim=-1)
 
-    def _decoder_pieces(self) -> Pieces:
-        """The decoder's weight and bias cut at the adaptive cutoffs: (head, tail 1, ...) each; whole without.
+    def _decoder_pieces(self, whole: bool = False) -> Pieces:
+        """The decoder's weight and bias cut at the adaptive cutoffs: (head, tail 1, ...) each; whole without
+        cutoffs, or when asked for (`_AdaptiveNLL` cuts them itself, a view of the weight then).
 
         One `split`, not a slice per cluster: its backward assembles one (V, D) gradient,
         where each slice's would allocate and add a (V, D) tensor of its own (measured 2x
@@ -330,11 +323,12 @@ class RNNLanguageModel(nn.Module):
         step at V = 13.8k; benchmarks/bench_word.py).
         """
         cuts = self.config.adaptive_cutoffs
+        w, b = self.decoder.weight, self.decoder.bias
+        if whole and cuts is not None:  # a view: its backward, too, runs after the lookup's
+            return (w.view_as(w),), (b,)
         if cuts is None:  # a split into one piece would only add a copy to the backward
-            return (self.decoder.weight,), (self.decoder.bias,)
-        edges = (0, *cuts, self.config.vocab_size)
-        sizes = [b - a for a, b in zip(edges, edges[1:])]
-        return self.decoder.weight.split(sizes), self.decoder.bias.split(sizes)
+            return (w,), (b,)
+        return w.split(_sizes(cuts, self.config.vocab_size)), b.split(_sizes(cuts, self.config.vocab_size))
 
     def _head_scores(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The adaptive head's scores: the frequent ids' (decoder rows w, b), then one per cluster."""
@@ -386,6 +380,100 @@ class RNNLanguageModel(nn.Module):
             total += c.hidden_size * c.emb_size
         total += self.decoder.in_features * c.vocab_size  # exact log-probs: the whole vocabulary is scored
         return 2.0 * total
+
+
+def _sizes(cuts: tuple[int, ...], vocab: int) -> list[int]:
+    """The sizes of the head and of each tail cluster."""
+    edges = (0, *cuts, vocab)
+    return [b - a for a, b in zip(edges, edges[1:])]
+
+
+def _hand_backward(x: torch.Tensor) -> bool:
+    """Whether an adaptive softmax's NLL of x takes `_AdaptiveNLL` (training on a CPU) rather than autograd's
+    backward (no gradient wanted, or a GPU, where autocast runs the output layer in half precision)."""
+    return x.device.type == "cpu" and torch.is_grad_enabled()
+
+
+def _adaptive_nll(
+    x: torch.Tensor,
+    ws: tuple[torch.Tensor, ...],
+    bs: tuple[torch.Tensor, ...],
+    cw: torch.Tensor,
+    cb: torch.Tensor,
+    targets: torch.Tensor,
+    cuts: tuple[int, ...],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """An adaptive softmax's NLL of `targets` (N,) given decoder inputs x (N, D), fp32 (N,), from the
+    decoder's pieces ws, bs (head, tail 1, ...) and the cluster scores' weight cw (K, D) and bias cb (K,).
+
+    Also what a backward needs: the head's log-probabilities (N, c0 + K), each target's
+    column in the head (N,), and by tail k = 1, 2, ... that any target falls in: its rows
+    (n_k,), log-probabilities (n_k, V_k) and the targets' columns in it (n_k, 1).
+    """
+    head = cuts[0]
+    head_logp = F.log_softmax(_wide(torch.cat([F.linear(x, ws[0], bs[0]), F.linear(x, cw, cb)], dim=-1)), dim=-1)
+    cluster = torch.bucketize(targets, torch.tensor(cuts, device=targets.device), right=True)  # (N,) 0 = head
+    in_head = torch.where(cluster == 0, targets, head + cluster - 1)  # the head's column for each target
+    nll = -head_logp.gather(1, in_head[:, None]).squeeze(1)  # (N,)
+    tails = {}
+    for k, lo in enumerate(cuts, start=1):
+        rows = torch.nonzero(cluster == k).squeeze(1)  # (n_k,)
+        if rows.numel() == 0:
+            continue
+        logp = F.log_softmax(_wide(F.linear(x.index_select(0, rows), ws[k], bs[k])), dim=-1)  # (n_k, V_k)
+        inside = (targets.index_select(0, rows) - lo)[:, None]  # (n_k, 1)
+        nll = nll.index_add(0, rows, -logp.gather(1, inside).squeeze(1))
+        tails[k] = (rows, logp, inside)
+    return nll, head_logp, in_head, tails
+
+
+class _AdaptiveNLL(torch.autograd.Function):
+    """An adaptive softmax's NLL (N,) from the whole decoder weight (V, D), with a hand-written backward.
+
+    Autograd's backward of the decoder cut into pieces assembles the (V, D) gradient by
+    concatenating one gradient per piece: an extra pass over V x D floats every step
+    (~8 ms of a 2x650 word model's ~300 ms step at V = 13.8k on a 2-core CPU;
+    benchmarks/bench_word.py). This backward writes each piece's matrix product straight
+    into its rows of one gradient, and zeros the rows of a cluster no target fell in.
+    The forward is `_adaptive_nll`, the function autograd differentiates elsewhere.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, cw, cb, targets, cuts):
+        ws, bs = weight.split(_sizes(cuts, weight.size(0))), bias.split(_sizes(cuts, weight.size(0)))
+        nll, head_logp, in_head, tails = _adaptive_nll(x, ws, bs, cw, cb, targets, cuts)
+        ctx.cuts, ctx.present = cuts, list(tails)
+        ctx.save_for_backward(x, weight, cw, head_logp, in_head, *(t for tail in tails.values() for t in tail))
+        return nll
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, cw, head_logp, in_head, *saved = ctx.saved_tensors
+        cuts, head = ctx.cuts, ctx.cuts[0]
+        edges = (*cuts, weight.size(0))
+        grad = grad.to(head_logp.dtype)[:, None]  # (N, 1)
+        dweight, dbias = torch.empty_like(weight), weight.new_empty(weight.size(0))
+
+        def scores_grad(logp: torch.Tensor, picked: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+            """d nll / d scores, times the incoming gradient: (softmax - one-hot) x g."""
+            return logp.exp().mul_(g).scatter_add_(1, picked, -g)
+
+        gh = scores_grad(head_logp, in_head[:, None], grad)  # (N, c0 + K)
+        torch.mm(gh[:, :head].t(), x, out=dweight[:head])
+        torch.sum(gh[:, :head], 0, out=dbias[:head])
+        dx = torch.mm(gh[:, :head], weight[:head]).addmm_(gh[:, head:], cw)  # (N, D)
+        tails = dict(zip(ctx.present, (saved[i : i + 3] for i in range(0, len(saved), 3))))
+        for k, (lo, hi) in enumerate(zip(edges, edges[1:]), start=1):
+            if k not in tails:  # no target in this cluster: its rows get no gradient
+                dweight[lo:hi].zero_()
+                dbias[lo:hi].zero_()
+                continue
+            rows, logp, inside = tails[k]
+            g = scores_grad(logp, inside, grad.index_select(0, rows))  # (n_k, V_k)
+            torch.mm(g.t(), x.index_select(0, rows), out=dweight[lo:hi])
+            torch.sum(g, 0, out=dbias[lo:hi])
+            dx.index_add_(0, rows, torch.mm(g, weight[lo:hi]))
+        return dx, dweight, dbias, torch.mm(gh[:, head:].t(), x), gh[:, head:].sum(0), None, None
 
 
 def _cpu_autocast(x: torch.Tensor) -> bool:

@@ -94,12 +94,32 @@ def test_the_training_paths_gradients_equal_the_log_probs_ones(cuts):
         assert torch.allclose(grads[1][name], g, atol=1e-6), name
 
 
-def test_gradients_of_the_loss_are_exact():
+@pytest.mark.parametrize("y", [[0, 4, 5, 10, 11, 22, 3, 7, 15], [0, 4, 12, 22, 3, 1, 2, 13, 4]])  # one cluster empty
+def test_gradients_of_the_loss_are_exact(y):
+    """Training on a CPU takes _AdaptiveNLL's hand-written backward: against finite differences."""
     model = tiny(emb_size=3, hidden_size=3).double()
     x = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([0, 4, 5, 10, 11, 22, 3, 7, 15])  # every cluster
-    w, b = model.decoder.weight, model.decoder.bias
-    assert torch.autograd.gradcheck(lambda x, w, b: model.loss(x, y), (x, w, b))
+    params = (model.decoder.weight, model.decoder.bias, model.clusters.weight, model.clusters.bias)
+    assert torch.autograd.gradcheck(lambda x, *p: model.loss(x, torch.tensor(y)), (x, *params))
+
+
+def test_the_hand_written_backward_equals_autograds():
+    """The same NLL through autograd (the decoder cut into pieces, as on a GPU) and through
+    _AdaptiveNLL: equal values and gradients, a cluster without targets included."""
+    model = tiny().train()
+    x = torch.randn(40, 6, requires_grad=True)
+    y = torch.randint(0, 11, (40,))  # the last cluster [11, 23) gets no target
+    got = []
+    for pieces in (model._decoder_pieces(), None):  # cut: autograd's backward; None: the hand-written one
+        model.zero_grad()
+        x.grad = None
+        nll = model.nll(x, y, pieces)
+        (nll * torch.linspace(0.5, 1.5, 40)).sum().backward()
+        got.append([nll.detach(), x.grad, *(p.grad for p in model.parameters() if p.grad is not None)])
+    assert len(got[0]) == len(got[1])
+    for a, b in zip(*got):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.count_nonzero(model.decoder.weight.grad[11:]) == 0
 
 
 def test_config_and_weights_round_trip_and_old_configs_load_as_full_softmax(tmp_path):
