@@ -12,7 +12,9 @@ natively (compute capability 8.0 and up); older GPUs get fp16 with loss scaling.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import os
 from collections.abc import Iterator
 
 import torch
@@ -52,6 +54,42 @@ def resolve_device(name: str) -> torch.device:
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"--device {name}: MPS is not available here; use --device cpu")
     return device
+
+
+# ------------------------------------------------------------------ memory
+RETAINED = 1 << 30  # bytes: glibc's mmap and trim thresholds under retain_freed_memory
+
+
+@functools.cache
+def retain_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for reuse rather than hand it back to the kernel.
+
+    A training step allocates and frees the same large tensors every step (activations,
+    oneDNN's LSTM workspace, gradients as big as the embedding). glibc serves blocks
+    above its mmap threshold (dynamic, at most 32 MiB) with fresh mappings and returns
+    free memory at the top of its heap to the kernel, so each step faults the same pages
+    in again, zero-filled: ~20,000 page faults a step for the README's 2x650 word model,
+    and 5-15% of its step time on a 2-core Xeon (benchmarks/results_word.md). With both
+    thresholds at 1 GiB freed blocks are reused: a process keeps up to that much memory
+    it no longer uses, which a training run would soon take again anyway.
+
+    Only where the C library is glibc (asked at run time) and the user set none of its
+    malloc tunables (MALLOC_*_ or GLIBC_TUNABLES: theirs win); elsewhere nothing.
+    Returns whether it was applied. The command line calls it once at start.
+    """
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return False
+    except (ValueError, OSError, AttributeError):  # not glibc, or no confstr on this system
+        return False
+    if "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the running process's C library
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, RETAINED)) and bool(mallopt(m_trim_threshold, RETAINED))
 
 
 # ------------------------------------------------------------------ precision
