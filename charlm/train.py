@@ -47,7 +47,7 @@ from charlm.config import (  # noqa: F401 - re-exported: the trainer's public na
     resumed_config,
 )
 from charlm.data import batchify, epoch_offset, get_batch, num_windows, window_length
-from charlm.devices import autocast, cpu_bf16_candidate, resolve_device, resolve_precision
+from charlm.devices import autocast, cpu_bf16_candidate, resolve_device, resolve_precision, retain_freed_memory
 from charlm.distributed import DistContext
 from charlm.errors import CheckpointError, ConfigError, DivergedError
 from charlm.evaluate import context_id, evaluate_ids
@@ -750,6 +750,8 @@ class Trainer:
         )
         self.obs.on_start(self.start_info())
         self.model.train()
+        if self.device.type == "cpu":  # after the corpus is read: its transient buffers went back to the kernel
+            retain_freed_memory()
         with StopSignals() as signals:
             while not (status := self.stop_reason(signals, stop_after)):
                 x, y = self.next_batch()  # (B, T) x 2

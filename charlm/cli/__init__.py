@@ -13,14 +13,12 @@ from charlm.cli.generate_cmd import generate_command
 from charlm.cli.perplexity_cmd import perplexity_command
 from charlm.cli.plot_cmd import plot_command
 from charlm.cli.train_cmd import train_command
-from charlm.devices import retain_freed_memory
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="charlm")
 def main() -> None:
     """Train recurrent language models on your own text, generate text, measure perplexity."""
-    retain_freed_memory()  # a training step reuses its freed blocks instead of faulting pages in again
 
 
 for command in (train_command, generate_command, perplexity_command, plot_command):
