@@ -277,10 +277,10 @@ class RNNLanguageModel(nn.Module):
             with torch.autocast("cpu", enabled=False):
                 return self.nll(x.float(), targets, pieces)
         cuts = self.config.adaptive_cutoffs
-        adaptive = self.clusters is not None and cuts is not None
-        ws, bs = pieces or self._decoder_pieces(whole=adaptive and _hand_backward(x))
         if self.clusters is None or cuts is None:
+            ws, bs = pieces or self._decoder_pieces()
             return F.cross_entropy(_wide(F.linear(x, ws[0], bs[0])), targets, reduction="none")
+        ws, bs = pieces or self._decoder_pieces(whole=_hand_backward(x))
         cw, cb = self.clusters.weight, self.clusters.bias
         if len(ws) == 1:  # whole: the hand-written backward
             return _AdaptiveNLL.apply(x, ws[0], bs[0], cw, cb, targets, cuts)
@@ -300,7 +300,8 @@ class RNNLanguageModel(nn.Module):
         if self.clusters is None or cuts is None:
             return F.log_softmax(_wide(F.linear(x, ws[0], bs[0])), dim=-1)
         head = cuts[0]
-        head_logp = F.log_softmax(_wide(self._head_scores(x, ws[0], bs[0])), dim=-1)  # (..., c0 + K)
+        scores = _head_scores(x, ws[0], bs[0], self.clusters.weight, self.clusters.bias)
+        head_logp = F.log_softmax(_wide(scores), dim=-1)  # (..., c0 + K)
         parts = [head_logp[..., :head]]
         for k in range(1, len(ws)):
             tail = F.log_softmax(_wide(F.linear(x, ws[k], bs[k])), dim=-1)  # (..., V_k)
@@ -328,12 +329,8 @@ class RNNLanguageModel(nn.Module):
             return (w.view_as(w),), (b,)
         if cuts is None:  # a split into one piece would only add a copy to the backward
             return (w,), (b,)
-        return w.split(_sizes(cuts, self.config.vocab_size)), b.split(_sizes(cuts, self.config.vocab_size))
-
-    def _head_scores(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """The adaptive head's scores: the frequent ids' (decoder rows w, b), then one per cluster."""
-        assert self.clusters is not None
-        return torch.cat([F.linear(x, w, b), self.clusters(x)], dim=-1)  # (..., c0 + K)
+        sizes = _sizes(cuts, self.config.vocab_size)
+        return w.split(sizes), b.split(sizes)
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
@@ -388,6 +385,11 @@ def _sizes(cuts: tuple[int, ...], vocab: int) -> list[int]:
     return [b - a for a, b in zip(edges, edges[1:])]
 
 
+def _head_scores(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, cw: torch.Tensor, cb: torch.Tensor) -> torch.Tensor:
+    """An adaptive head's scores: the frequent ids' (decoder rows w, b), then one per cluster (cw, cb)."""
+    return torch.cat([F.linear(x, w, b), F.linear(x, cw, cb)], dim=-1)  # (..., c0 + K)
+
+
 def _hand_backward(x: torch.Tensor) -> bool:
     """Whether an adaptive softmax's NLL of x takes `_AdaptiveNLL` (training on a CPU) rather than autograd's
     backward (no gradient wanted, or a GPU, where autocast runs the output layer in half precision)."""
@@ -411,7 +413,7 @@ def _adaptive_nll(
     (n_k,), log-probabilities (n_k, V_k) and the targets' columns in it (n_k, 1).
     """
     head = cuts[0]
-    head_logp = F.log_softmax(_wide(torch.cat([F.linear(x, ws[0], bs[0]), F.linear(x, cw, cb)], dim=-1)), dim=-1)
+    head_logp = F.log_softmax(_wide(_head_scores(x, ws[0], bs[0], cw, cb)), dim=-1)  # (N, c0 + K)
     cluster = torch.bucketize(targets, torch.tensor(cuts, device=targets.device), right=True)  # (N,) 0 = head
     in_head = torch.where(cluster == 0, targets, head + cluster - 1)  # the head's column for each target
     nll = -head_logp.gather(1, in_head[:, None]).squeeze(1)  # (N,)
@@ -432,15 +434,16 @@ class _AdaptiveNLL(torch.autograd.Function):
 
     Autograd's backward of the decoder cut into pieces assembles the (V, D) gradient by
     concatenating one gradient per piece: an extra pass over V x D floats every step
-    (~8 ms of a 2x650 word model's ~300 ms step at V = 13.8k on a 2-core CPU;
-    benchmarks/bench_word.py). This backward writes each piece's matrix product straight
+    (~7 ms of a 2x650 word model's ~300 ms step at V = 13.8k on a 2-core CPU;
+    benchmarks/results_word.md). This backward writes each piece's matrix product straight
     into its rows of one gradient, and zeros the rows of a cluster no target fell in.
     The forward is `_adaptive_nll`, the function autograd differentiates elsewhere.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, cw, cb, targets, cuts):
-        ws, bs = weight.split(_sizes(cuts, weight.size(0))), bias.split(_sizes(cuts, weight.size(0)))
+        sizes = _sizes(cuts, weight.size(0))
+        ws, bs = weight.split(sizes), bias.split(sizes)
         nll, head_logp, in_head, tails = _adaptive_nll(x, ws, bs, cw, cb, targets, cuts)
         ctx.cuts, ctx.present = cuts, list(tails)
         ctx.save_for_backward(x, weight, cw, head_logp, in_head, *(t for tail in tails.values() for t in tail))
