@@ -60,6 +60,14 @@ def resolve_device(name: str) -> torch.device:
 RETAINED = 1 << 30  # bytes: glibc's mmap and trim thresholds under retain_freed_memory
 
 
+def glibc() -> bool:
+    """Whether this process's C library is glibc (asked at run time)."""
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError, AttributeError):  # not glibc, or no confstr on this system
+        return False
+
+
 @functools.cache
 def retain_freed_memory() -> bool:
     """Have glibc's malloc keep freed memory for reuse rather than hand it back to the kernel.
@@ -82,10 +90,7 @@ def retain_freed_memory() -> bool:
     (benchmarks/results_bigdata.md). Setting any MALLOC_*_ variable, for example
     glibc's default MALLOC_TRIM_THRESHOLD_=131072, keeps glibc's own behaviour.
     """
-    try:
-        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            return False
-    except (ValueError, OSError, AttributeError):  # not glibc, or no confstr on this system
+    if not glibc():
         return False
     if "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ):
         return False

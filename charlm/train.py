@@ -750,7 +750,7 @@ class Trainer:
         )
         self.obs.on_start(self.start_info())
         self.model.train()
-        if self.device.type == "cpu":  # after the corpus is read: its transient buffers went back to the kernel
+        if self.device.type == "cpu":  # training's blocks; generation and perplexity keep glibc's defaults
             retain_freed_memory()
         with StopSignals() as signals:
             while not (status := self.stop_reason(signals, stop_after)):

@@ -10,22 +10,12 @@ import pytest
 
 import charlm.train as training
 from charlm.config import TrainConfig
-from charlm.devices import retain_freed_memory
-
-
-def glibc() -> bool:
-    try:
-        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
-    except (ValueError, OSError, AttributeError):
-        return False
-
+from charlm.devices import glibc, retain_freed_memory
 
 # 30 allocations of 64 MiB, each written and freed, as a training step's tensors are: the page
 # faults of the last 10 (the first ones grow the heap until a freed block fits the aligned request)
 PROBE = """
 import resource, sys, torch
-import charlm.train as training
-from charlm.config import TrainConfig
 from charlm.devices import retain_freed_memory
 applied = retain_freed_memory() if sys.argv[1] == "retain" else False
 for i in range(30):
