@@ -13,9 +13,10 @@ everything here is a no-op and training runs in one process.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -31,6 +32,8 @@ class DistContext:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    # The tensors of this process's latest collective: see `_hold`.
+    _held: list[torch.Tensor] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def from_env(cls) -> DistContext:
@@ -58,9 +61,34 @@ class DistContext:
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         return device
 
-    def shutdown(self) -> None:
-        if self.active and dist.is_initialized():
-            dist.destroy_process_group()
+    def shutdown(self, clean: bool = True) -> None:
+        """Leave the process group; after a clean run, only once every rank is done with it.
+
+        The barrier keeps a rank from tearing the group down while another still has
+        collectives in flight (rank 0 writing the last checkpoint, say). A failing rank
+        skips it: its peers may never reach it.
+        """
+        if not (self.active and dist.is_initialized()):
+            return
+        gc.collect()  # a DDP wrapper caught in a reference cycle
+        if clean:
+            dist.barrier()
+        dist.destroy_process_group()
+
+    def _hold(self, *tensors: torch.Tensor) -> None:
+        """Keep the tensors of the latest collective referenced from Python until the process ends.
+
+        A gloo worker thread drops its reference to a finished collective's tensors just
+        after the caller's wait returns. If that was the last reference to a tensor that
+        Python created, the thread must take the GIL to free it; when the process is
+        already finalizing by then, the thread is unwound instead and the C++ runtime
+        aborts the process ("terminate called without an active exception", SIGABRT,
+        torchrun's job FAILED after the checkpoint was written). Destroying the process
+        group would join those threads first, but DistributedDataParallel keeps the
+        group alive from C++ (torch 2.13), so the worker threads outlive it. Held here,
+        the tensors are freed by the interpreter itself, after the workers are idle.
+        """
+        self._held[:] = tensors
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         if not self.active:
@@ -81,6 +109,7 @@ class DistContext:
         if not self.active:
             return values
         t = torch.tensor(values, dtype=torch.float64, device=device)
+        self._hold(t)
         if op == "main":
             dist.broadcast(t, src=0)
         else:
@@ -111,6 +140,7 @@ class DistContext:
         header = torch.tensor([int(ok), len(payload)], dtype=torch.int64, device=device)
         dist.broadcast(header, src=0)
         body = torch.zeros(int(header[1]), dtype=torch.uint8, device=device)
+        self._hold(header, body)
         if body.numel():  # an empty payload needs no second message
             if self.is_main:
                 body.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))

@@ -27,6 +27,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -590,33 +591,51 @@ def train(
     device = resolve_device(config.device)
     resolve_precision(config.precision, device, config.cell)  # an impossible precision fails before any work
     device = dctx.setup(device)
-    progress = getattr(observer, "on_prepare", None) if dctx.is_main else None
     try:
-        if not resume:  # every option is known good before anything is written
-            data = _shared_data(config, dctx, device, None, progress)
-            config, chosen, measuring, amp_dtype = _choose(config, data, device, dctx)
-            check_fits(config, data, dctx.world)
-        with ckpt.RunWriter(out) if dctx.is_main else contextlib.nullcontext() as writer:
-            if resume:  # read under the lock, after `RunWriter` finished what a killed run left
-                info = ckpt.open_checkpoint(out)
-                data = _shared_data(config, dctx, device, ckpt.open_tokenizer(info), progress)
-                stored = (ckpt.weights_metadata(out, "last") or {}).get("trainer")
-                kept = str(stored.get("precision") or "fp32") if isinstance(stored, dict) else "fp32"
-                config, chosen, measuring, amp_dtype = _choose(config, data, device, dctx, kept)
-            trainer = Trainer(config, data, device, amp_dtype, dctx, writer, observer if dctx.is_main else None)
-            trainer.chosen = chosen
-            if resume:
-                trainer.restore(info)
-            else:
-                trainer.state.elapsed = measuring  # choosing the model is part of the budget
-                # the output layer starts at the unigram distribution: the first steps learn context (measured:
-                # a 2x650 word model's validation loss after 150 steps 5.83 against 6.25 from torch's init)
-                trainer.model.init_output_bias(torch.from_numpy(data.unigram_counts()))
-                if writer is not None:
-                    writer.begin(trainer.model.config, data.tokenizer, config.to_dict())
-            return trainer.run(stop_after)
-    finally:
-        dctx.shutdown()
+        result = _train_session(config, resume, dctx, device, observer, stop_after)
+    except BaseException as exc:
+        if dctx.active:  # the traceback's frames hold the DDP wrapper, and so the process group: let them go
+            traceback.clear_frames(exc.__traceback__)
+        dctx.shutdown(clean=False)
+        raise
+    dctx.shutdown(clean=True)  # the session's frame, and with it the DDP wrapper, is gone by now
+    return result
+
+
+def _train_session(
+    config: TrainConfig,
+    resume: bool,
+    dctx: DistContext,
+    device: torch.device,
+    observer: TrainObserver | None,
+    stop_after: Callable[[int], bool] | None,
+) -> TrainResult:
+    """Prepare the data, choose what is left open, build the trainer and run it (every rank)."""
+    out = config.out_dir
+    progress = getattr(observer, "on_prepare", None) if dctx.is_main else None
+    if not resume:  # every option is known good before anything is written
+        data = _shared_data(config, dctx, device, None, progress)
+        config, chosen, measuring, amp_dtype = _choose(config, data, device, dctx)
+        check_fits(config, data, dctx.world)
+    with ckpt.RunWriter(out) if dctx.is_main else contextlib.nullcontext() as writer:
+        if resume:  # read under the lock, after `RunWriter` finished what a killed run left
+            info = ckpt.open_checkpoint(out)
+            data = _shared_data(config, dctx, device, ckpt.open_tokenizer(info), progress)
+            stored = (ckpt.weights_metadata(out, "last") or {}).get("trainer")
+            kept = str(stored.get("precision") or "fp32") if isinstance(stored, dict) else "fp32"
+            config, chosen, measuring, amp_dtype = _choose(config, data, device, dctx, kept)
+        trainer = Trainer(config, data, device, amp_dtype, dctx, writer, observer if dctx.is_main else None)
+        trainer.chosen = chosen
+        if resume:
+            trainer.restore(info)
+        else:
+            trainer.state.elapsed = measuring  # choosing the model is part of the budget
+            # the output layer starts at the unigram distribution: the first steps learn context (measured:
+            # a 2x650 word model's validation loss after 150 steps 5.83 against 6.25 from torch's init)
+            trainer.model.init_output_bias(torch.from_numpy(data.unigram_counts()))
+            if writer is not None:
+                writer.begin(trainer.model.config, data.tokenizer, config.to_dict())
+        return trainer.run(stop_after)
 
 
 def _train_ngram(config: TrainConfig, resume: bool, overwrite: bool, observer: TrainObserver | None) -> TrainResult:

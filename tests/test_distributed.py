@@ -73,3 +73,44 @@ def test_torchrun_two_processes_train_and_resume(tiny_corpus, tmp_path):
     model, tok, _ = load_for_inference(out)
     assert all(math.isfinite(r["valid_loss"]) for r in valid)
     assert valid[-1]["valid_loss"] < math.log(tok.vocab_size)  # it learned something
+
+
+def _collective_worker(rank: int, port: int, alive: torch.multiprocessing.SimpleQueue) -> None:
+    """One rank of a two-process gloo group: are the tensors of its last collectives still held from Python?"""
+    import os
+    import weakref
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank))
+    os.environ["LOCAL_RANK"] = str(rank)
+    d = DistContext.from_env()
+    cpu = d.setup(torch.device("cpu"))
+    assert d.all_max([float(rank)], cpu) == [1.0]
+    after_reduce = [weakref.ref(t) for t in d._held]
+    assert d.share_from_main(lambda: b"from rank 0", cpu) == b"from rank 0"
+    after_share = [weakref.ref(t) for t in d._held]
+    d.shutdown(clean=True)
+    alive.put((rank, len(after_reduce), len(after_share), all(r() is not None for r in after_share)))
+
+
+def test_collective_tensors_outlive_the_call_until_the_process_ends():
+    """The cause of issue 20's SIGABRT at exit: a gloo worker thread that drops the last reference to a
+    finished collective's Python tensor needs the GIL, which a finalizing interpreter no longer hands out.
+    So the context keeps its latest collective's tensors (all_max: one, share_from_main: header and body)
+    referenced from Python, and a clean shutdown leaves them there."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    alive = ctx.SimpleQueue()
+    procs = [ctx.Process(target=_collective_worker, args=(r, port, alive)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    results = sorted(alive.get() for _ in procs)
+    assert results == [(0, 1, 2, True), (1, 1, 2, True)]
