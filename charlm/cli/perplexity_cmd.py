@@ -59,6 +59,7 @@ OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--which", dict(type=click.Choice(["best", "last"]), default="best", show_default=True,
                      help="Which weights of the checkpoint.")),
     ("--device", dict(default="auto", show_default=True, help=DEVICE_HELP)),
+    ("--no-verify", dict(is_flag=True, help="Load weights that do not match their recorded SHA-256 (damaged).")),
     ("--interpolate", dict(metavar="CKPT[:WEIGHT]",
                            help="Also score with a mixture (1-WEIGHT) p + WEIGHT p' of CHECKPOINT and this one "
                                 "(same tokenizer); without WEIGHT it is chosen on CHECKPOINT's validation text.")),
@@ -91,6 +92,7 @@ def perplexity_command(
     window: int,
     which: str,
     device: str,
+    no_verify: bool,
     interpolate: str | None,
     dynamic: bool,
     dynamic_segment: int,
@@ -128,12 +130,12 @@ def perplexity_command(
     if interpolate or dynamic:
         _refuse_parallel_options(ctx, "--interpolate" if interpolate else "--dynamic", streams)
     dev = resolve_device(device)
-    model, tokenizer, info = load_for_inference(checkpoint, which=which, device=dev)
+    model, tokenizer, info = load_for_inference(checkpoint, which=which, device=dev, verify=not no_verify)
     exact = exact or isinstance(model, KneserNeyModel)
     parallel = None if exact or interpolate or dynamic else streams
     _check_memory(model, files, dev, parallel, dynamic_segment if dynamic else None)
     if interpolate or dynamic:
-        compare = _Compare(ctx, model, tokenizer, info, which, encoding_errors, as_json)
+        compare = _Compare(ctx, model, tokenizer, info, which, encoding_errors, as_json, not no_verify)
         if interpolate:
             compare.interpolate(interpolate, files)
         else:
@@ -320,13 +322,14 @@ class _Compare:
         which: str,
         errors: str,
         as_json: bool,
+        verify: bool = True,
     ) -> None:
         self.ctx, self.model, self.tokenizer, self.info = ctx, model, tokenizer, info
-        self.which, self.errors, self.as_json = which, errors, as_json
+        self.which, self.errors, self.as_json, self.verify = which, errors, as_json, verify
 
     def interpolate(self, spec: str, files: tuple[Path, ...]) -> None:
         path, weight = _parse_interpolate(spec)
-        other, other_tok, other_info = load_for_inference(path, device=_device_of(self.model))
+        other, other_tok, other_info = load_for_inference(path, device=_device_of(self.model), verify=self.verify)
         if tokenizer_fingerprint(other_tok) != tokenizer_fingerprint(self.tokenizer):
             raise ConfigError(
                 f"{other_info.path} has another tokenizer than {self.info.path}; "
