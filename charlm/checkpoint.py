@@ -16,6 +16,11 @@ ARPA text, the rest is JSON. Nothing is unpickled on load, so a file crafted to
 run code is refused as corrupt. checkpoint.json names the model kind
 (`"model_kind"`: "rnn" or "kn"; absent means "rnn", as older charlm wrote it).
 
+Nothing damaged goes unnoticed: each safetensors file records in its own metadata
+(`charlm_sha256`) the SHA-256 of its tensors, computed as it is written, and every
+read of its tensors checks it (`verify=False` skips that, for who must load a
+damaged file anyway). Files written before this have no digest and load as before.
+
 Nothing lost, whenever a kill lands (see `RunWriter`):
 - every file is written to a temporary name and renamed over the old one, so
   each file is always whole (`charlm.fileio`);
@@ -31,18 +36,20 @@ Nothing lost, whenever a kill lands (see `RunWriter`):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from charlm import __version__
@@ -73,36 +80,87 @@ RUN_FILES = (META_FILE, *TOKENIZER_FILES, BEST, LAST, ARPA, METRICS, PLOT)  # wh
 STAGING = ".staging"
 SWAP = ".swap.json"
 MODEL_KINDS = ("rnn", "kn")
+DIGEST_KEY = "charlm_sha256"  # safetensors metadata: the SHA-256 of the file's tensors (`tensor_digest`)
 
 LanguageModel = RNNLanguageModel | KneserNeyModel
 AnyModelConfig = ModelConfig | KneserNeyConfig
 
 
 # ------------------------------------------------------------------ file helpers
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in sorted name order (CPU tensors).
+
+    What was written, not how the file lays it out: safetensors orders its data by
+    dtype and name, and a digest of the tensors stays valid for any such layout.
+    The bytes are hashed in place (a uint8 view, no copy), so bf16 tensors, which
+    numpy cannot hold, are hashed as they are.
+    """
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(json.dumps([name, str(t.dtype).removeprefix("torch."), list(t.shape)]).encode("utf-8") + b"\0")
+        h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
 def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=metadata))
+    signed = dict(metadata, **{DIGEST_KEY: tensor_digest(cpu)})
+    atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=signed))
 
 
-def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file (tensors + string metadata). Never unpickles."""
+def _load_tensors(
+    path: Path, verify: bool = True, remedy: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file (tensors + string metadata) and check its recorded digest. Never unpickles.
+
+    A file whose tensors differ from the digest recorded when it was written is a
+    one-line CheckpointError that ends with `remedy` (default: load the other of
+    best and last, or train again; --no-verify). Files without a digest load as they are.
+    """
     if not path.is_file():
         raise CheckpointError(
             f"{path} is missing; the checkpoint is incomplete, train again or pick another checkpoint"
         )
-    try:
+    with _readable(path):
         tensors = load_file(str(path))
-        from safetensors import safe_open
+        metadata = _header(path)
+    recorded = metadata.get(DIGEST_KEY)
+    if verify and recorded is not None and recorded != tensor_digest(tensors):
+        raise CheckpointError(
+            f"{path} is damaged (its weights do not match the SHA-256 recorded when it was written); "
+            f"{remedy if remedy is not None else _other_file(path)}"
+        )
+    return tensors, metadata
 
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+
+def _header(path: Path) -> dict[str, str]:
+    """A safetensors file's string metadata, read from its header alone (cheap: no tensor is read)."""
+    with _readable(path), safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
+@contextlib.contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """Turn safetensors' and the OS's errors on reading `path` into the one-line "not a valid file" error."""
+    try:
+        yield
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
             f"{path} is not a valid safetensors file ({first}); it is corrupt or not a charlm checkpoint, "
             "and charlm never unpickles files"
         ) from None
-    return tensors, metadata
+
+
+def _other_file(path: Path) -> str:
+    """How to get on without a damaged best or last: the other one (when the run has it), or a new run."""
+    other = BEST if path.name == LAST else LAST
+    if locate(path.parent, other).is_file():
+        fix = f"load the other one with --which {other.split('.')[0]}, or train again"
+    else:
+        fix = "train again"
+    return f"{fix}; --no-verify loads it anyway"
 
 
 # ------------------------------------------------------------------ state dicts
@@ -364,7 +422,8 @@ def save_training_state(
 def load_training_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read last.safetensors: (tensors, {"trainer": ..., "optimizer": ...})."""
     path = locate(Path(directory), LAST)
-    tensors, metadata = _load_tensors(path)
+    remedy = "a resume needs it whole: start a new run with --overwrite (best still loads with --which best)"
+    tensors, metadata = _load_tensors(path, remedy=remedy if locate(Path(directory), BEST).is_file() else None)
     try:
         data = json.loads(metadata["charlm"])
         data["trainer"], data["optimizer"]  # noqa: B018 - both must be present
@@ -376,11 +435,14 @@ def load_training_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[
 
 
 def weights_metadata(directory: Path, which: str) -> dict[str, Any] | None:
-    """The metadata best/last.safetensors was saved with (step, validation loss, ...), or None if absent."""
+    """The metadata best/last.safetensors was saved with (step, validation loss, ...), or None if absent.
+
+    Read from the header alone: no tensor is read (or verified) to learn a step count.
+    """
     path = locate(Path(directory), BEST if which == "best" else LAST)
     if not path.is_file():
         return None
-    _, metadata = _load_tensors(path)
+    metadata = _header(path)
     try:
         meta = json.loads(metadata.get("charlm", "{}"))
     except json.JSONDecodeError:
@@ -389,9 +451,12 @@ def weights_metadata(directory: Path, which: str) -> dict[str, Any] | None:
 
 
 def build_model(
-    info: CheckpointInfo, which: str = "best", device: str | torch.device = "cpu"
+    info: CheckpointInfo, which: str = "best", device: str | torch.device = "cpu", verify: bool = True
 ) -> tuple[RNNLanguageModel, dict[str, Any]]:
-    """The model with weights from best (falling back to last when no validation ran yet) or last."""
+    """The model with weights from best (falling back to last when no validation ran yet) or last.
+
+    verify=False loads weights that do not match their recorded digest (a damaged file).
+    """
     if which not in ("best", "last"):
         raise CheckpointError(f"unknown checkpoint {which!r}; choose best or last")
     if not isinstance(info.model_config, ModelConfig):
@@ -399,7 +464,7 @@ def build_model(
     path = locate(info.path, BEST if which == "best" else LAST)
     if which == "best" and not path.is_file():
         path = locate(info.path, LAST)
-    tensors, metadata = _load_tensors(path)
+    tensors, metadata = _load_tensors(path, verify)
     model = RNNLanguageModel(info.model_config)
     load_model_tensors(model, tensors, path)
     try:
@@ -427,11 +492,12 @@ def build_ngram_model(info: CheckpointInfo, tokenizer: Tokenizer, device: str | 
 
 
 def load_for_inference(
-    path: str | Path, which: str = "best", device: str | torch.device = "cpu"
+    path: str | Path, which: str = "best", device: str | torch.device = "cpu", verify: bool = True
 ) -> tuple[LanguageModel, Tokenizer, CheckpointInfo]:
     """Everything needed to generate or evaluate: (model in eval mode, tokenizer, info).
 
     A Kneser-Ney run has one model (its ARPA file): `which` does not apply to it.
+    verify=False loads weights that do not match their recorded SHA-256 (`build_model`).
 
     A reader that crosses the moment a new run's files are swapped in reads again,
     so it never pairs one run's tokenizer with another's weights.
@@ -442,7 +508,7 @@ def load_for_inference(
             tokenizer = open_tokenizer(info)
             if info.model_kind == "kn":
                 return build_ngram_model(info, tokenizer, device), tokenizer, info
-            model, _ = build_model(info, which, device)
+            model, _ = build_model(info, which, device, verify)
             return model, tokenizer, info
         except (_MixedRuns, CheckpointError) as exc:
             if attempt == 2 or not (isinstance(exc, _MixedRuns) or _swapping(Path(path))):

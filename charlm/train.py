@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from charlm import autosize, tokcache
+from charlm import autosize, memory, tokcache
 from charlm import checkpoint as ckpt
 from charlm.config import (  # noqa: F401 - re-exported: the trainer's public names
     DEFAULT_TIME_BUDGET,
@@ -615,8 +615,10 @@ def _train_session(
     progress = getattr(observer, "on_prepare", None) if dctx.is_main else None
     if not resume:  # every option is known good before anything is written
         data = _shared_data(config, dctx, device, None, progress)
+        memory.check_training(config, data.tokenizer.vocab_size, device, dctx.world)  # autosize measures --hidden
         config, chosen, measuring, amp_dtype = _choose(config, data, device, dctx)
         check_fits(config, data, dctx.world)
+        memory.check_training(config, data.tokenizer.vocab_size, device, dctx.world)
     with ckpt.RunWriter(out) if dctx.is_main else contextlib.nullcontext() as writer:
         if resume:  # read under the lock, after `RunWriter` finished what a killed run left
             info = ckpt.open_checkpoint(out)

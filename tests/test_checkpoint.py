@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charlm import checkpoint as ckpt
 from charlm.errors import CheckpointError, StorageError
@@ -232,6 +234,114 @@ def test_a_missing_tokenizer_is_refused(run_dir):
 def test_a_file_inside_the_directory_opens_the_directory(run_dir):
     info = ckpt.open_checkpoint(run_dir / ckpt.BEST)
     assert info.path == run_dir and (run_dir / ckpt.BEST).is_file() and (run_dir / ckpt.LAST).is_file()
+
+
+# ---------------------------------------------------------------- damaged weights (SHA-256)
+def flip_middle_bytes(path: Path) -> None:
+    """Flip two bytes in the middle of a safetensors file's data section (after its 8-byte length and header)."""
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    mid = start + (len(data) - start) // 2
+    data[mid] ^= 0xFF
+    data[mid + 1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_every_weights_file_records_the_digest_of_its_tensors(run_dir):
+    for name in (ckpt.BEST, ckpt.LAST):
+        tensors, metadata = ckpt._load_tensors(run_dir / name)
+        assert metadata[ckpt.DIGEST_KEY] == ckpt.tensor_digest(tensors)
+
+
+@pytest.mark.parametrize("which, other", [("best", "last"), ("last", "best")])
+def test_a_damaged_weights_file_is_refused_naming_it_and_the_other(run_dir, which, other):
+    path = run_dir / f"{which}.safetensors"
+    flip_middle_bytes(path)
+    with pytest.raises(CheckpointError) as exc:
+        ckpt.load_for_inference(run_dir, which)
+    msg = one_line_checkpoint_error(exc)
+    assert msg.startswith(f"{path} is damaged (its weights do not match the SHA-256 recorded when it was written)")
+    assert f"--which {other}" in msg and "--no-verify" in msg
+    model, _, _ = ckpt.load_for_inference(run_dir, other)  # the other one is whole
+    assert isinstance(model, RNNLanguageModel)
+    damaged, _, _ = ckpt.load_for_inference(run_dir, which, verify=False)
+    assert isinstance(damaged, RNNLanguageModel)
+
+
+def test_without_the_other_file_the_remedy_is_to_train_again(tmp_path):
+    tok = fit_tokenizer("char", "abc\n")
+    model = RNNLanguageModel(ModelConfig(vocab_size=tok.vocab_size, hidden_size=8, emb_size=4, num_layers=1))
+    ckpt.write_inference_checkpoint(tmp_path / "exp", model, tok)
+    flip_middle_bytes(tmp_path / "exp" / ckpt.BEST)
+    with pytest.raises(CheckpointError, match=r"; train again; --no-verify loads it anyway$"):
+        ckpt.load_for_inference(tmp_path / "exp")
+
+
+def test_resuming_from_a_damaged_last_is_refused(run_dir, trained_run):
+    flip_middle_bytes(run_dir / ckpt.LAST)
+    before = {name: (run_dir / name).read_bytes() for name in (ckpt.BEST, ckpt.LAST, ckpt.METRICS)}
+    with pytest.raises(CheckpointError) as exc:
+        train(resume_config(run_dir, trained_run[1]), resume=True)
+    msg = one_line_checkpoint_error(exc)
+    assert msg.startswith(f"{run_dir / ckpt.LAST} is damaged") and "--overwrite" in msg
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def test_a_damaged_best_does_not_stop_a_resume(run_dir, trained_run):
+    flip_middle_bytes(run_dir / ckpt.BEST)
+    assert ckpt.weights_metadata(run_dir, "best")["step"] == 4  # the header alone is read
+    result = train(resume_config(run_dir, trained_run[1]), resume=True)
+    assert result.step == 6
+
+
+def test_a_file_written_before_digests_loads_as_before(run_dir):
+    from safetensors.torch import save_file
+
+    tensors, metadata = ckpt._load_tensors(run_dir / ckpt.BEST)
+    del metadata[ckpt.DIGEST_KEY]
+    save_file(tensors, str(run_dir / ckpt.BEST), metadata=metadata)
+    flip_middle_bytes(run_dir / ckpt.BEST)  # nothing to check it against
+    model, _, _ = ckpt.load_for_inference(run_dir)
+    assert isinstance(model, RNNLanguageModel)
+
+
+def test_a_damaged_header_is_still_not_a_valid_file(run_dir):
+    data = bytearray((run_dir / ckpt.BEST).read_bytes())
+    data[8] ^= 0xFF  # the header's opening brace
+    (run_dir / ckpt.BEST).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="not a valid safetensors file"):
+        ckpt.load_for_inference(run_dir)
+
+
+_DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.dictionaries(
+        st.text("abcdefghij/._", min_size=1, max_size=12),
+        st.tuples(st.sampled_from(_DTYPES), st.lists(st.integers(0, 4), max_size=3), st.integers(0, 2**31)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_any_tensors_round_trip_with_a_digest_that_catches_a_flipped_bit(tmp_path_factory, specs):
+    tensors = {}
+    for name, (dtype, shape, seed) in specs.items():
+        g = torch.Generator().manual_seed(seed)
+        tensors[name] = (torch.randn(shape, generator=g) * 100).to(dtype)
+    path = tmp_path_factory.mktemp("rt") / "t.safetensors"
+    ckpt._atomic_save_tensors(path, tensors, {"charlm": "{}"})
+    loaded, _ = ckpt._load_tensors(path)
+    assert loaded.keys() == tensors.keys()
+    for name, t in tensors.items():
+        assert torch.equal(loaded[name], t)
+    if sum(t.numel() for t in tensors.values()):
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0x01 if data[-1] not in (0, 1) else 0x40  # the data section's last byte, bool or not
+        path.write_bytes(bytes(data))
+        with pytest.raises(CheckpointError, match="is damaged"):
+            ckpt._load_tensors(path)
 
 
 # ---------------------------------------------------------------- atomic writes

@@ -262,6 +262,25 @@ def test_corrupt_checkpoint(char_ckpt, tmp_path, damage):
     assert str(ckpt) in line or target in line
 
 
+def test_damaged_weights_are_refused_in_one_line_and_no_verify_loads_them(char_ckpt, tmp_path):
+    import shutil
+
+    from charlm.checkpoint import BEST
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(char_ckpt, ckpt)
+    data = bytearray((ckpt / BEST).read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")  # the tensors follow the header's length and the header
+    mid = (start + len(data)) // 2
+    data[mid] ^= 0xFF
+    data[mid + 1] ^= 0xFF
+    (ckpt / BEST).write_bytes(bytes(data))
+    line = _one_line_error(run(ckpt, "--prompt", "a", "--length", "5"), 1)
+    assert f"{ckpt / BEST} is damaged" in line and "--no-verify" in line
+    assert run(ckpt, "--prompt", "a", "--length", "5").stdout == ""
+    ok(ckpt, "--prompt", "a", "--length", "5", "--no-verify")
+
+
 # ------------------------------------------------------------------ the REPL
 def _settings_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("strategy ")]

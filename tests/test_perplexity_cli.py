@@ -180,6 +180,23 @@ def test_missing_or_corrupt_checkpoint_is_a_one_line_error(tmp_path, ckpt, files
     assert "Traceback" not in result.output and result.stdout == ""
 
 
+def test_damaged_weights_are_refused_in_one_line_and_no_verify_scores_them(tmp_path, ckpt, files):
+    import shutil
+
+    from charlm.checkpoint import BEST
+
+    target = tmp_path / "ck"
+    shutil.copytree(ckpt, target)
+    data = bytearray((target / BEST).read_bytes())
+    data[-2:] = bytes(b ^ 0xFF for b in data[-2:])  # the end of the data section
+    (target / BEST).write_bytes(bytes(data))
+    result = run(target, files["short"])
+    assert result.exit_code == 1 and "Traceback" not in result.output and result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: {target / BEST} is damaged") and "--no-verify" in line
+    assert run(target, files["short"], "--no-verify", "--json").exit_code == 0
+
+
 def test_usage_errors(ckpt, files):
     assert run(ckpt).exit_code == 2  # no files
     assert run(ckpt, files["short"], "--exact", "--streams", "8").exit_code == 2

@@ -86,6 +86,7 @@ DECODING_OPTIONS: list[tuple[str, dict[str, Any]]] = [
 )
 @click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which weights.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--no-verify", is_flag=True, help="Load weights that do not match their recorded SHA-256 (damaged).")
 @domain_errors
 def generate_command(
     checkpoint: Path,
@@ -95,6 +96,7 @@ def generate_command(
     interactive: bool,
     which: str,
     device: str,
+    no_verify: bool,
     **decoding: Any,
 ) -> None:
     """Generate text from CHECKPOINT (a directory written by `charlm train`).
@@ -109,7 +111,7 @@ def generate_command(
     options = DecodingOptions(**(decoding | {"stop": tuple(unescape(s) for s in decoding["stop"])}))
     dev = resolve_device(device)
     _warn_unused(click.get_current_context(), options)
-    model, tokenizer, _ = load_for_inference(checkpoint, which=which, device=dev)
+    model, tokenizer, _ = load_for_inference(checkpoint, which=which, device=dev, verify=not no_verify)
     options.check_vocab(tokenizer.vocab_size)
     seed = secrets.randbelow(2**31) if seed is None else seed
     generator = torch.Generator(device=dev).manual_seed(seed)

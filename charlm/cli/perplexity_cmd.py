@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from charlm import memory
 from charlm.checkpoint import CheckpointInfo, load_for_inference, tokenizer_fingerprint
 from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console, option_table
 from charlm.devices import resolve_device
@@ -35,6 +36,7 @@ from charlm.evaluate import (
     evaluate_file_mixture,
     total,
 )
+from charlm.model import RNNLanguageModel
 from charlm.ngram import KneserNeyModel
 
 _UNKNOWN_WHAT = {
@@ -57,6 +59,7 @@ OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--which", dict(type=click.Choice(["best", "last"]), default="best", show_default=True,
                      help="Which weights of the checkpoint.")),
     ("--device", dict(default="auto", show_default=True, help=DEVICE_HELP)),
+    ("--no-verify", dict(is_flag=True, help="Load weights that do not match their recorded SHA-256 (damaged).")),
     ("--interpolate", dict(metavar="CKPT[:WEIGHT]",
                            help="Also score with a mixture (1-WEIGHT) p + WEIGHT p' of CHECKPOINT and this one "
                                 "(same tokenizer); without WEIGHT it is chosen on CHECKPOINT's validation text.")),
@@ -89,6 +92,7 @@ def perplexity_command(
     window: int,
     which: str,
     device: str,
+    no_verify: bool,
     interpolate: str | None,
     dynamic: bool,
     dynamic_segment: int,
@@ -125,10 +129,13 @@ def perplexity_command(
         raise click.UsageError("--dynamic and --interpolate cannot be combined; choose one")
     if interpolate or dynamic:
         _refuse_parallel_options(ctx, "--interpolate" if interpolate else "--dynamic", streams)
-    model, tokenizer, info = load_for_inference(checkpoint, which=which, device=resolve_device(device))
+    dev = resolve_device(device)
+    model, tokenizer, info = load_for_inference(checkpoint, which=which, device=dev, verify=not no_verify)
     exact = exact or isinstance(model, KneserNeyModel)
+    parallel = None if exact or interpolate or dynamic else streams
+    _check_memory(model, files, dev, parallel, dynamic_segment if dynamic else None)
     if interpolate or dynamic:
-        compare = _Compare(ctx, model, tokenizer, info, which, encoding_errors, as_json)
+        compare = _Compare(ctx, model, tokenizer, info, which, encoding_errors, as_json, not no_verify)
         if interpolate:
             compare.interpolate(interpolate, files)
         else:
@@ -193,6 +200,29 @@ def _refuse_parallel_options(ctx: click.Context, mode: str, streams: int) -> Non
             f"{flags} {'does' if len(given) == 1 else 'do'} not apply to {mode}, which scores each file as "
             f"one exact stream; drop {flags}"
         )
+
+
+def _check_memory(
+    model: Any, files: tuple[Path, ...], device: Any, streams: int | None, dynamic_segment: int | None
+) -> None:
+    """Refuse --streams or --dynamic-segment beyond what the device holds (`charlm.memory`).
+
+    A file of n bytes has at most n tokens: that bounds the streams scoring uses
+    (each segment at least a warm-up long) and the segment dynamic evaluation
+    takes, so a large value is refused only for a file long enough to use it.
+    """
+    if not isinstance(model, RNNLanguageModel):
+        return  # a Kneser-Ney model is scored as one stream, token by token
+    longest = max((p.stat().st_size for p in files if p.is_file()), default=0)
+    if streams is not None:
+        used = min(streams, max(1, longest // DEFAULT_WARMUP))
+        need = memory.scoring_bytes(model.config, used)
+        memory.require(need, device, f"scoring {used:,} parallel streams", "use fewer --streams (or --exact)")
+    if dynamic_segment is not None:
+        used = min(dynamic_segment, max(1, longest))
+        need = memory.dynamic_bytes(model.config, used)
+        doing = f"dynamic evaluation in segments of {used:,} tokens"
+        memory.require(need, device, doing, "use a smaller --dynamic-segment")
 
 
 def _evaluate_with_progress(model: Any, tokenizer: Any, path: Path, opts: dict[str, Any], show: bool) -> TextScore:
@@ -292,13 +322,14 @@ class _Compare:
         which: str,
         errors: str,
         as_json: bool,
+        verify: bool = True,
     ) -> None:
         self.ctx, self.model, self.tokenizer, self.info = ctx, model, tokenizer, info
-        self.which, self.errors, self.as_json = which, errors, as_json
+        self.which, self.errors, self.as_json, self.verify = which, errors, as_json, verify
 
     def interpolate(self, spec: str, files: tuple[Path, ...]) -> None:
         path, weight = _parse_interpolate(spec)
-        other, other_tok, other_info = load_for_inference(path, device=_device_of(self.model))
+        other, other_tok, other_info = load_for_inference(path, device=_device_of(self.model), verify=self.verify)
         if tokenizer_fingerprint(other_tok) != tokenizer_fingerprint(self.tokenizer):
             raise ConfigError(
                 f"{other_info.path} has another tokenizer than {self.info.path}; "

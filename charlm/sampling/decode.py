@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from charlm import memory
 from charlm.devices import eval_mode
 from charlm.errors import ConfigError
-from charlm.model import LOGIT_BUDGET, State, reorder_state
+from charlm.model import LOGIT_BUDGET, ModelConfig, State, reorder_state
 from charlm.sampling.beam import BeamTextFinisher, beam_search
 from charlm.sampling.filters import choose
 from charlm.sampling.options import DecodingOptions
@@ -274,6 +275,7 @@ def generate(
 ) -> list[Generation]:
     """Whole results: `num_samples` samples (one batch), one greedy text, or the n best beam hypotheses (best first)."""
     options.check_vocab(tokenizer.vocab_size)
+    check_memory(model, tokenizer.vocab_size, options)
     plan = make_plan(tokenizer, prompt, options)
     with eval_mode(model), torch.no_grad():  # type: ignore[arg-type]
         if options.effective_strategy != "beam":
@@ -295,3 +297,22 @@ def generate(
             banned=plan.banned,
         )
         return [render(tokenizer, plan, h.ids, h.logprob, h.reached_eos, h.score) for h in hyps]
+
+
+def check_memory(model: DecodingModel, vocab: int, options: DecodingOptions) -> None:
+    """Refuse a whole-result request whose history cannot fit: it grows with the rows (--num-samples, or the
+    beam's slots) times --length. Streaming one sequence keeps only its own ids and text (tens of bytes a
+    token, so MAX_NEW_TOKENS bounds it at tens of MB) and is not checked."""
+    config = getattr(model, "config", None)
+    state = memory.state_floats(config) if isinstance(config, ModelConfig) else 0
+    length = options.max_new_tokens
+    if options.effective_strategy == "beam":
+        rows, per_token = options.beam_width, memory.BEAM_TOKEN_BYTES
+        doing = f"a beam search {rows} wide over up to {length:,} tokens"
+        fix = "use a smaller --beam-width or --length"
+    else:
+        rows, per_token = options.num_samples, memory.SAMPLE_TOKEN_BYTES
+        doing = f"drawing {rows:,} sample{'s' if rows != 1 else ''} of up to {length:,} tokens"
+        fix = "use fewer --num-samples or a smaller --length"
+    need = memory.decoding_bytes(rows, length, vocab, state, per_token)
+    memory.require(need, _device(model), doing, fix)
