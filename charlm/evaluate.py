@@ -107,20 +107,48 @@ def _warm_state(model: LanguageModel, ids: torch.Tensor) -> State:
 
 
 def token_logprobs(
-    model: LanguageModel, x: torch.Tensor, y: torch.Tensor, state: State | None, window: int = DEFAULT_WINDOW
+    model: LanguageModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    state: State | None,
+    window: int = DEFAULT_WINDOW,
+    amp_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, State]:
     """ln p(y[b, t] | state, x[b, :t+1]) (B, T) float64 and the state after x: per-token figures, e.g. to mix
-    two models. The recurrent model's are its float32 log-softmax (what its summed NLL adds up), window by window."""
+    two models. The recurrent model's are minus the float32 NLL that `_score_rows` sums, window by window."""
     if isinstance(model, KneserNeyModel):
         return model.token_logprobs(x, y, state)
+    parts, state = _window_nll(model, x, y, state, window, amp_dtype)
+    return -torch.cat(parts, dim=1).double(), state
+
+
+def _window_nll(
+    model: RNNLanguageModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    state: State | None,
+    window: int,
+    amp_dtype: torch.dtype | None,
+) -> tuple[list[torch.Tensor], State]:
+    """The float32 NLL of each target, one (B, t) tensor per window of at most `window` steps, and the state
+    after x (B, L). Row b reads x[b] from state[:, b] and predicts y[b]."""
+    vocab = model.config.vocab_size
+    t = _window_for(x.size(0), vocab, window)
+    adaptive = getattr(model, "clusters", None) is not None
     out = []
-    t = _window_for(x.size(0), model.config.vocab_size, window)
     for i in range(0, x.size(1), t):
-        logits, state = model(x[:, i : i + t], state)  # (B, t, V)
-        lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, y[:, i : i + t, None])[..., 0]  # (B, t)
-        out.append(lp.double())
-    assert state is not None
-    return torch.cat(out, dim=1), state
+        if adaptive:  # only the targets' probabilities (exact: the same as forward's log-probs give), ~4x faster
+            with autocast(x.device, amp_dtype):
+                nll, state = model.token_nll(x[:, i : i + t], state, y[:, i : i + t])  # (B, t)
+            out.append(nll.float())
+            continue
+        with autocast(x.device, amp_dtype):
+            logits, state = model(x[:, i : i + t], state)  # (B, t, V)
+        yw = y[:, i : i + t]  # (B, t)
+        nll = F.cross_entropy(logits.float().reshape(-1, vocab), yw.reshape(-1), reduction="none")
+        out.append(nll.view(yw.shape))
+    assert state is not None  # L >= 1: at least one window ran
+    return out, state
 
 
 def _score_rows(
@@ -138,21 +166,10 @@ def _score_rows(
     if isinstance(model, KneserNeyModel):
         lp, state = model.token_logprobs(x, y, state)  # (B, L) float64
         return -lp.sum(), state
-    vocab = model.config.vocab_size
+    parts, state = _window_nll(model, x, y, state, window, amp_dtype)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
-    t = _window_for(x.size(0), vocab, window)
-    adaptive = getattr(model, "clusters", None) is not None
-    for i in range(0, x.size(1), t):
-        if adaptive:  # only the targets' probabilities (exact: the same as forward's log-probs give), ~4x faster
-            with autocast(x.device, amp_dtype):
-                nll, state = model.token_nll(x[:, i : i + t], state, y[:, i : i + t])  # (B, t)
-            total += nll.sum(dtype=torch.float64)
-            continue
-        with autocast(x.device, amp_dtype):
-            logits, state = model(x[:, i : i + t], state)  # (B, t, V)
-        nll = F.cross_entropy(logits.float().reshape(-1, vocab), y[:, i : i + t].reshape(-1), reduction="none")
+    for nll in parts:
         total += nll.sum(dtype=torch.float64)
-    assert state is not None  # L >= 1: at least one window ran
     return total, state
 
 
@@ -180,24 +197,67 @@ def score_stream(
         row 1..S-1: L predictions each, from a state warmed on the `warmup` inputs before the row
         returned state: row S-1's, which ends at the last input
     """
-    was_training = model.training
-    model.eval()
-    try:
+
+    def rows(x: torch.Tensor, y: torch.Tensor, st: State | None) -> tuple[torch.Tensor, State]:
+        return _score_rows(model, x, y, st, window, amp_dtype)
+
+    parts, last = _in_rows(model, ids, streams, warmup, state, amp_dtype, rows)
+    total = torch.zeros((), dtype=torch.float64, device=ids.device)
+    for nll in parts:
+        total += nll
+    return StreamScore(float(total), max(0, ids.numel() - 1), last)
+
+
+@torch.no_grad()
+def stream_logprobs(
+    model: LanguageModel,
+    ids: torch.Tensor,
+    *,
+    streams: int = 1,
+    window: int = 256,
+    warmup: int = 256,
+    state: State | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, State | None]:
+    """ln p(ids[t+1] | ids[:t+1]) for every t, (N-1,) float64 in stream order, and the state after ids[-2]:
+    `score_stream`'s layout and figures (the sum of these is minus its NLL), one per token."""
+
+    def rows(x: torch.Tensor, y: torch.Tensor, st: State | None) -> tuple[torch.Tensor, State]:
+        return token_logprobs(model, x, y, st, window, amp_dtype)
+
+    parts, last = _in_rows(model, ids, streams, warmup, state, amp_dtype, rows)
+    if not parts:
+        return torch.zeros(0, dtype=torch.float64, device=ids.device), last
+    return torch.cat([p.reshape(-1) for p in parts]), last  # row-major (S, L) is stream order
+
+
+def _in_rows(
+    model: LanguageModel,
+    ids: torch.Tensor,
+    streams: int,
+    warmup: int,
+    state: State | None,
+    amp_dtype: torch.dtype | None,
+    rows: Callable[[torch.Tensor, torch.Tensor, State | None], tuple[torch.Tensor, State]],
+) -> tuple[list[torch.Tensor], State | None]:
+    """The parallel layout of `score_stream` with `rows(x, y, state)` scoring the rows: its results (the
+    prefix row's, if any, then the S rows') and the state after the last input."""
+    with eval_mode(model):
         device = ids.device
         inputs, targets = ids[:-1], ids[1:]  # (M,), (M,)
         m = inputs.numel()
         if m <= 0:
-            return StreamScore(0.0, 0, state)
+            return [], state
         if isinstance(model, KneserNeyModel):
             streams = 1  # exact at no cost: see the module doc
         s = max(1, min(streams, m // max(1, warmup)))  # a segment is at least `warmup` long
         seg = m // s
         r = m - s * seg  # < s
-        total = torch.zeros((), dtype=torch.float64, device=device)
+        out = []
         st = state
         if r:
-            nll, st = _score_rows(model, inputs[None, :r], targets[None, :r], st, window, amp_dtype)
-            total += nll
+            first, st = rows(inputs[None, :r], targets[None, :r], st)
+            out.append(first)
         x = inputs[r:].view(s, seg)  # (S, L)
         y = targets[r:].view(s, seg)  # (S, L)
         if s > 1:
@@ -206,14 +266,12 @@ def score_stream(
             warm_idx = starts[:, None] - w + torch.arange(w, device=device)[None, :]  # (S-1, w)
             with autocast(device, amp_dtype):
                 warm = _warm_state(model, inputs[warm_idx])
-            first = st if st is not None else model.init_state(1, device=device)
-            st = tuple(torch.cat([f, ws.to(f.dtype)], dim=1) for f, ws in zip(first, warm))  # each (L, S, H)
-        nll, st = _score_rows(model, x, y, st, window, amp_dtype)
-        total += nll
+            head = st if st is not None else model.init_state(1, device=device)
+            st = tuple(torch.cat([f, ws.to(f.dtype)], dim=1) for f, ws in zip(head, warm))  # each (L, S, H)
+        main, st = rows(x, y, st)
+        out.append(main)
         last = tuple(t[:, -1:].contiguous() for t in st)  # (L, 1, H): the stream's state after ids[-2]
-        return StreamScore(float(total), m, last)
-    finally:
-        model.train(was_training)
+        return out, last
 
 
 # ------------------------------------------------------------------ streaming in blocks
@@ -534,12 +592,27 @@ def read_text(
 
 # ------------------------------------------------------------------ two models mixed
 class MixtureScorer(BlockScorer):
-    """Two models read one stream exactly, each token scored by both and by their linear mixtures
+    """Two models read one stream, each token scored by both and by their linear mixtures
     p = (1 - w) p_a + w p_b for every w of `weights`, in float64 (log-sum-exp of the log-probabilities).
-    nll: (2 + W,) summed NLL of a alone, b alone, then each mixture."""
+    nll: (2 + W,) summed NLL of a alone, b alone, then each mixture.
 
-    def __init__(self, a: LanguageModel, b: LanguageModel, context_id: int, weights: Iterable[float]) -> None:
-        super().__init__(context_id, EXACT_BLOCK)
+    Each model scores a block as `score_stream` does under `scoring` (so its column equals its plain
+    figure): a recurrent model in parallel rows (one stream when exact), a Kneser-Ney model as one
+    stream; the two per-token vectors of the block are then mixed, with no work per token in Python."""
+
+    def __init__(
+        self,
+        a: LanguageModel,
+        b: LanguageModel,
+        context_id: int,
+        weights: Iterable[float],
+        scoring: Scoring | None = None,
+    ) -> None:
+        self.scoring = scoring = scoring or Scoring(exact=True)
+        parallel = not scoring.exact and not all(isinstance(m, KneserNeyModel) for m in (a, b))
+        super().__init__(
+            context_id, scoring.streams * max(scoring.segment, scoring.warmup, 1) if parallel else EXACT_BLOCK
+        )
         self.a, self.b = a, b
         self.device = model_device(a)
         w = torch.tensor(list(weights), dtype=torch.float64, device=self.device)
@@ -550,20 +623,30 @@ class MixtureScorer(BlockScorer):
         self.state_b: State | None = None
         self.nll = np.zeros(2 + len(w))
 
+    def _logprobs(self, model: LanguageModel, ids: np.ndarray, state: State | None) -> tuple[torch.Tensor, State]:
+        s = self.scoring
+        t = torch.from_numpy(np.ascontiguousarray(ids)).to(model_device(model))
+        lp, state = stream_logprobs(
+            model,
+            t,
+            streams=1 if s.exact else s.streams,
+            window=s.window,
+            warmup=s.warmup,
+            state=state,
+            amp_dtype=s.amp_dtype,
+        )
+        assert state is not None  # a block holds at least one prediction
+        return lp.to(self.device), state
+
     @torch.no_grad()
     def _score(self, ids: np.ndarray) -> None:
-        t = torch.from_numpy(np.ascontiguousarray(ids)).to(self.device)
-        x, y = t[None, :-1], t[None, 1:]  # (1, n)
-        with eval_mode(self.a), eval_mode(self.b):
-            lp_a, self.state_a = token_logprobs(self.a, x, y, self.state_a)  # (1, n) float64
-            lp_b, self.state_b = token_logprobs(
-                self.b, x.to(model_device(self.b)), y.to(model_device(self.b)), self.state_b
-            )
-        both = torch.stack([lp_a[0], lp_b[0].to(self.device)], dim=1)  # (n, 2)
-        mixed = torch.logsumexp(both[None] + self.log_w[:, None], dim=2)  # (W, n); a weight of 0 drops its term
-        sums = torch.cat([both.sum(0), mixed.sum(1)])  # (2 + W,)
-        self.nll -= sums.cpu().numpy()
-        self.tokens += y.numel()
+        lp_a, self.state_a = self._logprobs(self.a, ids, self.state_a)  # (n,) float64
+        lp_b, self.state_b = self._logprobs(self.b, ids, self.state_b)
+        sums = [lp_a.sum(), lp_b.sum()]
+        for log_w in self.log_w:  # one vector operation per weight; a weight of 0 drops its term
+            sums.append(torch.logaddexp(lp_a + log_w[0], lp_b + log_w[1]).sum())
+        self.nll -= torch.stack(sums).cpu().numpy()
+        self.tokens += lp_a.numel()
 
 
 def evaluate_file_mixture(
@@ -576,12 +659,13 @@ def evaluate_file_mixture(
     errors: str = "strict",
     chunk_bytes: int = CHUNK_BYTES,
     progress: Callable[[int], None] | None = None,
+    **scoring: Any,
 ) -> list[TextScore]:
     """The figures of a file under a alone, b alone, and each mixture (1 - w) p_a + w p_b, in that order;
-    one exact stream per model, protocol as `evaluate_file`."""
+    protocol as `evaluate_file`, `scoring` its keywords (default: one exact stream per model)."""
     check_vocab(a, tokenizer)
     check_vocab(b, tokenizer)
-    scorer = MixtureScorer(a, b, context_id(tokenizer), weights)
+    scorer = MixtureScorer(a, b, context_id(tokenizer), weights, Scoring(**{"exact": True, **scoring}))
     chunks = iter_text_chunks(path, chunk_bytes=chunk_bytes, errors=errors)
     nll, _, counts = read_text(scorer, tokenizer, chunks, str(path), progress)
     return [counts(v) for v in nll]
@@ -591,14 +675,20 @@ WEIGHT_GRID = np.linspace(0.0, 1.0, 101)
 
 
 def choose_weight(
-    a: LanguageModel, b: LanguageModel, ids: np.ndarray, context: int, max_tokens: int | None = None
+    a: LanguageModel,
+    b: LanguageModel,
+    ids: np.ndarray,
+    context: int,
+    max_tokens: int | None = None,
+    **scoring: Any,
 ) -> tuple[float, np.ndarray]:
     """The weight w of b in (1 - w) p_a + w p_b that minimises the NLL of the stream `ids` (read after
     `context`; its first `max_tokens` tokens when given), and the mean NLL per token at every weight.
+    `scoring`: the keywords of `Scoring` (default: one exact stream per model).
 
     A grid of steps of 0.01 over [0, 1]: the mixture's log-likelihood is concave in w, so the grid's
     best is within 0.01 of the optimum, and one streaming pass scores all weights at once."""
-    scorer = MixtureScorer(a, b, context, WEIGHT_GRID)
+    scorer = MixtureScorer(a, b, context, WEIGHT_GRID, Scoring(**{"exact": True, **scoring}))
     n = len(ids) if max_tokens is None else min(len(ids), max_tokens)
     for i in range(0, n, 1 << 20):
         scorer.feed(np.asarray(ids[i : min(n, i + (1 << 20))], dtype=np.int64))

@@ -1,6 +1,6 @@
 """Dynamic evaluation: lr 0 is the static figure, a positive step learns a repetitive text, the
-checkpoint never changes, and the CLI reports both figures side by side (and, like --interpolate,
-refuses the parallel-scoring options --streams and --window: both score one exact stream)."""
+checkpoint never changes, and the CLI reports both figures side by side (and refuses the
+parallel-scoring options --streams and --window: it scores one exact stream; --interpolate takes them)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,6 @@ def test_option_mistakes_are_one_line_errors(setup, extra: list[str], expected: 
     assert expected in result.output.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("mode", ["--dynamic", "--interpolate"])
 @pytest.mark.parametrize(
     ("extra", "flags", "does"),
     [
@@ -98,19 +97,34 @@ def test_option_mistakes_are_one_line_errors(setup, extra: list[str], expected: 
     ],
 )
 def test_parallel_scoring_options_are_refused_where_one_exact_stream_is_scored(
-    setup, mode: str, extra: list[str], flags: str, does: str
+    setup, extra: list[str], flags: str, does: str
 ) -> None:
     _, _, path, text = setup
-    mode_args = [mode] if mode == "--dynamic" else [mode, f"{path}:0.5"]
-    result = CliRunner().invoke(main, ["perplexity", str(path), str(text), *mode_args, *extra])
+    result = CliRunner().invoke(main, ["perplexity", str(path), str(text), "--dynamic", *extra])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines() == [
-        f"Error: {flags} {does} not apply to {mode}, which scores each file as one exact stream; drop {flags}"
+        f"Error: {flags} {does} not apply to --dynamic, which scores each file as one exact stream; drop {flags}"
     ]
 
 
-@pytest.mark.parametrize("mode", ["--dynamic", "--interpolate"])
-@pytest.mark.parametrize("extra", [[], ["--streams", "1"], ["--exact"]])
+def test_interpolate_takes_the_parallel_scoring_options_of_plain_perplexity(setup, tmp_path: Path) -> None:
+    _, _, path, _ = setup
+    text = tmp_path / "long.txt"
+    text.write_text(TEXT * 5, encoding="utf-8")  # 2,100 tokens: two streams, each past the 256-token warm-up
+    plain = CliRunner().invoke(main, ["perplexity", str(path), str(text), "--json", "--streams", "2"])
+    args = ["perplexity", str(path), str(text), "--json", "--interpolate", f"{path}:0.5"]
+    result = CliRunner().invoke(main, [*args, "--streams", "2", "--window", "64"])
+    assert result.exit_code == 0, result.output
+    out, want = json.loads(result.stdout), json.loads(plain.stdout)["total"]["nll"]
+    assert out["protocol"]["streams"] == 2 and out["protocol"]["exact"] is False
+    assert out["total"]["checkpoint"]["nll"] == pytest.approx(want, rel=1e-9)
+    assert out["total"]["mixture"]["nll"] == pytest.approx(want, rel=1e-9)  # a model mixed with itself
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra"),
+    [("--dynamic", []), ("--dynamic", ["--streams", "1"]), ("--dynamic", ["--exact"]), ("--interpolate", ["--exact"])],
+)
 def test_one_exact_stream_modes_run_with_the_defaults_or_one_stream(setup, mode: str, extra: list[str]) -> None:
     _, _, path, text = setup
     mode_args = [mode] if mode == "--dynamic" else [mode, f"{path}:0.5"]

@@ -398,3 +398,76 @@ def test_sampled_validation_equals_its_segments_scored_by_hand():
     capped = ev.evaluate_ids(model, ids, 3, chars=2000, nbytes=2000, oov=10, max_tokens=300, segment=100, warmup=20)
     assert whole.tokens == 2000 and capped.tokens == 300 and capped.chars == 300 and capped.oov == 2
     assert capped.nll == pytest.approx(nll)
+
+
+# ------------------------------------------------------------------ two models mixed
+def mixture_token_by_token(a, b, ids: list[int], weights: list[float]) -> list[float]:
+    """The slow reference: both models step one token at a time from the zero state, and each token's
+    mixture (1 - w) p_a + w p_b is taken from the two full distributions: [NLL of a, of b, of each mixture]."""
+    sums = [0.0] * (2 + len(weights))
+    sa = sb = None
+    with torch.no_grad():
+        for prev, nxt in zip(ids[:-1], ids[1:]):
+            la, sa = a(torch.tensor([[prev]]), sa)  # (1, 1, V)
+            lb, sb = b(torch.tensor([[prev]]), sb)
+            pa = F.softmax(la[0, 0].double(), -1)[nxt].item()
+            pb = F.softmax(lb[0, 0].double(), -1)[nxt].item()
+            for i, p in enumerate([pa, pb] + [(1 - w) * pa + w * pb for w in weights]):
+                sums[i] -= math.log(p)
+    return sums
+
+
+def test_mixture_in_one_stream_equals_the_token_by_token_reference():
+    a, b = tiny(seed=0), tiny(seed=1)
+    ids = torch.randint(0, 7, (300,), generator=torch.Generator().manual_seed(5)).tolist()
+    weights = [0.0, 0.3, 1.0]
+    scorer = ev.MixtureScorer(a, b, ids[0], weights)  # exact: one stream per model
+    scorer.feed(np.array(ids[1:]))
+    nll, tokens = scorer.finish()
+    assert tokens == len(ids) - 1
+    np.testing.assert_allclose(nll, mixture_token_by_token(a, b, ids, weights), rtol=1e-6)
+
+
+@pytest.mark.parametrize("block", [None, 37])  # one block, or blocks that cut the rows anywhere
+def test_parallel_mixture_columns_are_each_models_parallel_figure(block):
+    a, b = tiny(seed=0), tiny(seed=1)
+    ids = torch.randint(0, 7, (400,), generator=torch.Generator().manual_seed(6))
+    scoring = ev.Scoring(streams=4, window=5, warmup=6, segment=20)
+    scorer = ev.MixtureScorer(a, b, int(ids[0]), [0.0, 0.5, 1.0], scoring)
+    if block:
+        scorer.block = block
+    scorer.feed(ids[1:].numpy())
+    nll, tokens = scorer.finish()
+    for model, column in ((a, 0), (b, 1)):
+        plain = ev._StreamScorer(model, int(ids[0]), scoring)
+        if block:
+            plain.block = block
+        plain.feed(ids[1:].numpy())
+        assert nll[column] == pytest.approx(plain.finish()[0], rel=1e-9)
+    assert nll[2] == pytest.approx(nll[0], rel=1e-12) and nll[4] == pytest.approx(nll[1], rel=1e-12)
+    assert nll[3] < 0.5 * (nll[0] + nll[1])  # Jensen: the mixture beats the mean of its parts' NLL
+
+
+@pytest.mark.parametrize("streams", [1, 4])
+def test_stream_logprobs_are_the_per_token_terms_of_score_stream(streams):
+    model = tiny()
+    ids = torch.randint(0, 7, (203,), generator=torch.Generator().manual_seed(7))
+    lp, state = ev.stream_logprobs(model, ids, streams=streams, window=5, warmup=6)
+    out = score_stream(model, ids, streams=streams, window=5, warmup=6)
+    assert lp.shape == (202,) and lp.dtype == torch.float64
+    assert -float(lp.sum()) == pytest.approx(out.nll, rel=1e-9)
+    assert all(torch.equal(s, t) for s, t in zip(state, out.state))
+    if streams == 1:  # one stream: each term is the token's own log-probability
+        for t in (0, 1, 100, 201):
+            assert -float(lp[t]) == pytest.approx(
+                hand_nll(model, ids[: t + 2].tolist()) - hand_nll(model, ids[: t + 1].tolist()), abs=1e-5
+            )
+
+
+def test_choose_weight_in_parallel_streams_picks_the_exact_weight():
+    a, b = tiny(seed=0), tiny(seed=1)  # two different near-uniform guesses: the best mixture lies between
+    ids = torch.randint(0, 7, (1500,), generator=torch.Generator().manual_seed(8)).numpy()
+    w_exact, losses_exact = ev.choose_weight(a, b, ids, 0)
+    w_par, losses_par = ev.choose_weight(a, b, ids, 0, streams=4, warmup=64, exact=False)
+    assert w_par == w_exact and 0.0 < w_exact < 1.0
+    np.testing.assert_allclose(losses_par, losses_exact, rtol=1e-3)

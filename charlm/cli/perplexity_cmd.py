@@ -52,10 +52,9 @@ OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--json as_json", dict(is_flag=True, help="Print the results as JSON on stdout, and nothing else.")),
     ("--streams", dict(type=click.IntRange(1), default=DEFAULT_STREAMS, show_default=True,
                        help="Parallel streams (each warmed on the tokens before it); 1 is --exact. "
-                            "Refused above 1 with --interpolate or --dynamic (they score one exact stream).")),
+                            "Refused above 1 with --dynamic (it scores one exact stream).")),
     ("--window", dict(type=click.IntRange(1), default=DEFAULT_WINDOW, show_default=True,
-                      help="Tokens per forward call. Refused with --interpolate or --dynamic "
-                           "(they score one exact stream).")),
+                      help="Tokens per forward call. Refused with --dynamic (it scores one exact stream).")),
     ("--which", dict(type=click.Choice(["best", "last"]), default="best", show_default=True,
                      help="Which weights of the checkpoint.")),
     ("--device", dict(default="auto", show_default=True, help=DEVICE_HELP)),
@@ -109,10 +108,10 @@ def perplexity_command(
     --exact gives the one-stream figure (Kneser-Ney models are always scored
     exactly).
 
-    --interpolate and --dynamic score each file as one exact stream (so they
-    refuse --window, and --streams above 1) and report the figures side by
-    side: each model alone and their mixture, or the static and the dynamic
-    figure (the checkpoint on disk never changes).
+    --interpolate and --dynamic report figures side by side: each model alone
+    and their mixture (scored as above, parallel streams unless --exact), or
+    the static and the dynamic figure (one exact stream, so --dynamic refuses
+    --window and --streams above 1; the checkpoint on disk never changes).
 
     \b
     Examples:
@@ -127,28 +126,22 @@ def perplexity_command(
             raise click.UsageError(f"--{name.replace('_', '-')} applies to --dynamic only; add --dynamic or drop it")
     if dynamic and interpolate:
         raise click.UsageError("--dynamic and --interpolate cannot be combined; choose one")
-    if interpolate or dynamic:
-        _refuse_parallel_options(ctx, "--interpolate" if interpolate else "--dynamic", streams)
+    if dynamic:
+        _refuse_parallel_options(ctx, "--dynamic", streams)
     dev = resolve_device(device)
     model, tokenizer, info = load_for_inference(checkpoint, which=which, device=dev, verify=not no_verify)
     exact = exact or isinstance(model, KneserNeyModel)
-    parallel = None if exact or interpolate or dynamic else streams
+    parallel = None if exact or dynamic else streams
     _check_memory(model, files, dev, parallel, dynamic_segment if dynamic else None)
+    scoring = dict(exact=exact, streams=streams, window=window, warmup=DEFAULT_WARMUP, segment=DEFAULT_SEGMENT)
     if interpolate or dynamic:
         compare = _Compare(ctx, model, tokenizer, info, which, encoding_errors, as_json, not no_verify)
         if interpolate:
-            compare.interpolate(interpolate, files)
+            compare.interpolate(interpolate, files, scoring)
         else:
             compare.dynamic(DynamicOptions(lr=dynamic_lr, segment=dynamic_segment), files)
         return
-    opts = dict(
-        exact=exact,
-        streams=streams,
-        window=window,
-        warmup=DEFAULT_WARMUP,
-        segment=DEFAULT_SEGMENT,
-        errors=encoding_errors,
-    )
+    opts = dict(scoring, errors=encoding_errors)
 
     results: list[tuple[Path, TextScore | CorpusError]] = []
     for path in files:
@@ -164,14 +157,7 @@ def perplexity_command(
         "which": which,
         "level": tokenizer.kind,
         "vocab_size": tokenizer.vocab_size,
-        "protocol": {
-            "exact": exact,
-            "streams": 1 if exact else streams,
-            "window": window,
-            "warmup": 0 if exact else DEFAULT_WARMUP,
-            "segment": None if exact else DEFAULT_SEGMENT,
-            "first_token": "scored after a line end",
-        },
+        "protocol": _protocol(scoring),
         "files": [
             {"path": str(p), **(r.to_dict() if isinstance(r, TextScore) else {"error": str(r)})} for p, r in results
         ],
@@ -184,6 +170,19 @@ def perplexity_command(
     if failed:
         err_console.print(f"[red]error:[/] {failed} of {len(results)} files could not be evaluated (see the report)")
         ctx.exit(1)
+
+
+def _protocol(scoring: dict[str, Any]) -> dict[str, Any]:
+    """How the files were scored, for the JSON report."""
+    exact = bool(scoring["exact"])
+    return {
+        "exact": exact,
+        "streams": 1 if exact else scoring["streams"],
+        "window": scoring["window"],
+        "warmup": 0 if exact else scoring["warmup"],
+        "segment": None if exact else scoring["segment"],
+        "first_token": "scored after a line end",
+    }
 
 
 def _refuse_parallel_options(ctx: click.Context, mode: str, streams: int) -> None:
@@ -247,12 +246,7 @@ def _with_progress(path: Path, show: bool, run: Callable[[Callable[[int], None] 
 
 
 def _print_report(summary: dict[str, Any], results: list[tuple[Path, Any]], scores: list[TextScore], kind: str) -> None:
-    p = summary["protocol"]
-    mode = (
-        "exact: one stream per file"
-        if p["exact"]
-        else f"{p['streams']} streams x {p['segment']} tokens, warm-up {p['warmup']} (--exact: one stream)"
-    )
+    mode = _mode(summary["protocol"])
     table = Table(
         title=(
             f"{escape(summary['checkpoint'])} ({summary['which']}), {kind} level, vocabulary {summary['vocab_size']:,}"
@@ -285,6 +279,12 @@ def _print_report(summary: dict[str, Any], results: list[tuple[Path, Any]], scor
             )
         elif not isinstance(r, TextScore):
             console.print(f"[red]error:[/] {escape(str(r))}", soft_wrap=True)
+
+
+def _mode(p: dict[str, Any]) -> str:
+    if p["exact"]:
+        return "exact: one stream per file"
+    return f"{p['streams']} streams x {p['segment']} tokens, warm-up {p['warmup']} (--exact: one stream)"
 
 
 def _cells(r: TextScore) -> list[str]:
@@ -327,7 +327,7 @@ class _Compare:
         self.ctx, self.model, self.tokenizer, self.info = ctx, model, tokenizer, info
         self.which, self.errors, self.as_json, self.verify = which, errors, as_json, verify
 
-    def interpolate(self, spec: str, files: tuple[Path, ...]) -> None:
+    def interpolate(self, spec: str, files: tuple[Path, ...], scoring: dict[str, Any]) -> None:
         path, weight = _parse_interpolate(spec)
         other, other_tok, other_info = load_for_inference(path, device=_device_of(self.model), verify=self.verify)
         if tokenizer_fingerprint(other_tok) != tokenizer_fingerprint(self.tokenizer):
@@ -337,12 +337,12 @@ class _Compare:
             )
         chosen = "given"
         if weight is None:
-            weight, chosen = self._choose_weight(other, path)
+            weight, chosen = self._choose_weight(other, path, scoring)
         labels = [self._label(self.model), self._label(other), f"mix w={weight:g}"]
 
         def score(p: Path, progress: Any) -> list[TextScore]:
             return evaluate_file_mixture(
-                self.model, other, self.tokenizer, p, [weight], errors=self.errors, progress=progress
+                self.model, other, self.tokenizer, p, [weight], errors=self.errors, progress=progress, **scoring
             )
 
         extra = {
@@ -354,9 +354,9 @@ class _Compare:
             }
         }
         note = f"mixture weight w = {weight:g} of {other_info.path} ({chosen}); p = (1 - w) p_1 + w p_2"
-        self._report(files, labels, ["checkpoint", "interpolate", "mixture"], score, extra, note)
+        self._report(files, labels, ["checkpoint", "interpolate", "mixture"], score, extra, note, scoring)
 
-    def _choose_weight(self, other: Any, spec_path: Path) -> tuple[float, str]:
+    def _choose_weight(self, other: Any, spec_path: Path, scoring: dict[str, Any]) -> tuple[float, str]:
         from charlm.config import TrainConfig
         from charlm.train import prepare_data
 
@@ -370,7 +370,12 @@ class _Compare:
         except CorpusError as exc:
             raise ConfigError(f"cannot read the run's validation text ({exc}); {hint}") from None
         weight, _ = choose_weight(
-            self.model, other, data.valid_ids, context_id(self.tokenizer), max_tokens=config.eval_tokens or None
+            self.model,
+            other,
+            data.valid_ids,
+            context_id(self.tokenizer),
+            max_tokens=config.eval_tokens or None,
+            **scoring,
         )
         n = min(len(data.valid_ids), config.eval_tokens or len(data.valid_ids))
         return weight, f"chosen on {n:,} tokens of {self.info.path}'s validation text"
@@ -404,6 +409,7 @@ class _Compare:
         score: Callable[[Path, Any], list[TextScore]],
         extra: dict[str, Any],
         note: str,
+        scoring: dict[str, Any] | None = None,
     ) -> None:
         results: list[tuple[Path, list[TextScore] | CorpusError]] = []
         for path in files:
@@ -418,7 +424,7 @@ class _Compare:
             "which": self.which,
             "level": self.tokenizer.kind,
             "vocab_size": self.tokenizer.vocab_size,
-            "protocol": {"exact": True, "streams": 1, "first_token": "scored after a line end"},
+            "protocol": _protocol(scoring or {"exact": True, "streams": 1, "window": None}),
             **extra,
             "labels": dict(zip(keys, labels)),
             "files": [
@@ -443,7 +449,7 @@ class _Compare:
     ) -> None:
         table = Table(
             title=f"{escape(summary['checkpoint'])}, {summary['level']} level, vocabulary {summary['vocab_size']:,}",
-            caption=escape(note) + "; exact: one stream per file",
+            caption=escape(note) + "; " + _mode(summary["protocol"]),
             box=box.SIMPLE_HEAD,
             pad_edge=False,
         )
