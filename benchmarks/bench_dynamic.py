@@ -35,7 +35,13 @@ sys.path.insert(0, str(ROOT))  # this checkout's charlm, whatever is installed
 
 from charlm.checkpoint import load_for_inference  # noqa: E402
 from charlm.corpus import corpus_files, split_offset  # noqa: E402
-from charlm.dynamic import DynamicOptions, evaluate_text_dynamic  # noqa: E402
+from charlm.dynamic import (  # noqa: E402
+    RMS_DECAY,
+    RMS_TOKENS,
+    DynamicOptions,
+    evaluate_text_dynamic,
+    gradient_rms,
+)
 from charlm.evaluate import choose_weight, context_id, evaluate_file, evaluate_file_mixture  # noqa: E402
 from charlm.model import RNNLanguageModel  # noqa: E402
 from charlm.train import TrainConfig, prepare_data, train  # noqa: E402
@@ -155,6 +161,41 @@ def run(setup: dict, budget: float, dyn_tokens: int, lrs: list[float], segments:
     return lines + [""]
 
 
+def sweep(checkpoints: list[Path], chars: int, grid: list[tuple[str, int, float]]) -> list[str]:
+    """Dynamic evaluation of already trained runs on the first `chars` characters of each run's own held-out
+    end (the last 10% of its corpus, cut at a line end): static and dynamic loss and chars/s per grid point."""
+    out = [
+        "| corpus | rule | segment | lr | decay | static loss | dynamic loss | gain (nats/token) | chars/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for ckpt in checkpoints:
+        rnn, tok, info = load_for_inference(ckpt)
+        assert isinstance(rnn, RNNLanguageModel)
+        config = TrainConfig.from_dict(info.train_config)
+        corpus = Path(config.corpus[0])
+        text = corpus.read_bytes()[split_offset(corpus_files([corpus]), 0.1) :].decode("utf-8")
+        text = text[: text.rfind("\n", 0, chars) + 1]
+        train_ids = prepare_data(config, tok).train_ids
+        stats: dict[int, list[torch.Tensor]] = {}
+        for rule, segment, lr in grid:
+            decay = RMS_DECAY if rule == "rms" else 0.0
+            rms = None
+            if rule == "rms":
+                if segment not in stats:
+                    stats[segment] = gradient_rms(rnn, train_ids[-RMS_TOKENS:], segment)
+                rms = stats[segment]
+            t0 = time.perf_counter()
+            options = DynamicOptions(lr=lr, segment=segment, decay=decay, rule=rule)
+            static, dyn = evaluate_text_dynamic(rnn, tok, text, options, rms=rms)
+            sec = time.perf_counter() - t0
+            out.append(
+                f"| {corpus.name} | {rule} | {segment} | {lr:g} | {decay:g} | {static.loss:.4f} | {dyn.loss:.4f} "
+                f"| {static.loss - dyn.loss:+.4f} | {len(text) / sec:,.0f} |"
+            )
+            print(out[-1], flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=180.0, help="seconds of RNN training per setup")
@@ -163,8 +204,15 @@ def main() -> None:
     ap.add_argument("--segments", default="20,50")
     ap.add_argument("--only", choices=["char", "word"])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_dynamic.md")
+    ap.add_argument("--sweep", type=Path, nargs="+", help="only sweep dynamic evaluation on these trained runs")
+    ap.add_argument("--sweep-chars", type=int, default=20_000)
+    ap.add_argument("--grid", default="sgd:20:0.03,sgd:20:0.1,sgd:20:0.3,sgd:50:0.1,sgd:50:0.3,sgd:50:1")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.sweep:
+        grid = [(r, int(n), float(lr)) for r, n, lr in (g.split(":") for g in args.grid.split(","))]
+        print("\n".join(sweep(args.sweep, args.sweep_chars, grid)))
+        return
     os.environ.setdefault("CHARLM_CACHE_DIR", str(OUT / "token-cache"))
     OUT.mkdir(parents=True, exist_ok=True)
     lrs = [float(x) for x in args.lrs.split(",")]

@@ -5,26 +5,34 @@ every token scored, OOV counted) cut into segments of `segment` tokens. Each
 segment is first scored, then the model takes one gradient step on it before the
 next segment is scored; the recurrent state is carried across segments. A copy
 of the model is adapted: the loaded model (and the checkpoint on disk) never
-changes, and the same pass scores the same segments with the unchanged model,
-so the static and the dynamic figures come side by side from one read.
+changes. The static figure is scored beside it, block by block from the same
+read, exactly as `charlm perplexity` scores the file (parallel streams unless
+exact), so it is the plain figure.
 
 Decisions:
-- Update rule: SGD on the segment's mean NLL, then a decay toward the original
-  weights, theta <- theta - lr * grad; theta <- theta + decay * (theta_0 - theta).
-  Krause et al.'s RMS-normalised rule needs gradient statistics of the training
-  data, which a checkpoint does not hold; their plain-SGD variant gets most of
-  the gain. The mean (not the sum) makes `lr` independent of `segment`.
+- Update rules. sgd (default): a step on the segment's mean NLL, then a uniform
+  decay toward the original weights, theta <- theta - lr * grad;
+  theta <- theta + decay * (theta_0 - theta). rms (Krause et al.'s rule): each
+  weight's step divided by the RMS of its gradient on training text, and a decay
+  in proportion to that RMS (relative to its mean, at most 1). A checkpoint
+  holds no such statistics, so `gradient_rms` gathers them from the end of the
+  run's training text at the start of the pass (`--dynamic-rule rms`); without
+  that text the rule is refused and sgd is the fallback. The mean (not the sum)
+  makes `lr` independent of `segment`.
 - Eval mode: no dropout for the gradient, as the scores are taken without it
   (cuDNN's RNN has no backward in eval mode, so on CUDA the dynamic copy runs
   with cuDNN disabled).
-- The defaults (`DEFAULT_LR`, `DEFAULT_SEGMENT`) were measured on a char and a
-  word model: benchmarks/results_dynamic.md.
-- lr = 0 takes the same steps with a zero update, and gives the static figure
-  exactly: the static scores are computed by the same autograd-enabled kernels
-  (grad-free kernels differ in the last bits), so the static column can differ
-  from `charlm perplexity --exact` by ~1e-8 relative.
-The hot path is one forward/backward per segment on tensors, with the NLL summed
-on the device: no Python loop per token and no host sync per segment.
+- Speed: per segment one forward (that scores it) and one backward of the
+  adapted copy, batched over the segment's tokens, with the NLL summed on the
+  device; the static model runs in parallel streams over whole blocks. A segment
+  cannot be split into parallel streams: its first token needs the state the
+  previous segment left, under the weights its step produced. So the pass is as
+  fast as one forward/backward per segment allows, and a longer segment is faster.
+- The defaults (`DEFAULT_LR`, `DEFAULT_SEGMENT`; `RMS_LR`, `RMS_DECAY`) were
+  chosen on the held-out ends of tinyshakespeare and War and Peace, and checked
+  on a word model: benchmarks/results_dynamic.md.
+- lr = 0 gives the static figure to float rounding (the adapted copy runs the
+  gradient-enabled kernels, which differ from the grad-free ones in the last bits).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +56,9 @@ from charlm.evaluate import (
     EXACT_BLOCK,
     BlockScorer,
     LanguageModel,
+    Scoring,
     TextScore,
+    _StreamScorer,
     check_vocab,
     context_id,
     read_text,
@@ -55,18 +66,24 @@ from charlm.evaluate import (
 from charlm.model import RNNLanguageModel, State, detach_state
 from charlm.tokenizers import Tokenizer
 
-DEFAULT_LR = 0.1
-DEFAULT_SEGMENT = 20
+DEFAULT_LR = 0.3
+DEFAULT_SEGMENT = 50
 DEFAULT_DECAY = 0.0
+RULES = ("sgd", "rms")
+RMS_LR = 1e-4
+RMS_DECAY = 0.02
+RMS_TOKENS = 1 << 17  # training tokens the RMS rule's statistics are gathered on (the text's end)
+RMS_EPS = 1e-5  # added to the RMS of a gradient before dividing by it (Krause et al.'s epsilon)
 
 
 @dataclass(frozen=True)
 class DynamicOptions:
-    """Segment length (tokens), SGD step size and decay toward the original weights per segment."""
+    """Segment length (tokens), step size, decay toward the original weights per segment, update rule."""
 
     lr: float = DEFAULT_LR
     segment: int = DEFAULT_SEGMENT
     decay: float = DEFAULT_DECAY
+    rule: str = "sgd"
 
     def __post_init__(self) -> None:
         if not self.lr >= 0:
@@ -75,49 +92,111 @@ class DynamicOptions:
             raise ConfigError(f"--dynamic-segment must be at least 1, got {self.segment}")
         if not 0 <= self.decay <= 1:
             raise ConfigError(f"the decay toward the original weights must be in [0, 1], got {self.decay}")
+        if self.rule not in RULES:
+            raise ConfigError(f"--dynamic-rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+
+
+@torch.no_grad()
+def gradient_rms(model: RNNLanguageModel, ids: np.ndarray, segment: int, rows: int = 32) -> list[torch.Tensor]:
+    """Krause et al.'s statistics for the RMS rule: per parameter, the root mean square of the gradient of a
+    segment's mean NLL, over the segments of `ids` (training text) read as `rows` parallel streams of
+    `segment`-token windows from the zero state, in eval mode. One float tensor per parameter, as
+    `model.parameters()` orders them."""
+    ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=next(model.parameters()).device)
+    n = (len(ids_t) - 1) // rows
+    if n < 1:
+        raise ConfigError("the training text is too short to gather gradient statistics for --dynamic-rule rms")
+    x = ids_t[: rows * n].view(rows, n)  # (B, n)
+    y = ids_t[1 : rows * n + 1].view(rows, n)  # (B, n)
+    params = [p for p in model.parameters()]
+    ms = [torch.zeros_like(p) for p in params]
+    state: State | None = None
+    steps = 0
+    with eval_mode(model), torch.enable_grad(), _no_cudnn(params[0].device):
+        for i in range(0, n, segment):
+            logits, state = model(x[:, i : i + segment], state)  # (B, s, V)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y[:, i : i + segment].reshape(-1))
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            for m, g in zip(ms, grads):
+                if g is not None:
+                    m.addcmul_(g, g)
+            state = detach_state(state)
+            steps += 1
+    return [(m / steps).sqrt_() for m in ms]
+
+
+def _no_cudnn(device: torch.device) -> contextlib.AbstractContextManager:
+    """cuDNN's RNN has no backward in eval mode: off on CUDA for the gradient steps."""
+    return torch.backends.cudnn.flags(enabled=False) if device.type == "cuda" else contextlib.nullcontext()
 
 
 class DynamicScorer(BlockScorer):
-    """nll: (2,) float64 on the device, the static and the dynamic summed NLL (see the module doc)."""
+    """nll: (2,) float64, the static and the dynamic summed NLL (see the module doc).
 
-    def __init__(self, model: RNNLanguageModel, context: int, options: DynamicOptions) -> None:
+    The static figure is `charlm.evaluate`'s (parallel streams unless `scoring` is exact), scored block
+    by block beside the dynamic pass; the dynamic pass is one forward and one backward per segment."""
+
+    def __init__(
+        self,
+        model: RNNLanguageModel,
+        context: int,
+        options: DynamicOptions,
+        scoring: Scoring | None = None,
+        rms: list[torch.Tensor] | None = None,
+    ) -> None:
         super().__init__(context, options.segment * max(1, EXACT_BLOCK // options.segment))  # whole segments
-        self.static = model
+        self.static = _StreamScorer(model, context, scoring or Scoring())
         self.dynamic = copy.deepcopy(model)
         self.dynamic.eval()  # the static model is in eval mode: its caller's `eval_mode`
         self.params: list[torch.Tensor] = list(self.dynamic.parameters())
         for p in self.params:
             p.requires_grad_(True)
-        self.origin = [p.detach() for p in self.static.parameters()]  # the same order: a deep copy's
+        self.origin = [p.detach() for p in model.parameters()]  # the same order: a deep copy's
         self.options = options
         self.device = self.origin[0].device
-        self.state_s: State | None = None
-        self.state_d: State | None = None
-        self.nll = torch.zeros(2, dtype=torch.float64, device=self.device)
-        self._no_cudnn = self.device.type == "cuda"
+        self.state: State | None = None
+        self.nll_d = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.scale: list[torch.Tensor] | None = None  # RMS rule: 1 / (RMS + eps) per weight
+        self.pull: list[torch.Tensor] | None = None  # RMS rule: decay * RMS / mean RMS, at most 1
+        if options.rule == "rms":
+            if rms is None:
+                raise ConfigError("--dynamic-rule rms needs gradient statistics of the training text")
+            self.scale = [1.0 / (r.to(p.dtype) + RMS_EPS) for r, p in zip(rms, self.params)]
+            mean = torch.cat([r.reshape(-1) for r in rms]).mean()
+            self.pull = [(options.decay * r / mean).clamp_(max=1.0).to(p.dtype) for r, p in zip(rms, self.params)]
+
+    def feed(self, ids: np.ndarray) -> None:
+        self.static.feed(ids)
+        super().feed(ids)
+
+    def finish(self) -> tuple[Any, int]:
+        static, _ = self.static.finish()
+        _, tokens = super().finish()
+        return np.array([static, float(self.nll_d)]), tokens
 
     def _score(self, ids: np.ndarray) -> None:
         t = torch.from_numpy(np.ascontiguousarray(ids)).to(self.device)
         x, y = t[None, :-1], t[None, 1:]  # (1, n)
-        seg, vocab = self.options.segment, self.static.config.vocab_size
-        for i in range(0, x.size(1), seg):
-            xs, ys = x[:, i : i + seg], y[:, i : i + seg].reshape(-1)  # (1, s), (s,)
-            cudnn = torch.backends.cudnn.flags(enabled=False) if self._no_cudnn else contextlib.nullcontext()
-            with torch.enable_grad(), cudnn:  # both through the same (autograd) kernels: see the module doc
-                logits, state_s = self.static(xs, self.state_s)  # (1, s, V)
-                nll_s = F.cross_entropy(logits.detach().float().reshape(-1, vocab), ys, reduction="none")
-                self.state_s = detach_state(state_s)
-            self.nll[0] += nll_s.sum(dtype=torch.float64)
-            with torch.enable_grad(), cudnn:
-                logits, state = self.dynamic(xs, self.state_d)
-                nll = F.cross_entropy(logits.float().reshape(-1, vocab), ys, reduction="none")  # (s,)
-                grads = torch.autograd.grad(nll.mean(), self.params)
-            self.nll[1] += nll.detach().sum(dtype=torch.float64)
-            self.state_d = detach_state(state)
-            with torch.no_grad():
-                torch._foreach_add_(self.params, grads, alpha=-self.options.lr)
-                if self.options.decay:
-                    torch._foreach_lerp_(self.params, self.origin, self.options.decay)
+        seg, vocab, opt = self.options.segment, self.dynamic.config.vocab_size, self.options
+        with _no_cudnn(self.device):
+            for i in range(0, x.size(1), seg):
+                with torch.enable_grad():
+                    logits, state = self.dynamic(x[:, i : i + seg], self.state)  # (1, s, V)
+                    nll = F.cross_entropy(logits.float().reshape(-1, vocab), y[0, i : i + seg], reduction="none")
+                    grads = torch.autograd.grad(nll.mean(), self.params)
+                self.nll_d += nll.detach().sum(dtype=torch.float64)
+                self.state = detach_state(state)
+                with torch.no_grad():
+                    if self.scale is None:  # SGD, then a uniform pull toward the original weights
+                        torch._foreach_add_(self.params, grads, alpha=-opt.lr)
+                        if opt.decay:
+                            torch._foreach_lerp_(self.params, self.origin, opt.decay)
+                    else:  # RMS: each weight's step divided by its RMS, pulled back in proportion to it
+                        assert self.pull is not None
+                        torch._foreach_addcmul_(self.params, grads, self.scale, value=-opt.lr)
+                        if opt.decay:
+                            back = torch._foreach_sub(self.origin, self.params)
+                            torch._foreach_addcmul_(self.params, back, self.pull)
         self.tokens += y.numel()
 
 
@@ -130,13 +209,17 @@ def evaluate_file_dynamic(
     errors: str = "strict",
     chunk_bytes: int = CHUNK_BYTES,
     progress: Callable[[int], None] | None = None,
+    rms: list[torch.Tensor] | None = None,
+    **scoring: Any,
 ) -> tuple[TextScore, TextScore]:
-    """(static, dynamic) figures of a file: one exact stream, the protocol of `charlm.evaluate.evaluate_file`."""
+    """(static, dynamic) figures of a file, the protocol of `charlm.evaluate.evaluate_file`: the static one
+    scored as `evaluate_file` scores it (`scoring`: its keywords), the dynamic one as one stream.
+    `rms`: `gradient_rms` of the training text, for options.rule == "rms"."""
     if not isinstance(model, RNNLanguageModel):
         raise ConfigError("dynamic evaluation needs a recurrent model (it takes gradient steps); drop --dynamic")
     check_vocab(model, tokenizer)
     with eval_mode(model):
-        scorer = DynamicScorer(model, context_id(tokenizer), options)
+        scorer = DynamicScorer(model, context_id(tokenizer), options, Scoring(**scoring), rms)
         chunks = iter_text_chunks(path, chunk_bytes=chunk_bytes, errors=errors)
         nll, _, counts = read_text(scorer, tokenizer, chunks, str(path), progress)
     static, dynamic = nll.tolist()
@@ -144,12 +227,17 @@ def evaluate_file_dynamic(
 
 
 def evaluate_text_dynamic(
-    model: RNNLanguageModel, tokenizer: Tokenizer, text: str, options: DynamicOptions
+    model: RNNLanguageModel,
+    tokenizer: Tokenizer,
+    text: str,
+    options: DynamicOptions,
+    rms: list[torch.Tensor] | None = None,
+    **scoring: Any,
 ) -> tuple[TextScore, TextScore]:
     """(static, dynamic) figures of a text (see `evaluate_file_dynamic`)."""
     check_vocab(model, tokenizer)
     with eval_mode(model):
-        scorer = DynamicScorer(model, context_id(tokenizer), options)
+        scorer = DynamicScorer(model, context_id(tokenizer), options, Scoring(**scoring), rms)
         nll, _, counts = read_text(scorer, tokenizer, [text], "the text")
     static, dynamic = nll.tolist()
     return counts(static), counts(dynamic)

@@ -22,7 +22,7 @@ from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console, 
 from charlm.devices import resolve_device
 from charlm.dynamic import DEFAULT_LR as DYNAMIC_LR
 from charlm.dynamic import DEFAULT_SEGMENT as DYNAMIC_SEGMENT
-from charlm.dynamic import DynamicOptions, evaluate_file_dynamic
+from charlm.dynamic import RMS_DECAY, RMS_LR, RULES, DynamicOptions, evaluate_file_dynamic, gradient_rms
 from charlm.errors import CharlmError, ConfigError, CorpusError
 from charlm.evaluate import (
     DEFAULT_SEGMENT,
@@ -51,10 +51,9 @@ OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--exact", dict(is_flag=True, help="Score each file as one stream: the reference figure, slower.")),
     ("--json as_json", dict(is_flag=True, help="Print the results as JSON on stdout, and nothing else.")),
     ("--streams", dict(type=click.IntRange(1), default=DEFAULT_STREAMS, show_default=True,
-                       help="Parallel streams (each warmed on the tokens before it); 1 is --exact. "
-                            "Refused above 1 with --dynamic (it scores one exact stream).")),
+                       help="Parallel streams (each warmed on the tokens before it); 1 is --exact.")),
     ("--window", dict(type=click.IntRange(1), default=DEFAULT_WINDOW, show_default=True,
-                      help="Tokens per forward call. Refused with --dynamic (it scores one exact stream).")),
+                      help="Tokens per forward call.")),
     ("--which", dict(type=click.Choice(["best", "last"]), default="best", show_default=True,
                      help="Which weights of the checkpoint.")),
     ("--device", dict(default="auto", show_default=True, help=DEVICE_HELP)),
@@ -66,8 +65,12 @@ OPTIONS: list[tuple[str, dict[str, Any]]] = [
                        help="Also score with dynamic evaluation: a gradient step after each segment.")),
     ("--dynamic-segment", dict(type=click.IntRange(1), default=DYNAMIC_SEGMENT, show_default=True,
                                help="--dynamic: tokens per segment (one step each).")),
-    ("--dynamic-lr", dict(type=click.FloatRange(0), default=DYNAMIC_LR, show_default=True,
-                          help="--dynamic: SGD step size (0: the static figure).")),
+    ("--dynamic-lr", dict(type=click.FloatRange(0), default=None,
+                          help=f"--dynamic: step size (0: the static figure) [default: {DYNAMIC_LR:g} for sgd, "
+                               f"{RMS_LR:g} for rms].")),
+    ("--dynamic-rule", dict(type=click.Choice(list(RULES)), default="sgd", show_default=True,
+                            help="--dynamic: sgd, or rms (Krause et al.: steps divided by the gradient's RMS on the "
+                                 "run's training text, decay toward the trained weights).")),
     ("--encoding-errors", dict(type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
                                help="strict: a file that is not valid UTF-8 is an error; "
                                     "replace: bad bytes become U+FFFD.")),
@@ -95,7 +98,8 @@ def perplexity_command(
     interpolate: str | None,
     dynamic: bool,
     dynamic_segment: int,
-    dynamic_lr: float,
+    dynamic_lr: float | None,
+    dynamic_rule: str,
     encoding_errors: str,
 ) -> None:
     """Perplexity, bits per character and bits per byte of FILES under the model in CHECKPOINT.
@@ -121,17 +125,15 @@ def perplexity_command(
     if exact and ctx.get_parameter_source("streams") == ParameterSource.COMMANDLINE and streams != 1:
         raise click.UsageError("--exact scores one stream; leave out --streams or drop --exact")
     exact = exact or streams == 1
-    for name in ("dynamic_segment", "dynamic_lr"):
+    for name in ("dynamic_segment", "dynamic_lr", "dynamic_rule"):
         if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE and not dynamic:
             raise click.UsageError(f"--{name.replace('_', '-')} applies to --dynamic only; add --dynamic or drop it")
     if dynamic and interpolate:
         raise click.UsageError("--dynamic and --interpolate cannot be combined; choose one")
-    if dynamic:
-        _refuse_parallel_options(ctx, "--dynamic", streams)
     dev = resolve_device(device)
     model, tokenizer, info = load_for_inference(checkpoint, which=which, device=dev, verify=not no_verify)
     exact = exact or isinstance(model, KneserNeyModel)
-    parallel = None if exact or dynamic else streams
+    parallel = None if exact else streams
     _check_memory(model, files, dev, parallel, dynamic_segment if dynamic else None)
     scoring = dict(exact=exact, streams=streams, window=window, warmup=DEFAULT_WARMUP, segment=DEFAULT_SEGMENT)
     if interpolate or dynamic:
@@ -139,7 +141,12 @@ def perplexity_command(
         if interpolate:
             compare.interpolate(interpolate, files, scoring)
         else:
-            compare.dynamic(DynamicOptions(lr=dynamic_lr, segment=dynamic_segment), files)
+            rms = dynamic_rule == "rms"
+            lr = dynamic_lr if dynamic_lr is not None else (RMS_LR if rms else DYNAMIC_LR)
+            decay = RMS_DECAY if rms else 0.0
+            compare.dynamic(
+                DynamicOptions(lr=lr, segment=dynamic_segment, decay=decay, rule=dynamic_rule), files, scoring
+            )
         return
     opts = dict(scoring, errors=encoding_errors)
 
@@ -183,22 +190,6 @@ def _protocol(scoring: dict[str, Any]) -> dict[str, Any]:
         "segment": None if exact else scoring["segment"],
         "first_token": "scored after a line end",
     }
-
-
-def _refuse_parallel_options(ctx: click.Context, mode: str, streams: int) -> None:
-    """--interpolate and --dynamic score each file as one exact stream: an explicit --window, or --streams
-    above 1 (1 is --exact), would be ignored, so it is a one-line error instead."""
-    given = [
-        name
-        for name in ("streams", "window")
-        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE and not (name == "streams" and streams == 1)
-    ]
-    if given:
-        flags = " and ".join(f"--{name}" for name in given)
-        raise ConfigError(
-            f"{flags} {'does' if len(given) == 1 else 'do'} not apply to {mode}, which scores each file as "
-            f"one exact stream; drop {flags}"
-        )
 
 
 def _check_memory(
@@ -380,10 +371,21 @@ class _Compare:
         n = min(len(data.valid_ids), config.eval_tokens or len(data.valid_ids))
         return weight, f"chosen on {n:,} tokens of {self.info.path}'s validation text"
 
-    def dynamic(self, options: DynamicOptions, files: tuple[Path, ...]) -> None:
+    def dynamic(self, options: DynamicOptions, files: tuple[Path, ...], scoring: dict[str, Any]) -> None:
+        rms = None
+        rule = "SGD on each segment's mean NLL after scoring it, eval mode, state carried (Krause et al.)"
+        if options.rule == "rms":
+            rms, where = self._gradient_rms(options.segment)
+            rule = (
+                "each segment's mean-NLL gradient divided by its RMS on the training text, then a pull toward "
+                f"the trained weights in proportion to that RMS (Krause et al.); statistics from {where}"
+            )
+
         def score(p: Path, progress: Any) -> list[TextScore]:
             return list(
-                evaluate_file_dynamic(self.model, self.tokenizer, p, options, errors=self.errors, progress=progress)
+                evaluate_file_dynamic(
+                    self.model, self.tokenizer, p, options, errors=self.errors, progress=progress, rms=rms, **scoring
+                )
             )
 
         extra = {
@@ -391,11 +393,34 @@ class _Compare:
                 "lr": options.lr,
                 "segment": options.segment,
                 "decay": options.decay,
-                "rule": "SGD on each segment's mean NLL after scoring it, eval mode, state carried (Krause et al.)",
+                "rule": options.rule,
+                "how": rule,
+                "scoring": "static as plain perplexity (protocol); dynamic one exact stream",
             }
         }
-        note = f"dynamic: one SGD step (lr {options.lr:g}) after each {options.segment}-token segment, state carried"
-        self._report(files, ["static", "dynamic"], ["static", "dynamic"], score, extra, note)
+        note = (
+            f"dynamic: one {options.rule.upper()} step (lr {options.lr:g}"
+            + (f", decay {options.decay:g}" if options.decay else "")
+            + f") after each {options.segment}-token segment, one stream; static as plain perplexity"
+        )
+        self._report(files, ["static", "dynamic"], ["static", "dynamic"], score, extra, note, scoring)
+
+    def _gradient_rms(self, segment: int) -> tuple[Any, str]:
+        """Gradient statistics for the RMS rule, gathered on the last RMS_TOKENS of the run's training text."""
+        from charlm.config import TrainConfig
+        from charlm.dynamic import RMS_TOKENS
+        from charlm.train import prepare_data
+
+        hint = "use --dynamic-rule sgd"
+        try:
+            config = TrainConfig.from_dict(self.info.train_config)
+            data = prepare_data(config, self.tokenizer)
+        except (CharlmError, TypeError) as exc:
+            raise ConfigError(
+                f"cannot read {self.info.path}'s training text for --dynamic-rule rms ({exc}); {hint}"
+            ) from None
+        ids = data.train_ids[max(0, len(data.train_ids) - RMS_TOKENS) :]
+        return gradient_rms(self.model, ids, segment), f"the last {len(ids):,} tokens of the run's training text"
 
     @staticmethod
     def _label(model: Any) -> str:
