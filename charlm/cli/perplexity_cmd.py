@@ -113,9 +113,9 @@ def perplexity_command(
     exactly).
 
     --interpolate and --dynamic report figures side by side: each model alone
-    and their mixture (scored as above, parallel streams unless --exact), or
-    the static and the dynamic figure (one exact stream, so --dynamic refuses
-    --window and --streams above 1; the checkpoint on disk never changes).
+    and their mixture, or the static and the dynamic figure (the checkpoint on
+    disk never changes). Each model alone, and the static figure, are scored as
+    above (parallel streams unless --exact); the dynamic one is one stream.
 
     \b
     Examples:
