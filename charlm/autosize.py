@@ -37,14 +37,35 @@ from charlm.errors import ConfigError
 WIDTHS = (128, 192, 256, 384, 512, 768, 1024, 1536)
 # With no time budget (a step or epoch limit), the width by the size of the training text.
 WIDTH_BY_TOKENS = ((300_000, 256), (3_000_000, 384), (30_000_000, 512), (float("inf"), 768))
+# Word and subword models: the widest a training text of this many tokens gets, whatever the budget and the
+# machine. A wider model has more parameters than a small text can pin down: on a 74k-word text a 2x1024 tied
+# model never left the unigram level while a 2x512 one learned (issue 21); WikiText-2's 217k-word valid split
+# trained best at 512 in 10 minutes (benchmarks/results_word.md).
+WORD_MAX_WIDTH = ((120_000, 384), (400_000, 512), (1_500_000, 768), (5_000_000, 1024), (float("inf"), 1536))
 # Optimiser steps the chosen width must reach in the budget (see choose_width).
 MIN_STEPS = 1500
 # The batch (parallel streams): small batches give a CPU more updates per second of compute.
 BATCH = {"cpu": 16, "cuda": 64}
 LR = 5e-3
-# bf16 autocast on a CPU is used (under --precision auto) only when this much faster than fp32 here.
-# Measured per step on tinyshakespeare: same loss as fp32 at equal steps (1.6734 vs 1.6771 after 600).
+# bf16 autocast on a CPU is used (under --precision auto) only when this much faster than fp32 here ...
 BF16_MIN_GAIN = 1.1
+# ... and only up to BF16_MAX_WIDTH: speed alone chose bf16 on an Intel Xeon (AMX) for a 2x1024 char model
+# that then reached 3.36 nats/char after 250 steps against fp32's 1.75 (issue 21), while 2x512 in bf16
+# learned as fp32 on that machine (the 3-minute quickstart, 1.408) and on an AMD EPYC (AVX512-BF16).
+BF16_MAX_WIDTH = 512
+# ... and when a short paired trial learns as well: BF16_CHECK_STEPS steps of the chosen model in each
+# precision from one start on the run's own text (the rate rising as a run's warm-up does), where bf16
+# must make at least BF16_KEEP of fp32's progress (first loss minus the mean of the last BF16_CHECK_LAST),
+# less BF16_LOSS_SLACK nats. It catches a precision that does not learn at all; measured here after 20
+# steps at the peak rate: bf16 minus fp32 -0.0004 (2x256), +0.0007 (2x512) nats.
+BF16_CHECK_STEPS = 16
+BF16_CHECK_LAST = 4
+BF16_KEEP = 0.9
+BF16_LOSS_SLACK = 0.02
+# Validation scores the validation text at about this many times the training speed (forward only, 32
+# streams), and the rule that promises MIN_STEPS steps counts that time. Measured in fp32 on an AMD EPYC:
+# 3.52x (2x256 char), 3.69x (2x512 char), 2.76x (2x512 word, full softmax); 3 errs on the side of time.
+EVAL_SPEEDUP = 3.0
 # Word level (AWD-LSTM scaled down for a CPU budget; benchmarks/results_word.md): Adam's rate
 # for a tied word model, and the regularisers by passes over the text (see word_regularisers).
 WORD_LR = 3e-3
@@ -85,15 +106,43 @@ def faster_precision(measure: Callable[[str], float]) -> tuple[str, float]:
     return ("bf16", bf16) if bf16 >= BF16_MIN_GAIN * fp32 else ("fp32", fp32)
 
 
+def bf16_learns(losses: dict[str, list[float]]) -> bool:
+    """Whether bf16's losses of a short paired run (`charlm.train.learning_losses`) keep up with fp32's."""
+
+    def progress(v: list[float]) -> float:
+        return v[0] - sum(v[-BF16_CHECK_LAST:]) / len(v[-BF16_CHECK_LAST:])
+
+    return progress(losses["bf16"]) >= BF16_KEEP * progress(losses["fp32"]) - BF16_LOSS_SLACK
+
+
+def word_max_width(train_tokens: int) -> int:
+    """The widest word or subword model for a training text of `train_tokens` tokens (WORD_MAX_WIDTH)."""
+    return next(w for limit, w in WORD_MAX_WIDTH if train_tokens <= limit)
+
+
+def step_tokens(tokens_per_step: int, valid_tokens: int, eval_interval: int) -> float:
+    """Training tokens' worth of time one optimiser step costs, validation's share included.
+
+    Validation scores `valid_tokens` every `eval_interval` steps at EVAL_SPEEDUP times
+    the training speed, so it adds valid_tokens / (EVAL_SPEEDUP x eval_interval).
+    """
+    return tokens_per_step + valid_tokens / (EVAL_SPEEDUP * max(1, eval_interval))
+
+
 def word_regularisers(epochs: float) -> dict[str, float]:
     """Word-level regularisation by passes over the text: light for a first pass, AWD-LSTM-like
     (output 0.4, input 0.3, embedding 0.1, weight drop 0.2; scaled down from its PTB values)
-    once the text is seen many times, as it is on a small corpus in a 10-minute budget."""
+    once the text is seen many times, as it is on a small corpus in a 10-minute budget, and
+    stronger still from 12 passes."""
     if epochs < 1.5:
         return dict(dropout=0.1, dropout_input=0.1, dropout_embed=0.0, weight_drop=0.0)
     if epochs < 5:
         return dict(dropout=0.25, dropout_input=0.2, dropout_embed=0.05, weight_drop=0.1)
-    return dict(dropout=0.4, dropout_input=0.3, dropout_embed=0.1, weight_drop=0.2)
+    if epochs < 12:
+        return dict(dropout=0.4, dropout_input=0.3, dropout_embed=0.1, weight_drop=0.2)
+    # a small text read a dozen times or more: closer to AWD-LSTM's own values (a 74k-word text overfit after
+    # ~20 passes under the tier above, while PyTorch's example with dropout 0.5 kept improving; issue 21)
+    return dict(dropout=0.5, dropout_input=0.4, dropout_embed=0.1, weight_drop=0.3)
 
 
 def choose_cutoffs(counts: np.ndarray) -> tuple[int, ...] | None:
@@ -145,15 +194,20 @@ def output_layer(config: TrainConfig, counts: np.ndarray) -> tuple[TrainConfig, 
     return replace(c, adaptive_softmax=True, adaptive_cutoffs=cuts), f"adaptive softmax, clusters at {list(cuts)}"
 
 
-def choose_width(measure: Callable[[int], float], budget: float, tokens_per_step: int) -> tuple[int, float]:
-    """The widest of WIDTHS that reaches MIN_STEPS steps in `budget` seconds: (width, its tokens/s).
+def choose_width(
+    measure: Callable[[int], float], budget: float, tokens_per_step: float, widest: int | None = None
+) -> tuple[int, float]:
+    """The widest of WIDTHS (up to `widest`) that reaches MIN_STEPS steps in `budget` seconds: (width, its tokens/s).
 
     `measure(width)` is the training speed of that width on this machine in tokens
-    per second. Widths are tried smallest first and the search stops at the first
-    that falls short, so a slow machine measures only small models.
+    per second; `tokens_per_step` what a step costs in training tokens' time,
+    validation's share included (`step_tokens`). Widths are tried smallest first
+    and the search stops at the first that falls short, so a slow machine measures
+    only small models.
     """
-    chosen = (WIDTHS[0], measure(WIDTHS[0]))
-    for width in WIDTHS[1:]:
+    widths = [w for w in WIDTHS if widest is None or w <= widest] or [WIDTHS[0]]
+    chosen = (widths[0], measure(widths[0]))
+    for width in widths[1:]:
         speed = measure(width)
         if speed * budget / tokens_per_step < MIN_STEPS:
             break
@@ -167,24 +221,43 @@ def resolve(
     device_type: str,
     measure: Callable[[TrainConfig], float],
     bf16: bool = False,
+    *,
+    valid_tokens: int = 0,
+    learns: Callable[[TrainConfig], dict[str, list[float]]] | None = None,
 ) -> Choice:
     """`config` with every option left to charlm (None) chosen for this run, the machine and the corpus.
 
     `measure(config)` trains a few steps of that configuration (its precision
     "fp32" or "bf16") here and returns tokens/s. `bf16`: the device may run bf16
     autocast, to be measured against fp32 when the precision is "auto".
+    `valid_tokens`: what each validation scores, whose time the step rule counts.
+    `learns(config)`: the losses of a short run of the chosen model in fp32 and in
+    bf16 (`charlm.train.learning_losses`); bf16 that is faster but learns worse
+    (`bf16_learns`) is refused, and the width chosen again at fp32's speeds.
     """
     t0 = time.perf_counter()
     c = config.with_level_defaults()
     word = c.level == "word"
     why = []
-    precisions: dict[int | None, str] = {}
+    precisions: dict[int | None, str] = {}  # under auto bf16: the faster precision of each width measured
+    fp32_speeds: dict[int | None, float] = {}
     auto_bf16 = bf16 and c.precision == "auto"
 
     def speed_of(c: TrainConfig) -> float:  # under auto bf16: the faster precision's, remembered per width
-        if not auto_bf16:
-            return measure(c if c.precision != "auto" else replace(c, precision="fp32"))
-        precisions[c.hidden_size], speed = faster_precision(lambda p: measure(replace(c, precision=p)))
+        if not auto_bf16 or (c.hidden_size or 0) > BF16_MAX_WIDTH:
+            if auto_bf16:
+                precisions[c.hidden_size] = "fp32"
+            if c.hidden_size not in fp32_speeds:
+                fp32_speeds[c.hidden_size] = measure(c if c.precision != "auto" else replace(c, precision="fp32"))
+            return fp32_speeds[c.hidden_size]
+
+        def timed(p: str) -> float:
+            speed = measure(replace(c, precision=p))
+            if p == "fp32":
+                fp32_speeds[c.hidden_size] = speed
+            return speed
+
+        precisions[c.hidden_size], speed = faster_precision(timed)
         return speed
 
     if c.batch_size is None:
@@ -195,7 +268,11 @@ def resolve(
         c = replace(c, adaptive_softmax=False)  # no token counts given (charlm.train decides it from them)
     assert c.bptt is not None and c.batch_size is not None
     tokens_per_step = c.batch_size * c.bptt
+    scored = min(valid_tokens, c.eval_tokens) if c.eval_tokens else valid_tokens
+    per_step = step_tokens(tokens_per_step, scored, c.eval_interval)
     epochs, max_steps, budget = c.limits
+    widest = word_max_width(train_tokens) if c.level in ("word", "subword") else None
+    budget_rule = c.hidden_size is None and budget is not None and epochs is None and max_steps is None
     speed = None
 
     def trial(width: int | None = None) -> TrainConfig:
@@ -207,20 +284,52 @@ def resolve(
         t = replace(t, **zeros)
         return t.with_level_defaults()
 
+    def widest_in_budget() -> tuple[int, float]:
+        assert budget is not None
+        return choose_width(lambda w: speed_of(trial(w)), budget, per_step, widest)
+
     if c.hidden_size is None:
-        if budget is not None and epochs is None and max_steps is None:
-            width, speed = choose_width(lambda w: speed_of(trial(w)), budget, tokens_per_step)
-            why.append(f"{c.num_layers}x{width}: the widest that trains {MIN_STEPS:,}+ steps in the budget here")
+        if budget_rule:
+            width, speed = widest_in_budget()
         else:
             width = next(w for limit, w in WIDTH_BY_TOKENS if train_tokens <= limit)
-            why.append(f"{c.num_layers}x{width} for {train_tokens:,} training tokens")
+            width = min(width, widest) if widest is not None else width
         c = replace(c, hidden_size=width)
+    precision = None
+    precision_why = ""
+    if auto_bf16:
+        if c.hidden_size not in precisions:
+            speed_of(trial())
+        precision = precisions[c.hidden_size]
+        precision_why = f"{precision} (the faster here)"
+        if precision == "bf16" and learns is not None:
+            losses = learns(trial())
+            last = {p: sum(v[-BF16_CHECK_LAST:]) / len(v[-BF16_CHECK_LAST:]) for p, v in losses.items()}
+            shown = f"loss {last['bf16']:.3f} against fp32's {last['fp32']:.3f} after {len(losses['fp32'])} steps"
+            if bf16_learns(losses):
+                precision_why = f"bf16 (the faster here, and it learns as fp32 does: {shown})"
+            else:  # the whole run trains in fp32, and so its width is the one fp32's speed allows
+                precision, auto_bf16 = "fp32", False
+                precision_why = f"fp32 (bf16 is faster here but learns worse: {shown})"
+                if budget_rule:
+                    width, speed = widest_in_budget()
+                    c = replace(c, hidden_size=width)
+    if config.hidden_size is None:
+        if budget_rule:
+            cap = f", at most {widest} for {train_tokens:,} training tokens" if widest is not None else ""
+            why.append(
+                f"{c.num_layers}x{c.hidden_size}: the widest that trains {MIN_STEPS:,}+ steps in the budget here{cap}"
+            )
+        else:
+            why.append(f"{c.num_layers}x{c.hidden_size} for {train_tokens:,} training tokens")
     c = c.with_level_defaults()  # a tied word embedding follows the width
     if word and config.emb_size is None:
         why.append(f"embedding {c.emb_size}{' tied' if c.tie_weights else ''}, window {c.bptt}, lr {c.lr:g}")
     open_regs = [k for k in ("dropout", "dropout_input", "dropout_embed", "weight_drop") if getattr(c, k) is None]
     if open_regs:
-        seen = _tokens_seen(trial(), speed, max_steps, epochs, budget, train_tokens, tokens_per_step, speed_of)
+        seen = _tokens_seen(
+            trial(), speed, max_steps, epochs, budget, train_tokens, tokens_per_step / per_step, speed_of
+        )
         passes = seen / max(1, train_tokens)
         regs = (
             word_regularisers(passes)
@@ -234,12 +343,8 @@ def resolve(
         c = replace(c, **chosen)
         shown = ", ".join(f"{k.replace('_', ' ')} {getattr(c, k):g}" for k in open_regs if word or k == "dropout")
         why.append(f"{shown} for about {passes:.1f} passes over the text")
-    precision = None
-    if auto_bf16:
-        if c.hidden_size not in precisions:
-            speed_of(trial())
-        precision = precisions[c.hidden_size]
-        why.append(f"{precision} (the faster here)")
+    if precision_why:
+        why.append(precision_why)
     seconds = time.perf_counter() - t0
     return Choice(c, "; ".join(why), seconds, precision)
 
@@ -251,15 +356,20 @@ def _tokens_seen(
     epochs: float | None,
     budget: float | None,
     train_tokens: int,
-    tokens_per_step: int,
+    training_share: float,
     measure: Callable[[TrainConfig], float],
 ) -> float:
-    """How many training tokens the run will read before its first limit."""
+    """How many training tokens the run will read before its first limit.
+
+    `training_share`: the part of the budget's time spent training (the rest validates).
+    """
+    assert c.batch_size is not None and c.bptt is not None
     candidates = []
     if epochs is not None:
         candidates.append(epochs * train_tokens)
     if max_steps is not None:
-        candidates.append(max_steps * tokens_per_step)
+        candidates.append(max_steps * c.batch_size * c.bptt)
     if budget is not None:
-        candidates.append(budget * (speed if speed is not None else measure(replace(c, dropout=0.0))))
+        tokens_per_s = speed if speed is not None else measure(replace(c, dropout=0.0))
+        candidates.append(budget * tokens_per_s * training_share)
     return min(candidates)

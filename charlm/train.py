@@ -25,11 +25,12 @@ import json
 import math
 import os
 import signal
+import statistics
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -432,9 +433,15 @@ def check_fits(config: TrainConfig, data: PreparedData, world: int = 1) -> None:
         )
 
 
+# measure_speed times steps until this many seconds have passed (or MEASURE_MAX_STEPS): a small model's
+# step takes milliseconds, and two of them gave a speed 38x too low on one machine (issue 21).
+MEASURE_SECONDS = 0.25
+MEASURE_MAX_STEPS = 16
+
+
 def measure_speed(config: TrainConfig, vocab: int, device: torch.device, steps: int = 2) -> float:
-    """Training tokens per second of `config`'s model here (in its precision): one warm-up step, then `steps`
-    timed ones on random ids.
+    """Training tokens per second of `config`'s model here (in its precision): one warm-up step, then at
+    least `steps` timed ones on random ids, more for a small model (MEASURE_SECONDS); the median step counts.
 
     The global random state is left as it was, so measuring changes no run.
     """
@@ -450,11 +457,49 @@ def measure_speed(config: TrainConfig, vocab: int, device: torch.device, steps: 
         x = x.view(config.batch_size, config.bptt).to(device)
         loss, hidden = train_step(model, optimizer, None, x, x, None, config, amp_dtype)
         float(loss)  # waits for the device
-        t0 = time.perf_counter()
-        for _ in range(steps):
+        times: list[float] = []
+        while len(times) < steps or (sum(times) < MEASURE_SECONDS and len(times) < MEASURE_MAX_STEPS):
+            t0 = time.perf_counter()
             loss, hidden = train_step(model, optimizer, None, x, x, hidden, config, amp_dtype)
-        float(loss)
-        return steps * x.numel() / (time.perf_counter() - t0)
+            float(loss)
+            times.append(time.perf_counter() - t0)
+        return x.numel() / statistics.median(times)
+
+
+def learning_losses(
+    config: TrainConfig, ids: np.ndarray, vocab: int, device: torch.device, steps: int, precisions: tuple[str, ...]
+) -> dict[str, list[float]]:
+    """Training losses of `steps` steps of `config`'s model in each precision, from the same start on the same text.
+
+    The model is built once per precision from the same seed and trained on the
+    first windows of `ids` (the run's training text) without dropout, the rate
+    rising from a tenth of the peak as a run's warm-up does: any difference
+    between the precisions' losses comes from the precision alone. The global
+    random state is left as it was.
+    """
+    assert config.batch_size is not None and config.bptt is not None and config.lr is not None
+    peak = config.lr
+    trial = replace(config, dropout=0.0, dropout_input=0.0, dropout_embed=0.0, weight_drop=0.0, ar=0.0, tar=0.0)
+    need = config.batch_size * (config.bptt * steps + 1)
+    rows = batchify(np.asarray(ids[: min(len(ids), need)]).astype(np.int64), config.batch_size)
+    windows = max(1, num_windows(rows, config.bptt))
+    losses: dict[str, list[float]] = {}
+    for precision in precisions:
+        amp_dtype = resolve_precision(precision, device, config.cell)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(config.seed)
+            model = RNNLanguageModel(trial.model_config(vocab)).to(device)
+            optimizer = make_optimizer(trial, model)
+            hidden: State | None = None
+            run = []
+            for step in range(steps):
+                for g in optimizer.param_groups:
+                    g["lr"] = peak * (0.1 + 0.9 * step / max(1, steps - 1))
+                x, y = get_batch(rows, (step % windows) * config.bptt, config.bptt)
+                loss, hidden = train_step(model, optimizer, None, x.to(device), y.to(device), hidden, trial, amp_dtype)
+                run.append(loss)
+            losses[precision] = [float(v) for v in torch.stack(run).cpu()]
+    return losses
 
 
 def token_counts(ids: np.ndarray, vocab: int, chunk: int = 1 << 24) -> np.ndarray:
@@ -534,7 +579,15 @@ def _choose(
         if layer_open:  # the output layer's clusters follow the ids' frequencies (V,)
             c, layer_why = autosize.output_layer(config, data.unigram_counts())
         choice = autosize.resolve(
-            c, len(data.train_ids) // dctx.world, device.type, lambda c: measure_speed(c, vocab, device), bf16
+            c,
+            len(data.train_ids) // dctx.world,
+            device.type,
+            lambda c: measure_speed(c, vocab, device),
+            bf16,
+            valid_tokens=len(data.valid_ids),
+            learns=lambda c: learning_losses(
+                c, data.train_ids, vocab, device, autosize.BF16_CHECK_STEPS, ("fp32", "bf16")
+            ),
         )
         why = "; ".join(w for w in (choice.reason, layer_why) if w)
         return json.dumps(

@@ -108,7 +108,13 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--log-interval", "log_interval", click.IntRange(1), "Log the training loss every N steps."),
     ("--sample-length", "sample_length", click.IntRange(0), "Tokens of the sample at each validation (0: none)."),
     ("--device", "device", None, DEVICE_HELP),
-    ("--precision", "precision", click.Choice(PRECISIONS), "auto: bf16 (or fp16) autocast on CUDA, fp32 on a CPU."),
+    (
+        "--precision",
+        "precision",
+        click.Choice(PRECISIONS),
+        "auto: bf16 (or fp16) autocast on CUDA; on a CPU bf16 where it has bf16 instructions, measures faster "
+        "and learns as well as fp32 in a short trial, else fp32.",
+    ),
     ("--seed", "seed", click.IntRange(0, MAX_SEED), "Random seed (weights, dropout, data order)."),
     ("--cache-dir", "cache_dir", click.Path(path_type=str), "Token cache [default: ~/.cache/charlm/tokens]."),
 ]
