@@ -1082,8 +1082,12 @@ class Trainer:
         kn = b.get("kn")
         if not kn or best is None or best <= kn["loss"]:
             return []
+
+        def ppl(x: float) -> str:
+            return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
         return [
-            f"the model's best validation (ppl {math.exp(min(best, 700.0)):.2f}) is worse than the Kneser-Ney "
-            f"{b['kn_order']}-gram baseline (ppl {kn['ppl']:.2f}), estimated in seconds: use "
+            f"the model's best validation (ppl {ppl(math.exp(min(best, 700.0)))}) is worse than the Kneser-Ney "
+            f"{b['kn_order']}-gram baseline (ppl {ppl(kn['ppl'])}), estimated in seconds: use "
             "`charlm train --model kn`, or mix both with `charlm perplexity --interpolate`"
         ]

@@ -87,7 +87,8 @@ def test_a_run_shows_the_baselines_at_start_and_in_the_summary(tiny_corpus, out_
     start = [ln for ln in result.stderr.splitlines() if "baselines on the validation text" in ln]
     assert len(start) == 1 and "unigram 2." in start[0] and "Kneser-Ney 7-gram" in start[0]
     summary = [ln for ln in result.stdout.splitlines() if ln.startswith("  baselines:")]
-    assert len(summary) == 1 and "unigram ppl" in summary[0] and "above Kneser-Ney" in summary[0]
+    assert len(summary) == 1 and "unigram ppl" in summary[0] and "Kneser-Ney 7-gram ppl" in summary[0]
+    assert "best is" in summary[0]
     assert "worse than the Kneser-Ney 7-gram baseline" in result.stderr  # a 4-step model on a repetitive text
     stored = [r for r in ckpt.read_metrics(out_dir) if r["type"] == "baselines"]
     _, saved = ckpt.load_training_state(out_dir)

@@ -141,17 +141,17 @@ class TrainDisplay:
 
     def on_eval(self, record: dict[str, Any]) -> None:
         self.last_valid = record
+        if self.progress is not None:
+            self.progress.update(self.task, val=self._val_text())
+        elif not self.quiet:
+            mark = " (best)" if record.get("improved") else ""
+            _line(f"valid step {record['step']} loss {self._val_text()}{mark}")
         for warning in record.get("warnings", ()):  # the guards' (charlm.baselines): shown even with --quiet
             (self.progress.console if self.progress else err_console).print(
                 f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True
             )
         if self.quiet:
             return
-        if self.progress is not None:
-            self.progress.update(self.task, val=self._val_text())
-        else:
-            mark = " (best)" if record.get("improved") else ""
-            _line(f"valid step {record['step']} loss {self._val_text()}{mark}")
         sample = record.get("sample")
         if self.samples and sample:
             text = sample["prompt"] + sample["text"]
@@ -247,6 +247,8 @@ def versus_baselines(best: float | None, b: dict[str, Any]) -> str:
         return shown
     ref, name = (kn, "Kneser-Ney") if kn else (uni, "unigram")
     ratio = math.exp(min(best, 700.0)) / ref["ppl"]
+    if ratio >= 2:
+        return f"{shown}; best is {ratio:.1f}x {name}'s perplexity"
     return f"{shown}; best is {100 * abs(1 - ratio):.0f}% {'below' if ratio <= 1 else 'above'} {name} (perplexity)"
 
 
