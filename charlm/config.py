@@ -136,6 +136,7 @@ class TrainConfig:
     eval_tokens: int = 262_144  # validation scores at most this many held-out tokens, evenly spread (0: all)
     log_interval: int = 25
     sample_length: int | None = None  # tokens of the sample generated at each validation; None: by level, 0: none
+    baselines: bool = True  # score the unigram and Kneser-Ney baselines at the start (charlm.baselines)
     device: str = "auto"
     precision: str = "auto"
     seed: int = 1337

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from charlm import autosize, memory, tokcache
+from charlm import autosize, baselines, memory, tokcache
 from charlm import checkpoint as ckpt
 from charlm.config import (  # noqa: F401 - re-exported: the trainer's public names
     DEFAULT_TIME_BUDGET,
@@ -84,6 +84,10 @@ class RunState:
     fingerprint: str = ""  # the training text's
     valid_fingerprint: str = ""  # the validation text's
     precision: str = ""  # what the run trains in (fp32, bf16, fp16): a resume under --precision auto keeps it
+    best_step: int | None = None  # the step of the best validation (the `best` checkpoint's)
+    evals: int = 0  # validations so far
+    rising: int = 0  # validations in a row whose loss rose (overfitting: charlm.baselines)
+    baselines: dict[str, Any] | None = None  # charlm.baselines.compute's record: measured once, kept for a resume
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,10 +101,11 @@ class RunState:
 
 def record_validation(state: RunState, loss: float, config: TrainConfig) -> tuple[bool, bool]:
     """Update best, early-stopping and plateau counters for one validation: (improved, stop early)."""
-    state.last_valid = loss
+    state.rising = baselines.rises(state.rising, state.last_valid, loss)
+    state.last_valid, state.evals = loss, state.evals + 1
     improved = state.best_valid is None or loss < state.best_valid
     if improved:
-        state.best_valid, state.bad_evals, state.plateau_bad = loss, 0, 0
+        state.best_valid, state.best_step, state.bad_evals, state.plateau_bad = loss, state.step, 0, 0
     else:
         state.bad_evals += 1
         state.plateau_bad += 1
@@ -141,7 +146,7 @@ class TrainResult:
     """How a run ended and where it left its checkpoint."""
 
     out: Path
-    status: str  # "time budget" | "max steps" | "epochs" | "early stop" | "interrupted"
+    status: str  # "time budget" | "max steps" | "epochs" | "early stop" | "overfitting" | "interrupted"
     step: int
     epoch: int
     best_valid_loss: float | None
@@ -152,6 +157,9 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None  # the step a resumed run started at
     signal: str | None = None  # SIGINT, SIGTERM or SIGHUP when one stopped the run
+    best_step: int | None = None
+    baselines: dict[str, Any] | None = None  # charlm.baselines.compute's record, None when turned off
+    notes: list[str] = field(default_factory=list)  # what the user should hear at the end (worse than KN)
 
 
 # ---------------------------------------------------------------- small parts
@@ -690,6 +698,7 @@ def _train_session(
             trainer.model.init_output_bias(torch.from_numpy(data.unigram_counts()))
             if writer is not None:
                 writer.begin(trainer.model.config, data.tokenizer, config.to_dict())
+        trainer.measure_baselines()
         return trainer.run(stop_after)
 
 
@@ -736,6 +745,8 @@ class Trainer:
         self.hidden: State | None = None
         self.resumed_from: int | None = None
         self.notes: list[str] = []
+        self.warned: set[str] = set()  # the guards' warnings already given this session (each once)
+        self._ending = False
         self.chosen = ""  # what charlm.autosize chose for options the user left open, and why
         self.history: list[dict[str, Any]] = []
         self.meter = LossMeter(device)
@@ -803,15 +814,14 @@ class Trainer:
         s = self.state
         if s.valid_fingerprint and s.valid_fingerprint != self.data.valid_fingerprint:
             s.best_valid, s.last_valid, s.bad_evals, s.plateau_bad = None, None, 0, 0
+            s.best_step, s.rising, s.baselines = None, 0, None  # the baselines are scored again on the new text
             self.notes.append(
                 "the validation text differs from the run's: best is chosen again from the next validation on it"
             )
-        elif (
-            best_meta
-            and best_meta.get("valid_fingerprint") == s.valid_fingerprint
-            and best_meta.get("valid_loss") is not None
-        ):
-            s.best_valid = min(best_meta["valid_loss"], s.best_valid if s.best_valid is not None else math.inf)
+        elif best_meta and best_meta.get("valid_fingerprint") == s.valid_fingerprint:
+            kept = best_meta.get("valid_loss")
+            if kept is not None and (s.best_valid is None or kept < s.best_valid):
+                s.best_valid, s.best_step = kept, best_meta.get("step", s.best_step)
         s.valid_fingerprint = self.data.valid_fingerprint
 
     # ------------------------------------------------------------ the loop
@@ -836,8 +846,8 @@ class Trainer:
                 self.advance(loss, y.numel(), x.size(1))
                 if self.state.step % self.config.log_interval == 0:
                     self.log()
-                if self.state.step % self.config.eval_interval == 0 and self.validate_and_save():
-                    status = "early stop"
+                if self.state.step % self.config.eval_interval == 0 and (stop := self.validate_and_save()):
+                    status = stop
                     break
             self.finish(status)
         return self.result(status, signals.received)
@@ -892,6 +902,7 @@ class Trainer:
     def finish(self, status: str) -> None:
         """The end of a session: the last log, then a final validation, or only a quick save when interrupted."""
         self.log()
+        self._ending = True  # the last validation: the guards may still warn, but there is nothing left to stop
         if self.state.last_eval_step == self.state.step:
             return
         if status == "interrupted":
@@ -926,8 +937,8 @@ class Trainer:
         self.history.append(rec)
         self.obs.on_log(rec)
 
-    def validate_and_save(self) -> bool:
-        """Validate and save on rank 0, then share its decisions with every rank. True = stop early."""
+    def validate_and_save(self) -> str | None:
+        """Validate and save on rank 0, then share its decisions with every rank: why to stop early, or None."""
         self.state.last_eval_step = self.state.step  # on every rank: the end of the run asks whether to validate again
         if not self.dctx.active:
             return self._validate_and_save_main()
@@ -937,14 +948,17 @@ class Trainer:
             return json.dumps([stop, self.state.plateau_scale, self.eval_cost]).encode()
 
         stop, self.state.plateau_scale, self.eval_cost = json.loads(self.dctx.share_from_main(on_main, self.device))
-        return bool(stop)
+        return str(stop) if stop else None
 
-    def _validate_and_save_main(self) -> bool:
+    def _validate_and_save_main(self) -> str | None:
         t0 = time.perf_counter()
         rec = self.validate()
         self.check_finite(rec["valid_loss"], "validation")
-        improved, stop = record_validation(self.state, rec["valid_loss"], self.config)
+        improved, patience_out = record_validation(self.state, rec["valid_loss"], self.config)
         rec |= {"best_valid_loss": self.state.best_valid, "improved": improved}
+        warnings, overfit_stop = self.guard(rec["valid_loss"])
+        if warnings:
+            rec["warnings"] = warnings
         best = {
             "step": self.state.step,
             "valid_loss": rec["valid_loss"],
@@ -954,7 +968,60 @@ class Trainer:
         self.eval_cost = time.perf_counter() - t0
         self.history.append(rec)
         self.obs.on_eval(rec)
-        return stop
+        return "early stop" if patience_out else "overfitting" if overfit_stop else None
+
+    def guard(self, loss: float) -> tuple[list[str], bool]:
+        """The warnings one validation calls for (each given once a session), and whether overfitting stops the run.
+
+        Not learning: a fair share into the run, no better than the unigram baseline.
+        Overfitting: validation rising for several validations, well above its best
+        (thresholds: charlm.baselines). The automatic stop is off when --patience is given.
+        """
+        s, out = self.state, []
+        progress = self.limits.progress(s, self.elapsed())
+        unigram = (s.baselines or {}).get("unigram")
+        flat = unigram is not None and baselines.not_learning(loss, unigram["loss"], progress, s.evals)
+        if flat and unigram and "unigram" not in self.warned:
+            self.warned.add("unigram")
+            out.append(
+                f"after {100 * progress:.0f}% of the run the model is no better than a unigram model "
+                f"(validation {loss:.3f} vs {unigram['loss']:.3f}): it is not learning; try a smaller --hidden, "
+                "less regularisation (--dropout 0.1 --weight-drop 0), or a lower --lr"
+            )
+        assert s.best_valid is not None  # record_validation set it
+        stop_allowed = self.config.patience is None and not self._ending
+        verdict = baselines.overfit_verdict(s.rising, loss, s.best_valid, stop_allowed)
+        at = f" at step {s.best_step}" if s.best_step is not None else ""
+        rose = (
+            f"validation rose {s.rising} times in a row to {loss:.4f}, "
+            f"{100 * (loss / s.best_valid - 1):.0f}% above its best {s.best_valid:.4f}{at}"
+        )
+        kept = f"best keeps the step-{s.best_step} checkpoint" if at else "best keeps the best checkpoint"
+        if verdict == "notice" and "overfit" not in self.warned:
+            self.warned.add("overfit")
+            out.append(
+                f"{rose}: the model is overfitting; {kept}. "
+                "Try more --dropout, a shorter --time-budget or a longer text"
+            )
+        if verdict == "stop":
+            out.append(f"{rose}: stopping, the rest of the run would only overfit; {kept} (--patience N: your rule)")
+        return out, verdict == "stop"
+
+    def measure_baselines(self) -> None:
+        """Score the unigram and Kneser-Ney baselines once per run (rank 0; a resume shows the stored ones).
+
+        Their seconds count against the run's budget, as choosing the model does."""
+        if not self.config.baselines or self.state.baselines is not None:
+            return
+
+        def on_main() -> bytes:
+            return json.dumps(baselines.compute(self.data, self.config)).encode()
+
+        b = json.loads(self.dctx.share_from_main(on_main, self.device))
+        self.state.baselines = b
+        self.state.elapsed += b["seconds"]
+        if self.writer is not None:  # metrics.jsonl's one "baselines" record; `history` keeps train and valid
+            self.writer.log([{"type": "baselines", "step": self.state.step, **b}])
 
     def validate(self) -> dict[str, Any]:
         # The same function and defaults as `charlm perplexity`, so its figure on the
@@ -1034,6 +1101,7 @@ class Trainer:
             "model": self.model.config.to_dict(),
             "already_done": self.resumed_from is not None and self.limits.reached(self.state) is not None,
             "chosen": self.chosen,
+            "baselines": self.state.baselines,
             "warnings": list(self.notes),
         }
 
@@ -1053,7 +1121,26 @@ class Trainer:
             history=self.history,
             resumed_from=self.resumed_from,
             signal=received if status == "interrupted" else None,
+            best_step=s.best_step,
+            baselines=s.baselines,
+            notes=self.end_notes(),
         )
         tok = self.data.tokenizer
         self.obs.on_end(asdict(summary) | {"out": str(summary.out), "vocab_size": tok.vocab_size, "level": tok.kind})
         return summary
+
+    def end_notes(self) -> list[str]:
+        """A network that ends worse than the Kneser-Ney baseline was not worth its budget: say so, and what instead."""
+        b, best = self.state.baselines or {}, self.state.best_valid
+        kn = b.get("kn")
+        if not kn or best is None or best <= kn["loss"]:
+            return []
+
+        def ppl(x: float) -> str:
+            return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+        return [
+            f"the model's best validation (ppl {ppl(math.exp(min(best, 700.0)))}) is worse than the Kneser-Ney "
+            f"{b['kn_order']}-gram baseline (ppl {ppl(kn['ppl'])}), estimated in seconds: use "
+            "`charlm train --model kn`, or mix both with `charlm perplexity --interpolate`"
+        ]

@@ -200,7 +200,11 @@ def test_overwrite_interrupted_before_any_validation_replaces_the_old_run_whole(
     assert (
         info.model_config.hidden_size == 12 and not (out_dir / ckpt.BEST).exists()
     )  # the old best went with the old run
-    assert [x["step"] for x in ckpt.read_metrics(out_dir)] == [2, 3]  # the new run's logs only
+    assert [(x["type"], x["step"]) for x in ckpt.read_metrics(out_dir)] == [
+        ("baselines", 0),
+        ("train", 2),
+        ("train", 3),
+    ]  # the new run's records only
     ckpt.load_for_inference(out_dir)  # best falls back to the new last
 
 

@@ -141,13 +141,17 @@ class TrainDisplay:
 
     def on_eval(self, record: dict[str, Any]) -> None:
         self.last_valid = record
-        if self.quiet:
-            return
         if self.progress is not None:
             self.progress.update(self.task, val=self._val_text())
-        else:
+        elif not self.quiet:
             mark = " (best)" if record.get("improved") else ""
             _line(f"valid step {record['step']} loss {self._val_text()}{mark}")
+        for warning in record.get("warnings", ()):  # the guards' (charlm.baselines): shown even with --quiet
+            (self.progress.console if self.progress else err_console).print(
+                f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True
+            )
+        if self.quiet:
+            return
         sample = record.get("sample")
         if self.samples and sample:
             text = sample["prompt"] + sample["text"]
@@ -180,6 +184,8 @@ class TrainDisplay:
             _line("charlm train: summary", stdout=True)
             for name, value in rows:
                 _line(f"  {name}: {value}", stdout=True)
+        for note in summary.get("notes", ()):  # what the end says of the run's worth (worse than Kneser-Ney)
+            err_console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
 
 
 def start_lines(info: dict[str, Any]) -> list[str]:
@@ -209,7 +215,41 @@ def start_lines(info: dict[str, Any]) -> list[str]:
     lines.append(f"  token cache: {info['cache']} ({reused})")
     if info.get("chosen"):
         lines.append(f"  chosen for this run: {info['chosen']}")
+    if info.get("baselines"):
+        lines.append(f"  baselines on the validation text: {baseline_text(info['baselines'], info['level'])}")
     return lines
+
+
+def _ppl(value: float) -> str:
+    """A perplexity with three significant figures or more: 4.56, 28.4, 191.5."""
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def baseline_text(b: dict[str, Any], level: str) -> str:
+    """The unigram and Kneser-Ney figures of `charlm.baselines.compute`, as one phrase."""
+
+    def figure(f: dict[str, Any]) -> str:
+        bpc = f", {f['bpc']:.3f} bpc" if level == "char" and f.get("bpc") is not None else ""
+        return f"{f['loss']:.3f} (ppl {_ppl(f['ppl'])}{bpc})"
+
+    kn = f"Kneser-Ney {b['kn_order']}-gram "
+    kn += figure(b["kn"]) if b.get("kn") else f"skipped: {b.get('kn_skipped') or 'not measured'}"
+    return f"unigram {figure(b['unigram'])}, {kn}"
+
+
+def versus_baselines(best: float | None, b: dict[str, Any]) -> str:
+    """The summary's comparison: the baselines' perplexities and how far the best validation is from them."""
+    kn, uni = b.get("kn"), b["unigram"]
+    shown = f"unigram ppl {_ppl(uni['ppl'])}"
+    if kn:
+        shown += f", Kneser-Ney {b['kn_order']}-gram ppl {_ppl(kn['ppl'])}"
+    if best is None:
+        return shown
+    ref, name = (kn, "Kneser-Ney") if kn else (uni, "unigram")
+    ratio = math.exp(min(best, 700.0)) / ref["ppl"]
+    if ratio >= 2:
+        return f"{shown}; best is {ratio:.1f}x {name}'s perplexity"
+    return f"{shown}; best is {100 * abs(1 - ratio):.0f}% {'below' if ratio <= 1 else 'above'} {name} (perplexity)"
 
 
 def summary_rows(summary: dict[str, Any], last_valid: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -218,13 +258,16 @@ def summary_rows(summary: dict[str, Any], last_valid: dict[str, Any] | None) -> 
             return "-"
         return f"{value:.4f} nats/token (ppl {math.exp(min(value, 700)):.2f}, {value / math.log(2):.3f} bits/token)"
 
+    at = f" at step {summary['best_step']}" if summary.get("best_step") is not None else ""
     rows = [
         ("stopped by", summary["status"]),
         ("steps / epochs", f"{summary['step']} / {summary['epoch']}"),
         ("train loss", loss(summary["train_loss"])),
         ("last validation", loss(summary["last_valid_loss"])),
-        ("best validation", loss(summary["best_valid_loss"])),
+        ("best validation", loss(summary["best_valid_loss"]) + at),
     ]
+    if summary.get("baselines"):
+        rows.append(("baselines", versus_baselines(summary["best_valid_loss"], summary["baselines"])))
     if last_valid:
         rows.append(("validation bits/char", f"{last_valid['valid_bpc']:.4f} (last)"))
     rows += [

@@ -117,6 +117,7 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ),
     ("--seed", "seed", click.IntRange(0, MAX_SEED), "Random seed (weights, dropout, data order)."),
     ("--cache-dir", "cache_dir", click.Path(path_type=str), "Token cache [default: ~/.cache/charlm/tokens]."),
+    ("--baselines/--no-baselines", "baselines", None, "Score unigram and Kneser-Ney baselines first, to warn against."),
 ]
 # fmt: on
 
