@@ -215,6 +215,6 @@ def test_perplexity_refuses_a_dynamic_segment_too_long_to_hold(ckpt, tmp_path, m
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 64 * 2**20)
     text = tmp_path / "long.txt"
     text.write_text("the cat sat on the mat.\n" * 20_000)
-    args = ["perplexity", str(ckpt), str(text), "--dynamic", "--dynamic-segment", "10000000"]
+    args = ["perplexity", str(ckpt), str(text), "--dynamic", "--dynamic-segment", "10000000", "--streams", "1"]
     error = one_line_error(CliRunner().invoke(main, args), "--dynamic-segment")
     assert "segments of 480,000 tokens" in error
