@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import re
 import subprocess
 import sys
@@ -118,13 +119,43 @@ def run_one(level: str, name: str, text: str, extra: list[str], budget: str, kn_
     }
 
 
+def figures(rec: dict) -> tuple[float, float, float]:
+    """Test perplexity (per token) of the RNN, the KN model and their mixture, from one record."""
+    f = rec["test"]["files"][0]
+    return tuple(math.exp(f[k]["nll"] / f[k]["tokens"]) for k in ("checkpoint", "interpolate", "mixture"))  # type: ignore[return-value]
+
+
+def table(path: Path) -> str:
+    """The records of results_matrix.jsonl as a Markdown table."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = [
+        "| level | text | budget | chosen | steps | RNN | KN | mixture | RNN vs KN | mixture vs best |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {r['level']} | {r['text']} | {r['budget']} | error: {r['error'][-80:]} |||||||")
+            continue
+        rnn, kn, mix = figures(r)
+        short = r["chosen"].split(":")[0] + "; " + ("bf16" if "bf16 (" in r["chosen"] else "fp32")
+        out.append(
+            f"| {r['level']} | {r['text']} | {r['budget']} | {short} | {r['steps']:,} | {rnn:.2f} | {kn:.2f} | "
+            f"{mix:.2f} | {100 * (rnn / kn - 1):+.1f}% | {100 * (mix / min(rnn, kn) - 1):+.1f}% |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", default="10m,3m")
     ap.add_argument("--only", default="")
     ap.add_argument("--char", action="store_true")
     ap.add_argument("--word", action="store_true", default=None)
+    ap.add_argument("--table", action="store_true", help="print results_matrix.jsonl as a table and stop")
     args = ap.parse_args()
+    if args.table:
+        print(table(HERE / "results_matrix.jsonl"))
+        return
     only = set(filter(None, args.only.split(",")))
     plan = [] if args.char and not args.word else [("word", n, *v, 5) for n, v in WORD.items()]
     if args.char:

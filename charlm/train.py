@@ -86,7 +86,6 @@ class RunState:
     precision: str = ""  # what the run trains in (fp32, bf16, fp16): a resume under --precision auto keeps it
     best_step: int | None = None  # the step of the best validation (the `best` checkpoint's)
     evals: int = 0  # validations so far
-    rising: int = 0  # validations in a row whose loss rose (overfitting: charlm.baselines)
     baselines: dict[str, Any] | None = None  # charlm.baselines.compute's record: measured once, kept for a resume
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +100,6 @@ class RunState:
 
 def record_validation(state: RunState, loss: float, config: TrainConfig) -> tuple[bool, bool]:
     """Update best, early-stopping and plateau counters for one validation: (improved, stop early)."""
-    state.rising = baselines.rises(state.rising, state.last_valid, loss)
     state.last_valid, state.evals = loss, state.evals + 1
     improved = state.best_valid is None or loss < state.best_valid
     if improved:
@@ -814,7 +812,7 @@ class Trainer:
         s = self.state
         if s.valid_fingerprint and s.valid_fingerprint != self.data.valid_fingerprint:
             s.best_valid, s.last_valid, s.bad_evals, s.plateau_bad = None, None, 0, 0
-            s.best_step, s.rising, s.baselines = None, 0, None  # the baselines are scored again on the new text
+            s.best_step, s.baselines = None, None  # the baselines are scored again on the new text
             self.notes.append(
                 "the validation text differs from the run's: best is chosen again from the next validation on it"
             )
@@ -974,7 +972,7 @@ class Trainer:
         """The warnings one validation calls for (each given once a session), and whether overfitting stops the run.
 
         Not learning: a fair share into the run, no better than the unigram baseline.
-        Overfitting: validation rising for several validations, well above its best
+        Overfitting: several validations since the best, the latest well above it
         (thresholds: charlm.baselines). The automatic stop is off when --patience is given.
         """
         s, out = self.state, []
@@ -990,10 +988,10 @@ class Trainer:
             )
         assert s.best_valid is not None  # record_validation set it
         stop_allowed = self.config.patience is None and not self._ending
-        verdict = baselines.overfit_verdict(s.rising, loss, s.best_valid, stop_allowed)
+        verdict = baselines.overfit_verdict(s.bad_evals, loss, s.best_valid, stop_allowed)
         at = f" at step {s.best_step}" if s.best_step is not None else ""
         rose = (
-            f"validation rose {s.rising} times in a row to {loss:.4f}, "
+            f"{s.bad_evals} validations since the best, validation is at {loss:.4f}, "
             f"{100 * (loss / s.best_valid - 1):.0f}% above its best {s.best_valid:.4f}{at}"
         )
         kept = f"best keeps the step-{s.best_step} checkpoint" if at else "best keeps the best checkpoint"
