@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -90,13 +91,18 @@ def cpu_name() -> str:
     return next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "?")
 
 
-def run_one(level: str, name: str, text: str, extra: list[str], budget: str, kn_order: int) -> dict:
+def run_one(
+    level: str, name: str, text: str, extra: list[str], budget: str, kn_order: int, forced: Sequence[str] = ()
+) -> dict:
+    """One text and budget: the RNN with defaults (and `forced` options), KN, and their mixture on the test part."""
     train, dev, test = split3(name, text)
-    tag = f"{level}_{name}_{budget}"
+    tag = f"{level}_{name}_{budget}" + "".join(forced).replace("-", "")
     rnn, kn = OUT / f"rnn_{tag}", OUT / f"kn_{level}_{name}"
     common = [str(train), "--valid", str(dev), "--level", level, *extra, "--overwrite"]
     t0 = time.perf_counter()
-    shown = charlm("train", *common, "--time-budget", budget, "--out", str(rnn), "--sample-length", "0", both=True)
+    shown = charlm(
+        "train", *common, *forced, "--time-budget", budget, "--out", str(rnn), "--sample-length", "0", both=True
+    )
     wall = time.perf_counter() - t0
     if not (kn / "checkpoint.json").exists():
         charlm("train", *common, "--model", "kn", "--order", str(kn_order), "--out", str(kn), "--quiet")
@@ -110,6 +116,7 @@ def run_one(level: str, name: str, text: str, extra: list[str], budget: str, kn_
         "level": level,
         "text": name,
         "budget": budget,
+        "forced": " ".join(forced),
         "train_tokens": next((m.get("train_tokens") for m in metrics if m.get("train_tokens")), None),
         "chosen": chosen.group(1).strip() if chosen else "",
         "steps": max((m.get("step", 0) for m in metrics), default=0),
@@ -138,6 +145,8 @@ def table(path: Path) -> str:
             continue
         rnn, kn, mix = figures(r)
         short = r["chosen"].split(":")[0] + "; " + ("bf16" if "bf16 (" in r["chosen"] else "fp32")
+        if r.get("forced"):
+            short = f"{r['forced']} (forced); " + short.split("; ")[-1]
         out.append(
             f"| {r['level']} | {r['text']} | {r['budget']} | {short} | {r['steps']:,} | {rnn:.2f} | {kn:.2f} | "
             f"{mix:.2f} | {100 * (rnn / kn - 1):+.1f}% | {100 * (mix / min(rnn, kn) - 1):+.1f}% |"
@@ -152,6 +161,7 @@ def main() -> None:
     ap.add_argument("--char", action="store_true")
     ap.add_argument("--word", action="store_true", default=None)
     ap.add_argument("--table", action="store_true", help="print results_matrix.jsonl as a table and stop")
+    ap.add_argument("--force", default="", help="options forced on the RNN, e.g. '--hidden 768' (a faster machine's)")
     args = ap.parse_args()
     if args.table:
         print(table(HERE / "results_matrix.jsonl"))
@@ -165,7 +175,7 @@ def main() -> None:
             if only and name not in only:
                 continue
             try:
-                rec = run_one(level, name, make(), extra, budget, order)
+                rec = run_one(level, name, make(), extra, budget, order, args.force.split())
             except RuntimeError as exc:
                 rec = {"level": level, "text": name, "budget": budget, "error": str(exc)[-500:]}
             print(json.dumps(rec)[:600], flush=True)
