@@ -62,6 +62,12 @@ BF16_CHECK_STEPS = 16
 BF16_CHECK_LAST = 4
 BF16_KEEP = 0.9
 BF16_LOSS_SLACK = 0.02
+# A run limited by time alone reads a text at most this many times (by level): beyond it a small text is
+# only memorised while the rate is still high, and the run ends before its decay helps. On WikiText-2's
+# 185k-token valid split, a 10-minute run (30 passes) peaked at 9 passes and scored 173.3 on the test part,
+# worse than the 3-minute run (8.7 passes, decayed to the end: 170.9); the 100 KB char text of issue 21 read
+# 155 times peaked at 9. Shakespeare's 252k tokens still gained at 19 passes (benchmarks/results_matrix.md).
+MAX_PASSES = {"char": 30.0, "subword": 15.0, "word": 15.0}
 # Validation scores the validation text at about this many times the training speed (forward only, 32
 # streams), and the rule that promises MIN_STEPS steps counts that time. Measured in fp32 on an AMD EPYC:
 # 3.52x (2x256 char), 3.69x (2x512 char), 2.76x (2x512 word, full softmax); 3 errs on the side of time.
@@ -331,6 +337,10 @@ def resolve(
             trial(), speed, max_steps, epochs, budget, train_tokens, tokens_per_step / per_step, speed_of
         )
         passes = seen / max(1, train_tokens)
+        most = MAX_PASSES.get(c.level, MAX_PASSES["char"])
+        if epochs is None and max_steps is None and passes > most:  # the budget would only buy memorising
+            why.append(f"stop after {most:g} passes over the text (the budget allows about {passes:.0f})")
+            c, passes = replace(c, epochs=most, time_budget=budget), most
         regs = (
             word_regularisers(passes)
             if word

@@ -201,3 +201,18 @@ def test_a_small_word_text_gets_a_narrower_model_whatever_the_machine(level):
     assert widths == sorted(widths) and widths[0] < widths[-1] == max(autosize.WIDTHS)
     char = autosize.resolve(TrainConfig(corpus=("x",), time_budget=600), 50_000, "cpu", speeds(fast)[0]).config
     assert char.hidden_size == max(autosize.WIDTHS)  # characters: the budget decides, the passes set the dropout
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+def test_a_budget_that_would_only_buy_memorising_stops_at_max_passes(level):
+    """A 10-minute budget on a small text ends after MAX_PASSES passes, decayed by then, and says so;
+    an explicit step or epoch limit is the user's."""
+    fast = dict.fromkeys(autosize.WIDTHS, 50_000.0)
+    most = autosize.MAX_PASSES[level]
+    small = autosize.resolve(TrainConfig(corpus=("x",), level=level, time_budget=600), 50_000, "cpu", speeds(fast)[0])
+    assert small.config.epochs == most and small.config.time_budget == 600
+    assert f"stop after {most:g} passes" in small.reason
+    big = autosize.resolve(TrainConfig(corpus=("x",), level=level), 10**9, "cpu", speeds(fast)[0])
+    assert big.config.epochs is None and "stop after" not in big.reason
+    mine = TrainConfig(corpus=("x",), level=level, max_steps=100_000)
+    assert autosize.resolve(mine, 50_000, "cpu", speeds(fast)[0]).config.epochs is None
