@@ -37,11 +37,16 @@ from charlm.errors import ConfigError
 WIDTHS = (128, 192, 256, 384, 512, 768, 1024, 1536)
 # With no time budget (a step or epoch limit), the width by the size of the training text.
 WIDTH_BY_TOKENS = ((300_000, 256), (3_000_000, 384), (30_000_000, 512), (float("inf"), 768))
-# Word and subword models: the widest a training text of this many tokens gets, whatever the budget and the
-# machine. A wider model has more parameters than a small text can pin down: on a 74k-word text a 2x1024 tied
+# The widest model a training text of this many tokens gets, by level, whatever the budget and the machine.
+# A wider model has more parameters than a small text can pin down: on a 74k-word text a 2x1024 tied word
 # model never left the unigram level while a 2x512 one learned (issue 21); WikiText-2's 217k-word valid split
-# trained best at 512 in 10 minutes (benchmarks/results_word.md).
-WORD_MAX_WIDTH = ((120_000, 384), (400_000, 512), (1_500_000, 768), (5_000_000, 1024), (float("inf"), 1536))
+# trained best at 512 in 10 minutes (benchmarks/results_word.md); a 2x512 char model on 88k characters
+# peaked after 4.5 passes (1.561 nats/char) and then only memorised (benchmarks/results_matrix.md).
+MAX_WIDTH = {
+    "word": ((120_000, 384), (400_000, 512), (1_500_000, 768), (5_000_000, 1024), (float("inf"), 1536)),
+    "char": ((250_000, 256), (1_500_000, 512), (5_000_000, 768), (float("inf"), 1536)),
+}
+MAX_WIDTH["subword"] = MAX_WIDTH["word"]
 # Optimiser steps the chosen width must reach in the budget (see choose_width).
 MIN_STEPS = 1500
 # The batch (parallel streams): small batches give a CPU more updates per second of compute.
@@ -121,9 +126,9 @@ def bf16_learns(losses: dict[str, list[float]]) -> bool:
     return progress(losses["bf16"]) >= BF16_KEEP * progress(losses["fp32"]) - BF16_LOSS_SLACK
 
 
-def word_max_width(train_tokens: int) -> int:
-    """The widest word or subword model for a training text of `train_tokens` tokens (WORD_MAX_WIDTH)."""
-    return next(w for limit, w in WORD_MAX_WIDTH if train_tokens <= limit)
+def max_width(level: str, train_tokens: int) -> int:
+    """The widest model of `level` for a training text of `train_tokens` tokens (MAX_WIDTH)."""
+    return next(w for limit, w in MAX_WIDTH.get(level, MAX_WIDTH["char"]) if train_tokens <= limit)
 
 
 def step_tokens(tokens_per_step: int, valid_tokens: int, eval_interval: int) -> float:
@@ -277,7 +282,7 @@ def resolve(
     scored = min(valid_tokens, c.eval_tokens) if c.eval_tokens else valid_tokens
     per_step = step_tokens(tokens_per_step, scored, c.eval_interval)
     epochs, max_steps, budget = c.limits
-    widest = word_max_width(train_tokens) if c.level in ("word", "subword") else None
+    widest = max_width(c.level, train_tokens)
     budget_rule = c.hidden_size is None and budget is not None and epochs is None and max_steps is None
     speed = None
 
