@@ -112,6 +112,9 @@ def run_one(
     scored = json.loads(charlm("perplexity", str(rnn), str(test), "--interpolate", str(kn), "--json"))
     return {
         "date": datetime.date.today().isoformat(),
+        "tree": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
         "cpu": cpu_name(),
         "level": level,
         "text": name,
