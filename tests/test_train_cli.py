@@ -93,7 +93,9 @@ def test_word_and_subword_levels_train(tiny_corpus, out_dir, level, extra, side_
 
 
 def test_time_budget_stops_by_time(tiny_corpus, out_dir):
-    result = invoke(tiny_corpus, "--out", out_dir, *TINY, "--time-budget", "2s", "--eval-interval", "50")
+    result = invoke(
+        tiny_corpus, "--out", out_dir, *TINY, "--time-budget", "2s", "--eval-interval", "50", "--dropout", "0"
+    )
     assert_ok(result)
     assert "time budget" in result.stdout
     _, data = ckpt.load_training_state(out_dir)
