@@ -117,13 +117,27 @@ def faster_precision(measure: Callable[[str], float]) -> tuple[str, float]:
     return ("bf16", bf16) if bf16 >= BF16_MIN_GAIN * fp32 else ("fp32", fp32)
 
 
+def _ending(v: list[float]) -> float:
+    """A short run's loss at its end: the mean of its last BF16_CHECK_LAST losses."""
+    return sum(v[-BF16_CHECK_LAST:]) / len(v[-BF16_CHECK_LAST:])
+
+
 def bf16_learns(losses: dict[str, list[float]]) -> bool:
     """Whether bf16's losses of a short paired run (`charlm.train.learning_losses`) keep up with fp32's."""
 
     def progress(v: list[float]) -> float:
-        return v[0] - sum(v[-BF16_CHECK_LAST:]) / len(v[-BF16_CHECK_LAST:])
+        return v[0] - _ending(v)
 
     return progress(losses["bf16"]) >= BF16_KEEP * progress(losses["fp32"]) - BF16_LOSS_SLACK
+
+
+def bf16_trial(losses: dict[str, list[float]]) -> tuple[bool, str]:
+    """(bf16 keeps up, the reason shown in the chosen line) for a short paired run's losses."""
+    shown = f"loss {_ending(losses['bf16']):.3f} against fp32's {_ending(losses['fp32']):.3f}"
+    shown += f" after {len(losses['fp32'])} steps"
+    if bf16_learns(losses):
+        return True, f"bf16 (the faster here, and it learns as fp32 does: {shown})"
+    return False, f"fp32 (bf16 is faster here but learns worse: {shown})"
 
 
 def max_width(level: str, train_tokens: int) -> int:
@@ -314,14 +328,9 @@ def resolve(
         precision = precisions[c.hidden_size]
         precision_why = f"{precision} (the faster here)"
         if precision == "bf16" and learns is not None:
-            losses = learns(trial())
-            last = {p: sum(v[-BF16_CHECK_LAST:]) / len(v[-BF16_CHECK_LAST:]) for p, v in losses.items()}
-            shown = f"loss {last['bf16']:.3f} against fp32's {last['fp32']:.3f} after {len(losses['fp32'])} steps"
-            if bf16_learns(losses):
-                precision_why = f"bf16 (the faster here, and it learns as fp32 does: {shown})"
-            else:  # the whole run trains in fp32, and so its width is the one fp32's speed allows
+            keeps, precision_why = bf16_trial(learns(trial()))
+            if not keeps:  # the whole run trains in fp32, and so its width is the one fp32's speed allows
                 precision, auto_bf16 = "fp32", False
-                precision_why = f"fp32 (bf16 is faster here but learns worse: {shown})"
                 if budget_rule:
                     width, speed = widest_in_budget()
                     c = replace(c, hidden_size=width)

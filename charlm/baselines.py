@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from charlm.config import TrainConfig
-from charlm.evaluate import context_id, evaluate_ids
 from charlm.ngram import KneserNeyModel
 
 if TYPE_CHECKING:
@@ -85,15 +84,7 @@ def compute(data: PreparedData, config: TrainConfig, kn_max_tokens: int = KN_MAX
     order = config.ngram_order
 
     def score(model: KneserNeyModel) -> Any:
-        return evaluate_ids(
-            model,
-            data.valid_ids,
-            context_id(tok),
-            chars=data.valid_chars,
-            nbytes=data.valid_bytes,
-            oov=data.valid_oov,
-            max_tokens=config.eval_tokens or None,
-        )
+        return data.score_validation(model, config.eval_tokens)
 
     unigram = score(unigram_model(data.unigram_counts()))
     kn: dict[str, float] | None = None

@@ -17,7 +17,6 @@ from typing import Any
 from charlm import checkpoint as ckpt
 from charlm.config import TrainConfig, check_ngram_options
 from charlm.errors import ConfigError
-from charlm.evaluate import context_id, evaluate_ids
 from charlm.ngram import KneserNeyModel
 
 
@@ -43,15 +42,7 @@ def train_ngram(
         model = KneserNeyModel.estimate(data.train_ids, tok.vocab_size, config.ngram_order)
         writer.begin(model.config, tok, config.to_dict())
         estimated = time.perf_counter() - t0
-        score = evaluate_ids(
-            model,
-            data.valid_ids,
-            context_id(tok),
-            chars=data.valid_chars,
-            nbytes=data.valid_bytes,
-            oov=data.valid_oov,
-            max_tokens=config.eval_tokens or None,
-        )
+        score = data.score_validation(model, config.eval_tokens)
         rec: dict[str, Any] = {
             "type": "valid",
             "step": 0,

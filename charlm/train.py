@@ -356,6 +356,21 @@ class PreparedData:
     reused: bool  # nothing had to be tokenized
     _counts: np.ndarray | None = field(default=None, repr=False, compare=False)
 
+    def score_validation(self, model: Any, eval_tokens: int, **scoring: Any) -> Any:
+        """`model`'s figures on the validation ids (a `TextScore`), by validation's rules: the text's own
+        counts, read after the tokenizer's context, at most `eval_tokens` tokens (0: all). Training's
+        validation, the baselines and the n-gram trainer all score here, so their figures compare."""
+        return evaluate_ids(
+            model,
+            self.valid_ids,
+            context_id(self.tokenizer),
+            chars=self.valid_chars,
+            nbytes=self.valid_bytes,
+            oov=self.valid_oov,
+            max_tokens=eval_tokens or None,
+            **scoring,
+        )
+
     def unigram_counts(self) -> np.ndarray:
         """How often each id occurs in the training ids (V,) int64, counted once per run: the whole
         text, or 16 evenly spread stretches of it beyond 16M tokens (bounded start-up for a corpus
@@ -1024,17 +1039,8 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         # The same function and defaults as `charlm perplexity`, so its figure on the
         # validation text reproduces the loss recorded here.
-        d = self.data
-        score = evaluate_ids(
-            self.model,
-            d.valid_ids,
-            context_id(d.tokenizer),
-            chars=d.valid_chars,
-            nbytes=d.valid_bytes,
-            oov=d.valid_oov,
-            max_tokens=self.config.eval_tokens or None,
-            streams=self.config.eval_streams,
-            amp_dtype=self.amp_dtype,
+        score = self.data.score_validation(
+            self.model, self.config.eval_tokens, streams=self.config.eval_streams, amp_dtype=self.amp_dtype
         )
         sample = self.sample()
         return (({"sample": sample}) if sample else {}) | {
