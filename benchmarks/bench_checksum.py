@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from charlm.checkpoint import BEST, _load_tensors, load_for_inference, tensor_digest, write_inference_checkpoint
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
+from charlm.checkpoint.store import BEST, _load_tensors, load_for_inference, tensor_digest, write_inference_checkpoint
+from charlm.data.tokenizers import fit_tokenizer
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 

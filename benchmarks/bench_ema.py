@@ -1,7 +1,7 @@
 """Does an exponential moving average of the weights beat the final weights of a budgeted run?
 
 Issue 10 lists weight averaging (EMA / Polyak) as a lever to measure. This trains
-one run with the library (`charlm.train.train`, the defaults the CLI would use for
+one run with the library (`charlm.training.trainer.train`, the defaults the CLI would use for
 the budget) while keeping EMA copies of the weights at several decays alongside
 (wrapping the trainer's `train_step`, so the run itself is unchanged), then scores
 the run's final weights and each average on the same validation ids with the same
@@ -24,11 +24,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-import charlm.train as train_mod  # noqa: E402
-from charlm.checkpoint import load_for_inference  # noqa: E402
-from charlm.config import TrainConfig  # noqa: E402
-from charlm.evaluate import evaluate_ids  # noqa: E402
-from charlm.tokenizers import line_start_id  # noqa: E402
+import charlm.training.trainer as train_mod  # noqa: E402
+from charlm.checkpoint.store import load_for_inference  # noqa: E402
+from charlm.data.tokenizers import line_start_id  # noqa: E402
+from charlm.evaluation.scoring import evaluate_ids  # noqa: E402
+from charlm.training.config import TrainConfig  # noqa: E402
 
 DECAYS = (0.99, 0.995, 0.998, 0.999)
 

@@ -33,11 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from charlm import autosize  # noqa: E402
-from charlm.model import RNNLanguageModel  # noqa: E402
+from charlm.data.tokenizers import fit_tokenizer  # noqa: E402
+from charlm.models.rnn import RNNLanguageModel  # noqa: E402
 from charlm.sampling import DecodingOptions, generate, stream  # noqa: E402
-from charlm.tokenizers import fit_tokenizer  # noqa: E402
-from charlm.train import TrainConfig  # noqa: E402
+from charlm.training import autosize  # noqa: E402
+from charlm.training.trainer import TrainConfig  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 PROMPT = "ROMEO:"
@@ -85,7 +85,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     tok = fit_tokenizer("char", CORPUS.read_text(encoding="utf-8"))
     torch.manual_seed(0)
-    # The default char model's shape at width 384. What charlm.autosize leaves open until a run starts is given:
+    # The default char model's shape at width 384. What training.autosize leaves open until a run starts is given:
     # the width, and a CPU run's batch and rate with no dropout, which do not change decoding.
     train = TrainConfig(
         corpus=(str(CORPUS),), hidden_size=384, dropout=0.0, batch_size=autosize.default_batch("cpu"), lr=autosize.LR

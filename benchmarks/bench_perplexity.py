@@ -37,12 +37,12 @@ from pathlib import Path
 
 import torch
 
-from charlm.checkpoint import load_for_inference, read_metrics, write_inference_checkpoint
-from charlm.data import split_train_valid
-from charlm.evaluate import DEFAULT_STREAMS, evaluate_text
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
-from charlm.train import TrainConfig, train
+from charlm.checkpoint.store import load_for_inference, read_metrics, write_inference_checkpoint
+from charlm.data.batching import split_train_valid
+from charlm.data.tokenizers import fit_tokenizer
+from charlm.evaluation.scoring import DEFAULT_STREAMS, evaluate_text
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.training.trainer import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKES = ROOT / "corpora" / "tinyshakespeare.txt"

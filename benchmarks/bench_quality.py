@@ -66,7 +66,7 @@ def exact_nll(logits_of, ids: list[int], context: int) -> float:
 
 def charlm_on_ref_split(run: Path, corpus: Path) -> float:
     sys.path.insert(0, str(ROOT))
-    from charlm.checkpoint import load_for_inference
+    from charlm.checkpoint.store import load_for_inference
 
     model, tok, _ = load_for_inference(run, "best")
     _, valid = ref_split(corpus)

@@ -7,7 +7,7 @@ Measures, in one run:
   linear on 2048x2048 products), the denominator of the utilisation;
 - training tokens/s of the default char model at width 384 on tinyshakespeare
   (`charlm train corpora/tinyshakespeare.txt --hidden 384`: dropout, batch and
-  rate as charlm.autosize chooses them here, measuring fp32; the width is fixed
+  rate as charlm.training.autosize chooses them here, measuring fp32; the width is fixed
   so that runs compare, as autosize's measured choice moves with the machine's
   load) and of a word-level 2x650 LSTM (tied, bptt 35, batch 20, dropout 0.5,
   full softmax) on wikitext-2.valid.txt;
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm import autosize
-from charlm.data import batchify, get_batch
-from charlm.model import RNNLanguageModel, detach_state
-from charlm.train import TrainConfig, make_optimizer, measure_speed, prepare_data
+from charlm.data.batching import batchify, get_batch
+from charlm.models.rnn import RNNLanguageModel, detach_state
+from charlm.training import autosize
+from charlm.training.trainer import TrainConfig, make_optimizer, measure_speed, prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 

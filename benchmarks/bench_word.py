@@ -4,7 +4,7 @@
                                     [--vs-tree 1cc06ff^ --tree-steps 150 --tree-rounds 3]
                                     [--budget 10m] [--wp] [--no-wikitext] [--out benchmarks/results_word.md]
 
-(a) Throughput, measured in one run: the real training step (`charlm.train.train_step`:
+(a) Throughput, measured in one run: the real training step (`charlm.training.trainer.train_step`:
     forward, loss, backward, clip, AdamW) of the README's word configuration (2x650
     LSTM, embedding 650 tied, bptt 35, batch 20, dropout 0.5) on wikitext-2.valid.txt,
     with the full softmax (today's path) and with the adaptive softmax (clusters from
@@ -61,12 +61,12 @@ import numpy as np
 import torch
 from bench_parity import checkout, cpu_name  # this directory: run as a script
 
-from charlm import autosize
 from charlm.cli.common import parse_duration
-from charlm.data import batchify, get_batch
-from charlm.evaluate import context_id, evaluate_ids
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.train import PreparedData, TrainConfig, make_optimizer, prepare_data, train_step
+from charlm.data.batching import batchify, get_batch
+from charlm.evaluation.scoring import context_id, evaluate_ids
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.training import autosize
+from charlm.training.trainer import PreparedData, TrainConfig, make_optimizer, prepare_data, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "corpora" / "wikitext-2.valid.txt"

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from charlm import autosize
-from charlm import checkpoint as ckpt
-from charlm.config import TrainConfig
+from charlm.checkpoint import store as ckpt
 from charlm.errors import ConfigError
-from charlm.evaluate import evaluate_ids
-from charlm.model import ModelConfig, RNNLanguageModel
+from charlm.evaluation.scoring import evaluate_ids
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.training import autosize
+from charlm.training.config import TrainConfig
 
 V, CUTS = 23, (5, 11)
 
@@ -163,10 +163,10 @@ def test_clusters_are_chosen_from_frequencies_and_only_where_they_pay():
 
 
 def test_a_word_run_with_an_adaptive_softmax_checkpoints_evaluates_and_generates(tmp_path, tiny_corpus):
-    from charlm.checkpoint import load_for_inference
-    from charlm.evaluate import evaluate_text
+    from charlm.checkpoint.store import load_for_inference
+    from charlm.evaluation.scoring import evaluate_text
     from charlm.sampling import DecodingOptions, generate
-    from charlm.train import train
+    from charlm.training.trainer import train
 
     out = tmp_path / "run"
     c = TrainConfig(

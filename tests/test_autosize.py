@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from charlm import autosize
-from charlm.config import TrainConfig
+from charlm.training import autosize
+from charlm.training.config import TrainConfig
 
 
 def speeds(table: dict[int, float]):
@@ -107,7 +107,7 @@ def test_a_resume_keeps_the_precision_the_run_trained_in_without_measuring(monke
     """Re-measuring on resume could flip fp32/bf16 on noise and break resume == one long run."""
     import torch
 
-    import charlm.train as train_mod
+    import charlm.training.trainer as train_mod
 
     monkeypatch.setattr(train_mod, "resolve_precision", lambda name, device, cell: name)
     resolved = TrainConfig(corpus=("x",), hidden_size=8, dropout=0.0, batch_size=2, lr=1e-3)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from charlm import baselines
-from charlm import checkpoint as ckpt
-from charlm import train as train_mod
+from charlm.checkpoint import store as ckpt
 from charlm.cli import main
-from charlm.evaluate import context_id, evaluate_ids
-from charlm.ngram import KneserNeyModel
-from charlm.ngram_train import train_ngram
-from charlm.train import TrainConfig, prepare_data, train
+from charlm.evaluation.scoring import context_id, evaluate_ids
+from charlm.models.ngram import KneserNeyModel
+from charlm.training import baselines
+from charlm.training import trainer as train_mod
+from charlm.training.ngram_task import train_ngram
+from charlm.training.trainer import TrainConfig, prepare_data, train
 
 TINY = ["--hidden", "16", "--emb", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
 

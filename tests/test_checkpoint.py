@@ -12,11 +12,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm import checkpoint as ckpt
+from charlm.checkpoint import store as ckpt
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import CheckpointError, StorageError
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
-from charlm.train import TrainConfig, train
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.training.trainer import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

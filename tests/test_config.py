@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from charlm.config import DEFAULT_TIME_BUDGET, LIMITS, RESUMABLE, TrainConfig, resumed_config
 from charlm.errors import ConfigError
+from charlm.training.config import DEFAULT_TIME_BUDGET, LIMITS, RESUMABLE, TrainConfig, resumed_config
 
 STORED = TrainConfig(
     corpus=("a.txt",), out="run", hidden_size=16, max_steps=8, eval_interval=4, valid=("v.txt",)

@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
-import charlm.train as training
-from charlm.config import TrainConfig
-from charlm.devices import glibc, retain_freed_memory
+import charlm.training.trainer as training
+from charlm.runtime.devices import glibc, retain_freed_memory
+from charlm.training.config import TrainConfig
 
 # 30 allocations of 64 MiB, each written and freed, as a training step's tensors are: the page
 # faults of the last 10 (the first ones grow the heap until a freed block fits the aligned request)
 PROBE = """
 import resource, sys, torch
-from charlm.devices import retain_freed_memory
+from charlm.runtime.devices import retain_freed_memory
 applied = retain_freed_memory() if sys.argv[1] == "retain" else False
 for i in range(30):
     if i == 20:

@@ -9,8 +9,8 @@ import sys
 
 import torch
 
-from charlm.checkpoint import load_for_inference
-from charlm.distributed import DistContext
+from charlm.checkpoint.store import load_for_inference
+from charlm.runtime.distributed import DistContext
 
 
 def test_single_process_context_is_inert():

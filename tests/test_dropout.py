@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charlm.dropout import drop_weight, embed, embedding_dropout, locked_dropout, seq_dropout
-from charlm.model import CELLS, ModelConfig, RNNLanguageModel
+from charlm.models.dropout import drop_weight, embed, embedding_dropout, locked_dropout, seq_dropout
+from charlm.models.rnn import CELLS, ModelConfig, RNNLanguageModel
 
 
 def test_locked_dropout_uses_one_mask_per_sequence_across_time():

@@ -22,13 +22,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charlm import checkpoint as ckpt
-from charlm import train as train_mod
+from charlm.checkpoint import store as ckpt
 from charlm.cli import main
-from charlm.devices import cpu_bf16_supported, resolve_precision
 from charlm.errors import ConfigError, StorageError
-from charlm.evaluate import evaluate_text
-from charlm.train import TrainConfig, train
+from charlm.evaluation.scoring import evaluate_text
+from charlm.runtime.devices import cpu_bf16_supported, resolve_precision
+from charlm.training import trainer as train_mod
+from charlm.training.trainer import TrainConfig, train
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the crash tests fork")
 
@@ -164,7 +164,7 @@ def test_a_kill_between_best_and_last_never_lets_a_worse_model_overwrite_best(ti
     """best written at step N, last still at N-1: the resumed run compares with best's own loss."""
     out = tmp_path / "run"
     losses = iter([3.0, 2.0, 2.5, 2.4, 2.3])
-    from charlm.evaluate import TextScore
+    from charlm.evaluation.scoring import TextScore
 
     monkeypatch.setattr(train_mod, "evaluate_ids", lambda *a, **k: TextScore(100, next(losses) * 100, 100, 100, 0))
     monkeypatch.setattr(train_mod.Trainer, "measure_baselines", lambda self: None)  # they score the same way
@@ -210,7 +210,7 @@ def test_overwrite_interrupted_before_any_validation_replaces_the_old_run_whole(
 
 
 def test_bf16_on_a_cpu_without_it_is_refused_before_anything_is_written(tiny_corpus, out_dir, monkeypatch):
-    monkeypatch.setattr("charlm.devices.cpu_bf16_supported", lambda cell: False)
+    monkeypatch.setattr("charlm.runtime.devices.cpu_bf16_supported", lambda cell: False)
     result = invoke(tiny_corpus, "--out", out_dir, *TINY, "--precision", "bf16", "--device", "cpu", "--max-steps", "2")
     line = one_line_error(result)
     assert "--precision bf16" in line and "CPU lacks" in line

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from charlm.checkpoint import load_for_inference, write_inference_checkpoint
+from charlm.checkpoint.store import load_for_inference, write_inference_checkpoint
 from charlm.cli import main
-from charlm.dynamic import DynamicOptions, evaluate_file_dynamic, evaluate_text_dynamic, gradient_rms
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import ConfigError
-from charlm.evaluate import evaluate_text
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
+from charlm.evaluation.dynamic import DynamicOptions, evaluate_file_dynamic, evaluate_text_dynamic, gradient_rms
+from charlm.evaluation.scoring import evaluate_text
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
 
 TEXT = "abcabd abcabd\n" * 30  # repetitive: a model that adapts to it gains a lot
 

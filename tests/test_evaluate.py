@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm import evaluate as ev
-from charlm.devices import cpu_bf16_supported
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import CorpusError
-from charlm.evaluate import TextScore, evaluate_file, evaluate_text, score_stream, token_safe_pieces, total
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
+from charlm.evaluation import scoring as ev
+from charlm.evaluation.scoring import TextScore, evaluate_file, evaluate_text, score_stream, token_safe_pieces, total
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.runtime.devices import cpu_bf16_supported
 
 LN2 = math.log(2.0)
 

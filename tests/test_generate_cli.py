@@ -12,11 +12,11 @@ from click.testing import CliRunner
 
 import charlm.cli.generate_cmd as generate_cmd
 import charlm.cli.repl as repl_mod
-from charlm.checkpoint import load_for_inference, write_inference_checkpoint
+from charlm.checkpoint.store import load_for_inference, write_inference_checkpoint
 from charlm.cli import main
-from charlm.model import ModelConfig, RNNLanguageModel
+from charlm.data.tokenizers import fit_tokenizer
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
 from charlm.sampling import DecodingOptions, generate
-from charlm.tokenizers import fit_tokenizer
 
 TEXT = "ROMEO: the cat sat on the mat.\nJULIET: the dog sat on the log.\n" * 4
 
@@ -265,7 +265,7 @@ def test_corrupt_checkpoint(char_ckpt, tmp_path, damage):
 def test_damaged_weights_are_refused_in_one_line_and_no_verify_loads_them(char_ckpt, tmp_path):
     import shutil
 
-    from charlm.checkpoint import BEST
+    from charlm.checkpoint.store import BEST
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(char_ckpt, ckpt)

@@ -1,4 +1,4 @@
-"""charlm.memory: the parameter count against real models, the memory a machine has (cgroup limits
+"""charlm.training.memory: the parameter count against real models, the memory a machine has (cgroup limits
 included), and the one-line refusals of train, generate and perplexity for jobs that cannot fit."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from charlm import memory
-from charlm.checkpoint import write_inference_checkpoint
+from charlm.checkpoint.store import write_inference_checkpoint
 from charlm.cli import main
-from charlm.config import TrainConfig
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import ConfigError
-from charlm.model import ModelConfig, RNNLanguageModel
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
 from charlm.sampling import DecodingOptions, generate
-from charlm.tokenizers import fit_tokenizer
+from charlm.training import memory
+from charlm.training.config import TrainConfig
 
 GiB = 2**30
 
@@ -186,7 +186,7 @@ def test_generate_refuses_a_wide_long_beam(ckpt, small_machine):
 
 
 def test_streaming_one_long_text_is_not_refused(ckpt, small_machine):
-    from charlm.checkpoint import load_for_inference
+    from charlm.checkpoint.store import load_for_inference
     from charlm.sampling.decode import check_memory
 
     model, tok, _ = load_for_inference(ckpt)

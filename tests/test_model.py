@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from charlm.errors import ConfigError
-from charlm.model import (
+from charlm.models.rnn import (
     CELLS,
     ModelConfig,
     RNNLanguageModel,

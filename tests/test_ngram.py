@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from charlm import ngram
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import CheckpointError, ConfigError
-from charlm.evaluate import score_stream
-from charlm.ngram import KneserNeyModel, kn_discounts, token_names
+from charlm.evaluation.scoring import score_stream
+from charlm.models import ngram
+from charlm.models.ngram import KneserNeyModel, kn_discounts, token_names
 from charlm.sampling import DecodingOptions, generate
-from charlm.tokenizers import fit_tokenizer
 
 LN10 = math.log(10.0)
 CORPORA = Path(__file__).resolve().parent.parent / "corpora"

@@ -11,13 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from charlm import checkpoint as ckpt
+from charlm.checkpoint import store as ckpt
 from charlm.cli import main
-from charlm.evaluate import context_id
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.ngram import KneserNeyModel
+from charlm.data.tokenizers import fit_tokenizer
+from charlm.evaluation.scoring import context_id
+from charlm.models.ngram import KneserNeyModel
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
 from charlm.sampling import DecodingOptions, generate
-from charlm.tokenizers import fit_tokenizer
 
 TEXT = (
     "the cat sat on the mat.\nthe dog sat on the log.\na cat and a dog met on a mat.\nthe end of the tale is near.\n"

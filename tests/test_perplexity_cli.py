@@ -12,12 +12,12 @@ import torch
 from click.testing import CliRunner
 
 import charlm.cli.perplexity_cmd  # noqa: F401  (registers the command on `main`)
-from charlm.checkpoint import load_for_inference, read_metrics, write_inference_checkpoint
+from charlm.checkpoint.store import load_for_inference, read_metrics, write_inference_checkpoint
 from charlm.cli import main
-from charlm.evaluate import evaluate_file, evaluate_text
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
-from charlm.train import TrainConfig, train
+from charlm.data.tokenizers import fit_tokenizer
+from charlm.evaluation.scoring import evaluate_file, evaluate_text
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.training.trainer import TrainConfig, train
 
 TEXT = (
     "the cat sat on the mat.\nthe dog sat on the log.\na cat and a dog met on a mat.\nthe end of the tale is near.\n"
@@ -183,7 +183,7 @@ def test_missing_or_corrupt_checkpoint_is_a_one_line_error(tmp_path, ckpt, files
 def test_damaged_weights_are_refused_in_one_line_and_no_verify_scores_them(tmp_path, ckpt, files):
     import shutil
 
-    from charlm.checkpoint import BEST
+    from charlm.checkpoint.store import BEST
 
     target = tmp_path / "ck"
     shutil.copytree(ckpt, target)

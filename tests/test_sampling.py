@@ -14,8 +14,9 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from charlm.data.tokenizers import CharTokenizer, WordTokenizer, fit_tokenizer
 from charlm.errors import ConfigError, TokenizerError
-from charlm.model import ModelConfig, RNNLanguageModel
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
 from charlm.sampling import (
     DecodingOptions,
     Prompt,
@@ -33,7 +34,6 @@ from charlm.sampling import (
     top_p_filter,
     warm_up,
 )
-from charlm.tokenizers import CharTokenizer, WordTokenizer, fit_tokenizer
 
 NEG = float("-inf")
 
@@ -672,7 +672,7 @@ def test_unrepresentable_prompt_is_an_error():
 
 
 def test_prompts_are_read_after_a_line_end_like_evaluation(char_tok):
-    from charlm.evaluate import context_id
+    from charlm.evaluation.scoring import context_id
 
     assert encode_prompt(char_tok, "").ids == tuple(char_tok.encode("\n"))
     assert encode_prompt(char_tok, "ab").ids == tuple(char_tok.encode("\nab"))

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlm import tokcache
-from charlm.corpus import corpus_files, iter_corpus_chunks, read_corpus, split_offset
+from charlm.data import tokcache
+from charlm.data.corpus import corpus_files, iter_corpus_chunks, read_corpus, split_offset
+from charlm.data.tokcache import shard, tokenized_corpus
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import ConfigError, CorpusError
-from charlm.tokcache import shard, tokenized_corpus
-from charlm.tokenizers import fit_tokenizer
 
 CORPORA = Path(__file__).parent.parent / "corpora"
 

@@ -13,10 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm import tokenizers
-from charlm.corpus import read_corpus
-from charlm.errors import TokenizerError
-from charlm.tokenizers import (
+from charlm.data import tokenizers
+from charlm.data.corpus import read_corpus
+from charlm.data.tokenizers import (
     _SPACES,
     CharTokenizer,
     SubwordTokenizer,
@@ -29,6 +28,7 @@ from charlm.tokenizers import (
     token_safe_pieces,
     tokenizer_from_dict,
 )
+from charlm.errors import TokenizerError
 
 CORPORA = Path(__file__).parent.parent / "corpora"
 FAST = settings(max_examples=60, deadline=None)
@@ -553,7 +553,7 @@ def test_fit_tokenizer_dispatch_and_option_errors():
 
 
 def test_tokenizers_and_corpus_do_not_import_torch():
-    code = "import sys, charlm.tokenizers, charlm.corpus; print('torch' in sys.modules)"
+    code = "import sys, charlm.data.tokenizers, charlm.data.corpus; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

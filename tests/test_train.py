@@ -14,13 +14,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from charlm import checkpoint as ckpt
-from charlm import train as train_mod
-from charlm.data import batchify, epoch_offset, get_batch, num_windows
+from charlm.checkpoint import store as ckpt
+from charlm.data.batching import batchify, epoch_offset, get_batch, num_windows
 from charlm.errors import CheckpointError, ConfigError, CorpusError, DivergedError
-from charlm.evaluate import TextScore
-from charlm.model import RNNLanguageModel
-from charlm.train import TrainConfig, lr_factor, train
+from charlm.evaluation.scoring import TextScore
+from charlm.models.rnn import RNNLanguageModel
+from charlm.training import trainer as train_mod
+from charlm.training.trainer import TrainConfig, lr_factor, train
 
 
 def config(corpus: Path, out: Path, **kw) -> TrainConfig:
@@ -101,7 +101,9 @@ def test_a_run_writes_a_complete_checkpoint(tiny_corpus, out_dir):
     assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]
     assert [r["step"] for r in result.history if r["type"] == "valid"] == [4, 8]
     assert [r["step"] for r in result.history if r["type"] == "train"] == [2, 4, 6, 8]
-    metrics = ckpt.read_metrics(out_dir)  # the history, after the one record of the baselines (charlm.baselines)
+    metrics = ckpt.read_metrics(
+        out_dir
+    )  # the history, after the one record of the baselines (charlm.training.baselines)
     assert [r["type"] for r in metrics[:1]] == ["baselines"] and metrics[1:] == result.history
     assert result.best_valid_loss == min(r["valid_loss"] for r in result.history if r["type"] == "valid")
     model, tok, info = ckpt.load_for_inference(out_dir)
@@ -469,7 +471,7 @@ def test_last_without_rng_state_is_refused_as_corrupt(tiny_corpus, out_dir):
 
 
 def test_validation_loss_is_the_perplexity_figure_of_the_validation_text(tiny_corpus, out_dir, held_out_text):
-    from charlm.evaluate import evaluate_text
+    from charlm.evaluation.scoring import evaluate_text
 
     r = train(config(tiny_corpus, out_dir, eval_streams=1))
     model, tok, _ = ckpt.load_for_inference(out_dir, which="last")
@@ -501,7 +503,7 @@ def test_limits_report_progress_and_which_limit_is_reached():
 
 
 def test_loss_meter_is_token_weighted_and_resets():
-    from charlm.distributed import DistContext
+    from charlm.runtime.distributed import DistContext
 
     m = train_mod.LossMeter(torch.device("cpu"))
     assert m.take(DistContext()) is None

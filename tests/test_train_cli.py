@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from charlm import checkpoint as ckpt
+from charlm.checkpoint import store as ckpt
 from charlm.cli import main
 
 TINY = ["--hidden", "16", "--emb", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]

@@ -16,15 +16,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from charlm import memory
-from charlm.checkpoint import CheckpointInfo, load_for_inference, tokenizer_fingerprint
+from charlm.checkpoint.store import CheckpointInfo, load_for_inference, tokenizer_fingerprint
 from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console, option_table
-from charlm.devices import resolve_device
-from charlm.dynamic import DEFAULT_LR as DYNAMIC_LR
-from charlm.dynamic import DEFAULT_SEGMENT as DYNAMIC_SEGMENT
-from charlm.dynamic import RMS_DECAY, RMS_LR, RULES, DynamicOptions, evaluate_file_dynamic, gradient_rms
 from charlm.errors import CharlmError, ConfigError, CorpusError
-from charlm.evaluate import (
+from charlm.evaluation.dynamic import DEFAULT_LR as DYNAMIC_LR
+from charlm.evaluation.dynamic import DEFAULT_SEGMENT as DYNAMIC_SEGMENT
+from charlm.evaluation.dynamic import RMS_DECAY, RMS_LR, RULES, DynamicOptions, evaluate_file_dynamic, gradient_rms
+from charlm.evaluation.scoring import (
     DEFAULT_SEGMENT,
     DEFAULT_STREAMS,
     DEFAULT_WARMUP,
@@ -36,8 +34,10 @@ from charlm.evaluate import (
     evaluate_file_mixture,
     total,
 )
-from charlm.model import RNNLanguageModel
-from charlm.ngram import KneserNeyModel
+from charlm.models.ngram import KneserNeyModel
+from charlm.models.rnn import RNNLanguageModel
+from charlm.runtime.devices import resolve_device
+from charlm.training import memory
 
 _UNKNOWN_WHAT = {
     "char": "characters never seen in training",
@@ -195,7 +195,7 @@ def _protocol(scoring: dict[str, Any]) -> dict[str, Any]:
 def _check_memory(
     model: Any, files: tuple[Path, ...], device: Any, streams: int | None, dynamic_segment: int | None
 ) -> None:
-    """Refuse --streams or --dynamic-segment beyond what the device holds (`charlm.memory`).
+    """Refuse --streams or --dynamic-segment beyond what the device holds (`charlm.training.memory`).
 
     A file of n bytes has at most n tokens: that bounds the streams scoring uses
     (each segment at least a warm-up long) and the segment dynamic evaluation
@@ -348,8 +348,8 @@ class _Compare:
         self._report(files, labels, ["checkpoint", "interpolate", "mixture"], score, extra, note, scoring)
 
     def _choose_weight(self, other: Any, spec_path: Path, scoring: dict[str, Any]) -> tuple[float, str]:
-        from charlm.config import TrainConfig
-        from charlm.train import prepare_data
+        from charlm.training.config import TrainConfig
+        from charlm.training.trainer import prepare_data
 
         hint = f"give the weight as --interpolate {spec_path}:0.5"
         try:
@@ -407,9 +407,9 @@ class _Compare:
 
     def _gradient_rms(self, segment: int) -> tuple[Any, str]:
         """Gradient statistics for the RMS rule, gathered on the last RMS_TOKENS of the run's training text."""
-        from charlm.config import TrainConfig
-        from charlm.dynamic import RMS_TOKENS
-        from charlm.train import prepare_data
+        from charlm.evaluation.dynamic import RMS_TOKENS
+        from charlm.training.config import TrainConfig
+        from charlm.training.trainer import prepare_data
 
         hint = "use --dynamic-rule sgd"
         try:
@@ -503,7 +503,7 @@ def _keyed(keys: list[str], scores: list[TextScore]) -> dict[str, Any]:
 
 
 def _device_of(model: Any) -> Any:
-    from charlm.evaluate import model_device
+    from charlm.evaluation.scoring import model_device
 
     return model_device(model)
 

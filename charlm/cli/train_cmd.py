@@ -11,10 +11,14 @@ import click
 from click.core import ParameterSource
 from rich.markup import escape
 
-from charlm import checkpoint as ckpt
+from charlm.checkpoint import store as ckpt
 from charlm.cli.common import DEVICE_HELP, Duration, domain_errors, err_console, option_table
 from charlm.cli.progress import TrainDisplay
-from charlm.config import (
+from charlm.errors import CharlmError
+from charlm.models.rnn import CELLS
+from charlm.runtime.devices import PRECISIONS
+from charlm.runtime.distributed import DistContext
+from charlm.training.config import (
     ENCODING_ERRORS,
     LEVELS,
     MAX_SEED,
@@ -27,18 +31,14 @@ from charlm.config import (
     check_ngram_options,
     resumed_config,
 )
-from charlm.devices import PRECISIONS
-from charlm.distributed import DistContext
-from charlm.errors import CharlmError
-from charlm.model import CELLS
-from charlm.train import train
+from charlm.training.trainer import train
 
 _D = {f.name: f.default for f in fields(TrainConfig)}
 
 
 def _write_plot(out: Path, quiet: bool) -> None:
     """The loss-curve picture beside the checkpoint; a plotting problem never fails a finished run."""
-    from charlm.plot import write_png  # matplotlib loads only here
+    from charlm.training.plot import write_png  # matplotlib loads only here
 
     try:
         path = write_png(out)
@@ -126,7 +126,7 @@ def _train_ngram(
     ctx: click.Context, corpus: tuple[str, ...], overwrite: bool, quiet: bool, no_samples: bool, options: dict[str, Any]
 ) -> None:
     """--model kn: refuse options it would ignore (naming their flags), estimate, print one summary line."""
-    from charlm.ngram_train import train_ngram
+    from charlm.training.ngram_task import train_ngram
 
     given = {n for n in options if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE}
     check_ngram_options(dict.fromkeys(given), {p.name: p.opts[0] for p in ctx.command.params if p.name})

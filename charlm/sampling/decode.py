@@ -18,15 +18,15 @@ from typing import Any
 
 import torch
 
-from charlm import memory
-from charlm.devices import eval_mode
 from charlm.errors import ConfigError
-from charlm.model import LOGIT_BUDGET, ModelConfig, State, reorder_state
+from charlm.models.rnn import LOGIT_BUDGET, ModelConfig, State, reorder_state
+from charlm.runtime.devices import eval_mode
 from charlm.sampling.beam import BeamTextFinisher, beam_search
 from charlm.sampling.filters import choose
 from charlm.sampling.options import DecodingOptions
 from charlm.sampling.protocols import DecodingModel, TextCodec
 from charlm.sampling.text import Generation, Plan, Prompt, TextTracker, make_plan, render
+from charlm.training import memory
 
 SYNC_EVERY = 32  # whole-result sampling moves ids to the host at most once per this many steps
 

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import torch
 
-from charlm.model import State
+from charlm.models.rnn import State
 
 
 class DecodingModel(Protocol):
@@ -22,7 +22,7 @@ class DecodingModel(Protocol):
 
 
 class TextCodec(Protocol):
-    """The part of a tokenizer decoding uses (charlm.tokenizers.Tokenizer has it)."""
+    """The part of a tokenizer decoding uses (charlm.data.tokenizers.Tokenizer has it)."""
 
     @property
     def kind(self) -> str: ...

@@ -499,7 +499,7 @@ class KneserNeyModel(nn.Module):
         """Read an ARPA file (plain or gzip) written by `to_arpa` for this vocabulary."""
         names = list(token_names)
         if len(set(names)) != len(names):
-            raise ConfigError("token names must be unique; use charlm.ngram.token_names(tokenizer)")
+            raise ConfigError("token names must be unique; use charlm.models.ngram.token_names(tokenizer)")
         try:
             with _open_arpa(Path(path)) as f:
                 sections = _read_arpa(f, names)
@@ -738,7 +738,7 @@ def token_names(tokenizer: Any) -> list[str]:
 
 def _check_names(token_names: Sequence[str], vocab: int) -> list[str]:
     names = list(token_names)
-    hint = "use charlm.ngram.token_names(tokenizer)"
+    hint = "use charlm.models.ngram.token_names(tokenizer)"
     if len(names) != vocab:
         raise ConfigError(f"{len(names)} token names for a vocabulary of {vocab} ids; {hint}")
     for name in names:

@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from charlm.corpus import (
+from charlm.data.corpus import (
     CACHEDIR_SIGNATURE,
     CACHEDIR_TAG,
     CorpusFile,
@@ -71,8 +71,8 @@ from charlm.corpus import (
     iter_corpus_chunks,
     split_offset,
 )
+from charlm.data.tokenizers import KINDS, Tokenizer, fit_tokenizer_stream, load_tokenizer, token_safe_pieces
 from charlm.errors import CharlmError, ConfigError, CorpusError, TokenizerError
-from charlm.tokenizers import KINDS, Tokenizer, fit_tokenizer_stream, load_tokenizer, token_safe_pieces
 
 FORMAT, FORMAT_VERSION = "charlm-tokens", 1
 TRAIN, VALID, META = "train.bin", "valid.bin", "meta.json"

@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from charlm.devices import PRECISIONS, check_device_name
 from charlm.errors import ConfigError
-from charlm.model import ModelConfig
+from charlm.models.rnn import ModelConfig
+from charlm.runtime.devices import PRECISIONS, check_device_name
 
 LEVELS = ("char", "word", "subword")
 PRETOKENIZERS = ("whitespace", "punct")
@@ -58,7 +58,7 @@ WORD_MAX_VOCAB = 50_000
 # (AWD-LSTM scaled down for a CPU budget, not yet tuned by a search: benchmarks/bench_word.py
 # --budget checks them): the embedding as wide as the hidden layer (emb_size None here: it
 # follows hidden_size) and tied to the decoder, a 50-token window, AR/TAR; the dropouts that
-# depend on how often the text is seen are chosen by charlm.autosize, and the adaptive softmax
+# depend on how often the text is seen are chosen by charlm.training.autosize, and the adaptive softmax
 # by the vocabulary size.
 LEVEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "char": dict(
@@ -98,9 +98,9 @@ class TrainConfig:
     order: int | None = None  # kn only: the n-gram order; None: DEFAULT_ORDER of the level
     cell: str = "lstm"
     num_layers: int = 2
-    # None: chosen for the run by charlm.autosize (from the budget, the machine and the corpus)
+    # None: chosen for the run by charlm.training.autosize (from the budget, the machine and the corpus)
     hidden_size: int | None = None
-    # None: by level (LEVEL_DEFAULTS), or chosen by charlm.autosize
+    # None: by level (LEVEL_DEFAULTS), or chosen by charlm.training.autosize
     emb_size: int | None = None
     dropout: float | None = None
     dropout_input: float | None = None
@@ -108,7 +108,9 @@ class TrainConfig:
     weight_drop: float | None = None
     locked_dropout: bool = True
     tie_weights: bool | None = None
-    adaptive_softmax: bool | None = None  # None: on for a word vocabulary large enough to gain (charlm.autosize)
+    adaptive_softmax: bool | None = (
+        None  # None: on for a word vocabulary large enough to gain (charlm.training.autosize)
+    )
     adaptive_cutoffs: tuple[int, ...] | None = None  # chosen from the training text's token frequencies
     # optimisation
     optimizer: str = "adamw"
@@ -136,7 +138,7 @@ class TrainConfig:
     eval_tokens: int = 262_144  # validation scores at most this many held-out tokens, evenly spread (0: all)
     log_interval: int = 25
     sample_length: int | None = None  # tokens of the sample generated at each validation; None: by level, 0: none
-    baselines: bool = True  # score the unigram and Kneser-Ney baselines at the start (charlm.baselines)
+    baselines: bool = True  # score the unigram and Kneser-Ney baselines at the start (charlm.training.baselines)
     device: str = "auto"
     precision: str = "auto"
     seed: int = 1337
@@ -200,7 +202,7 @@ class TrainConfig:
 
     @property
     def resolved(self) -> bool:
-        """True once every option left to charlm (None) has been chosen (`charlm.autosize.resolve`)."""
+        """True once every option left to charlm (None) has been chosen (`charlm.training.autosize.resolve`)."""
         return None not in (self.hidden_size, self.dropout, self.batch_size, self.lr) and all(
             getattr(self, name) is not None for name in LEVEL_FIELDS
         )
@@ -218,9 +220,13 @@ class TrainConfig:
         """The model's shape; `check_only` stands in for options not chosen yet, to check the others."""
         c = self.with_level_defaults()
         if not (check_only or c.resolved):
-            raise ValueError("the options left to charlm are not chosen yet; call charlm.autosize.resolve first")
+            raise ValueError(
+                "the options left to charlm are not chosen yet; call charlm.training.autosize.resolve first"
+            )
         if c.adaptive_softmax and c.adaptive_cutoffs is None and not check_only:
-            raise ValueError("adaptive softmax cutoffs are not chosen yet; call charlm.autosize.output_layer first")
+            raise ValueError(
+                "adaptive softmax cutoffs are not chosen yet; call charlm.training.autosize.output_layer first"
+            )
         return ModelConfig(
             vocab_size=vocab_size,
             cell=c.cell,

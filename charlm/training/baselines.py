@@ -1,7 +1,7 @@
 """What a recurrent run must beat, and the guards that say when it does not.
 
 At the start of a run, two baselines of the same training ids are scored on the run's
-validation ids by `charlm.evaluate.evaluate_ids`, so they follow validation's own rules
+validation ids by `charlm.evaluation.scoring.evaluate_ids`, so they follow validation's own rules
 (the line end read before the first token, <unk> scored as <unk>, --eval-tokens'
 evenly spread segments):
 
@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from charlm.config import TrainConfig
-from charlm.ngram import KneserNeyModel
+from charlm.models.ngram import KneserNeyModel
+from charlm.training.config import TrainConfig
 
 if TYPE_CHECKING:
-    from charlm.train import PreparedData
+    from charlm.training.trainer import PreparedData
 
 # Kneser-Ney is estimated only from a training text of at most this many tokens. Measured
 # here (a busy 2-core EPYC): 0.23-0.29 s per million tokens for a char 7-gram (1-6M

@@ -1,6 +1,6 @@
 """Dynamic evaluation (Krause et al., 2018): the model adapts to the text it reads.
 
-The text is one stream (the protocol of `charlm.evaluate`: read after a line end,
+The text is one stream (the protocol of `charlm.evaluation.scoring`: read after a line end,
 every token scored, OOV counted) cut into segments of `segment` tokens. Each
 segment is first scored, then the model takes one gradient step on it before the
 next segment is scored; the recurrent state is carried across segments. A copy
@@ -48,10 +48,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.corpus import iter_text_chunks
-from charlm.devices import eval_mode
+from charlm.data.corpus import iter_text_chunks
+from charlm.data.tokenizers import Tokenizer
 from charlm.errors import ConfigError
-from charlm.evaluate import (
+from charlm.evaluation.scoring import (
     CHUNK_BYTES,
     EXACT_BLOCK,
     BlockScorer,
@@ -63,8 +63,8 @@ from charlm.evaluate import (
     context_id,
     read_text,
 )
-from charlm.model import RNNLanguageModel, State, detach_state
-from charlm.tokenizers import Tokenizer
+from charlm.models.rnn import RNNLanguageModel, State, detach_state
+from charlm.runtime.devices import eval_mode
 
 DEFAULT_LR = 0.3
 DEFAULT_SEGMENT = 50
@@ -133,7 +133,7 @@ def _no_cudnn(device: torch.device) -> contextlib.AbstractContextManager:
 class DynamicScorer(BlockScorer):
     """nll: (2,) float64, the static and the dynamic summed NLL (see the module doc).
 
-    The static figure is `charlm.evaluate`'s (parallel streams unless `scoring` is exact), scored block
+    The static figure is `charlm.evaluation.scoring`'s (parallel streams unless `scoring` is exact), scored block
     by block beside the dynamic pass; the dynamic pass is one forward and one backward per segment."""
 
     def __init__(
@@ -212,7 +212,7 @@ def evaluate_file_dynamic(
     rms: list[torch.Tensor] | None = None,
     **scoring: Any,
 ) -> tuple[TextScore, TextScore]:
-    """(static, dynamic) figures of a file, the protocol of `charlm.evaluate.evaluate_file`: the static one
+    """(static, dynamic) figures of a file, the protocol of `charlm.evaluation.scoring.evaluate_file`: the static one
     scored as `evaluate_file` scores it (`scoring`: its keywords), the dynamic one as one stream.
     `rms`: `gradient_rms` of the training text, for options.rule == "rms"."""
     if not isinstance(model, RNNLanguageModel):

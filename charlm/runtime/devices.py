@@ -124,7 +124,7 @@ def cpu_bf16_candidate(cell: str) -> bool:
     """Whether bf16 autocast may pay off for a `cell` layer on this CPU: native bf16 instructions, and torch runs it.
 
     Without the instructions oneDNN emulates bf16, slower than fp32; with them it is
-    still measured against fp32 before use (`charlm.autosize.faster_precision`).
+    still measured against fp32 before use (`charlm.training.autosize.faster_precision`).
     """
     return cpu_has_native_bf16() and cpu_bf16_supported(cell)
 
@@ -152,7 +152,7 @@ def resolve_precision(name: str, device: torch.device, cell: str = "lstm") -> to
 
     auto: bf16 on CUDA GPUs that run it natively (compute capability >= 8.0), fp16
     (with loss scaling) on older ones, fp32 elsewhere (on a CPU training decides
-    between fp32 and bf16 by measuring both, see `charlm.autosize`). bf16 on a CPU only where
+    between fp32 and bf16 by measuring both, see `charlm.training.autosize`). bf16 on a CPU only where
     the CPU runs it for this cell, else a one-line error naming the missing feature.
     """
     if name not in PRECISIONS:

@@ -39,7 +39,7 @@ from charlm.errors import CorpusError
 BOM = b"\xef\xbb\xbf"
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means "not a text file"
 ERRORS = ("strict", "replace")
-# what marks a directory that is not corpus; the checkpoint names are those of charlm.checkpoint,
+# what marks a directory that is not corpus; the checkpoint names are those of charlm.checkpoint.store,
 # not imported because reading text must not pull in torch
 CHECKPOINT_FILE, CHECKPOINT_FORMAT = "checkpoint.json", "charlm-checkpoint"
 CACHEDIR_TAG = "CACHEDIR.TAG"  # https://bford.info/cachedir/: backup tools skip such directories too

@@ -9,7 +9,7 @@ One step reads a window of `bptt` steps across `batch_size` parallel streams,
 carrying the recurrent state from window to window and detaching it at each
 edge. Validation runs every `eval_interval` steps and at the end; `best` keeps
 the lowest validation loss, `last` everything needed to resume exactly where
-the run stopped. Nothing is lost: see `charlm.checkpoint.RunWriter`.
+the run stopped. Nothing is lost: see `charlm.checkpoint.store.RunWriter`.
 
 Repeatability: with the same seed, a CPU run whose schedule is driven by steps
 or epochs gives the same losses every time, and a run stopped and resumed gives
@@ -37,9 +37,18 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from charlm import autosize, baselines, memory, tokcache
-from charlm import checkpoint as ckpt
-from charlm.config import (  # noqa: F401 - re-exported: the trainer's public names
+from charlm.checkpoint import store as ckpt
+from charlm.data import tokcache
+from charlm.data.batching import batchify, epoch_offset, get_batch, num_windows, window_length
+from charlm.data.tokenizers import Tokenizer
+from charlm.errors import CheckpointError, ConfigError, DivergedError
+from charlm.evaluation.scoring import context_id, evaluate_ids
+from charlm.models.rnn import RNNLanguageModel, State, detach_state
+from charlm.runtime.devices import autocast, cpu_bf16_candidate, resolve_device, resolve_precision, retain_freed_memory
+from charlm.runtime.distributed import DistContext
+from charlm.sampling import DecodingOptions, generate
+from charlm.training import autosize, baselines, memory
+from charlm.training.config import (  # noqa: F401 - re-exported: the trainer's public names
     DEFAULT_TIME_BUDGET,
     LEVELS,
     OPTIMIZERS,
@@ -48,14 +57,6 @@ from charlm.config import (  # noqa: F401 - re-exported: the trainer's public na
     TrainConfig,
     resumed_config,
 )
-from charlm.data import batchify, epoch_offset, get_batch, num_windows, window_length
-from charlm.devices import autocast, cpu_bf16_candidate, resolve_device, resolve_precision, retain_freed_memory
-from charlm.distributed import DistContext
-from charlm.errors import CheckpointError, ConfigError, DivergedError
-from charlm.evaluate import context_id, evaluate_ids
-from charlm.model import RNNLanguageModel, State, detach_state
-from charlm.sampling import DecodingOptions, generate
-from charlm.tokenizers import Tokenizer
 
 # Above this share of validation tokens outside the vocabulary, the start-up lines warn.
 OOV_WARN_RATE = {"char": 0.01, "word": 0.05}
@@ -86,7 +87,9 @@ class RunState:
     precision: str = ""  # what the run trains in (fp32, bf16, fp16): a resume under --precision auto keeps it
     best_step: int | None = None  # the step of the best validation (the `best` checkpoint's)
     evals: int = 0  # validations so far
-    baselines: dict[str, Any] | None = None  # charlm.baselines.compute's record: measured once, kept for a resume
+    baselines: dict[str, Any] | None = (
+        None  # charlm.training.baselines.compute's record: measured once, kept for a resume
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,7 +159,7 @@ class TrainResult:
     resumed_from: int | None = None  # the step a resumed run started at
     signal: str | None = None  # SIGINT, SIGTERM or SIGHUP when one stopped the run
     best_step: int | None = None
-    baselines: dict[str, Any] | None = None  # charlm.baselines.compute's record, None when turned off
+    baselines: dict[str, Any] | None = None  # charlm.training.baselines.compute's record, None when turned off
     notes: list[str] = field(default_factory=list)  # what the user should hear at the end (worse than KN)
 
 
@@ -187,7 +190,7 @@ def lr_factor(config: TrainConfig, step: int, progress: float, plateau_scale: fl
 
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    assert config.lr is not None, "resolve the options first (charlm.autosize.resolve)"
+    assert config.lr is not None, "resolve the options first (charlm.training.autosize.resolve)"
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -397,7 +400,7 @@ def prepare_data(
     """The ids of the run's corpus from the token cache, tokenized into it the first time.
 
     The tokenizer is fitted on the training part only (unless given: a resumed
-    run's), the split and the cache are `charlm.tokcache`'s, and the run's own
+    run's), the split and the cache are `charlm.data.tokcache`'s, and the run's own
     output directory is never read as corpus.
     """
     tc = tokcache.tokenized_corpus(
@@ -654,7 +657,7 @@ def train(
     Raises `CharlmError` subclasses for bad input, `DivergedError` when the loss
     becomes non-finite or explodes (the checkpoint on disk is left as it was).
     """
-    if config.model == "kn":  # an n-gram model is estimated, not trained: see charlm.ngram_train
+    if config.model == "kn":  # an n-gram model is estimated, not trained: see charlm.training.ngram_task
         return _train_ngram(config, resume, overwrite, observer)
     dctx = DistContext.from_env()
     out = config.out_dir
@@ -716,7 +719,7 @@ def _train_session(
 
 
 def _train_ngram(config: TrainConfig, resume: bool, overwrite: bool, observer: TrainObserver | None) -> TrainResult:
-    from charlm.ngram_train import train_ngram
+    from charlm.training.ngram_task import train_ngram
 
     t0 = time.perf_counter()
     _, rec = train_ngram(config, resume=resume, overwrite=overwrite, observer=observer)
@@ -760,7 +763,7 @@ class Trainer:
         self.notes: list[str] = []
         self.warned: set[str] = set()  # the guards' warnings already given this session (each once)
         self._ending = False
-        self.chosen = ""  # what charlm.autosize chose for options the user left open, and why
+        self.chosen = ""  # what charlm.training.autosize chose for options the user left open, and why
         self.history: list[dict[str, Any]] = []
         self.meter = LossMeter(device)
         self.eval_cost = 0.0  # seconds the last validation and save took: reserved before the budget ends
@@ -988,7 +991,7 @@ class Trainer:
 
         Not learning: a fair share into the run, no better than the unigram baseline.
         Overfitting: several validations since the best, the latest well above it
-        (thresholds: charlm.baselines). The automatic stop is off when --patience is given.
+        (thresholds: charlm.training.baselines). The automatic stop is off when --patience is given.
         """
         s, out = self.state, []
         progress = self.limits.progress(s, self.elapsed())

@@ -53,6 +53,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from charlm import __version__
+from charlm.data.tokenizers import Tokenizer, load_tokenizer
 from charlm.errors import CharlmError, CheckpointError, StorageError
 from charlm.fileio import (
     DirectoryLock,
@@ -63,9 +64,8 @@ from charlm.fileio import (
     remove_stale_temps,
     storage_error,
 )
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.ngram import KneserNeyConfig, KneserNeyModel, token_names
-from charlm.tokenizers import Tokenizer, load_tokenizer
+from charlm.models.ngram import KneserNeyConfig, KneserNeyModel, token_names
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
 
 FORMAT = "charlm-checkpoint"
 FORMAT_VERSION = 1

@@ -25,7 +25,7 @@ Exact and parallel scoring (`score_stream`):
   just before it. The returned state is the last segment's, so a following
   call continues that stream.
 
-Kneser-Ney models (`charlm.ngram`) are scored by the same functions: their
+Kneser-Ney models (`charlm.models.ngram`) are scored by the same functions: their
 state is the last N-1 tokens, so a parallel segment warmed on `warmup` >= N-1
 tokens would score exactly as one stream does, and they are always scored as
 one stream (exact), each token's log-probability looked up in float64
@@ -51,12 +51,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.corpus import iter_text_chunks
-from charlm.devices import autocast, eval_mode
+from charlm.data.corpus import iter_text_chunks
+from charlm.data.tokenizers import Tokenizer, line_start_id
 from charlm.errors import CorpusError
-from charlm.model import LOGIT_BUDGET, RNNLanguageModel, State
-from charlm.ngram import KneserNeyModel
-from charlm.tokenizers import Tokenizer, line_start_id
+from charlm.models.ngram import KneserNeyModel
+from charlm.models.rnn import LOGIT_BUDGET, RNNLanguageModel, State
+from charlm.runtime.devices import autocast, eval_mode
 
 LanguageModel = RNNLanguageModel | KneserNeyModel
 

@@ -35,8 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from charlm.dropout import drop_weight, embed, seq_dropout
 from charlm.errors import ConfigError
+from charlm.models.dropout import drop_weight, embed, seq_dropout
 
 State = tuple[torch.Tensor, ...]
 Pieces = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]  # a decoder's weight and bias, cut by cluster
@@ -183,7 +183,7 @@ class RNNLanguageModel(nn.Module):
         """Embedding and the recurrent layers: ids (B, T) -> the last layer's raw output (B, T, H), new state.
 
         sparse_grad: the lookup's gradient is sparse (only when the decoder, tied to the
-        embedding, is in the same backward: see `charlm.dropout.embed`).
+        embedding, is in the same backward: see `charlm.models.dropout.embed`).
         """
         c = self.config
         if state is None:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from charlm.autosize import default_batch
-from charlm.config import TrainConfig
 from charlm.errors import ConfigError
-from charlm.evaluate import DEFAULT_SEGMENT, DEFAULT_WARMUP
-from charlm.model import LOGIT_BUDGET, ModelConfig
+from charlm.evaluation.scoring import DEFAULT_SEGMENT, DEFAULT_WARMUP
+from charlm.models.rnn import LOGIT_BUDGET, ModelConfig
+from charlm.training.autosize import default_batch
+from charlm.training.config import TrainConfig
 
 # A job is refused when its estimate is above this share of the memory available: the rest is
 # for the allocator's fragmentation, the interpreter, torch's own buffers and what the estimate misses.
@@ -236,7 +236,7 @@ def training_need(
     eval_streams: int = 1,
     scored: bool = True,
 ) -> TrainingNeed:
-    """Bytes to train `model` on (batch_size, bptt) windows with `optimizer` (as `charlm.train.make_optimizer`
+    """Bytes to train `model` on (batch_size, bptt) windows with `optimizer` (as `training.trainer.make_optimizer`
     makes it: AdamW keeps two moments per parameter, SGD one momentum buffer when momentum > 0) and validate
     with `eval_streams` parallel streams. `scored`: count the window's scores (False while an adaptive
     softmax's clusters are still to be chosen)."""
@@ -253,7 +253,7 @@ def training_need(
 
 
 def scoring_bytes(c: ModelConfig, streams: int, warmup: int = DEFAULT_WARMUP, segment: int = DEFAULT_SEGMENT) -> int:
-    """What parallel scoring (`charlm.evaluate.score_stream`) holds besides the weights: per stream its block
+    """What parallel scoring (`charlm.evaluation.scoring.score_stream`) holds besides the weights: per stream its block
     of ids, its states and the warm-up window's activations; the scores, capped by LOGIT_BUDGET unless one
     step of all the streams is above it."""
     ids = 8 * 4 * (segment + warmup)  # int64: the pending pieces, their concatenation, the tensor, x/y views
@@ -264,7 +264,7 @@ def scoring_bytes(c: ModelConfig, streams: int, warmup: int = DEFAULT_WARMUP, se
 
 
 def dynamic_bytes(c: ModelConfig, segment: int) -> int:
-    """What dynamic evaluation (`charlm.dynamic`) adds to the loaded model: the adapted copy, its gradients,
+    """What dynamic evaluation (`charlm.evaluation.dynamic`) adds to the loaded model: the adapted copy, its gradients,
     one segment's training activations and the scores of both models."""
     p = parameter_count(c)
     return 2 * FLOAT * p + window_bytes(c, 1, segment) + FLOAT * LOGIT_COPIES * segment * c.vocab_size
@@ -311,7 +311,7 @@ def require(need: int, device: torch.device | str, doing: str, fix: str, detail:
 def check_training(config: TrainConfig, vocab_size: int, device: torch.device | str, world: int = 1) -> None:
     """Refuse a training run whose model, window or validation cannot fit on `device`, before anything is built.
 
-    `charlm.train` calls it before charlm.autosize (which measures an explicit
+    `charlm.training.trainer` calls it before charlm.training.autosize (which measures an explicit
     --hidden by training a few steps of it) and again once every option is
     chosen. Options still open count as autosize will choose them (the default
     batch) or are left out (an open width: autosize tries small widths first;

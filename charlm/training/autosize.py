@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from charlm.config import TrainConfig
 from charlm.errors import ConfigError
+from charlm.training.config import TrainConfig
 
 # Widths tried, smallest first (2 layers each; --layers changes the depth).
 WIDTHS = (128, 192, 256, 384, 512, 768, 1024, 1536)
@@ -123,7 +123,7 @@ def _ending(v: list[float]) -> float:
 
 
 def bf16_learns(losses: dict[str, list[float]]) -> bool:
-    """Whether bf16's losses of a short paired run (`charlm.train.learning_losses`) keep up with fp32's."""
+    """Whether bf16's losses of a short paired run (`charlm.training.trainer.learning_losses`) keep up with fp32's."""
 
     def progress(v: list[float]) -> float:
         return v[0] - _ending(v)
@@ -257,7 +257,7 @@ def resolve(
     autocast, to be measured against fp32 when the precision is "auto".
     `valid_tokens`: what each validation scores, whose time the step rule counts.
     `learns(config)`: the losses of a short run of the chosen model in fp32 and in
-    bf16 (`charlm.train.learning_losses`); bf16 that is faster but learns worse
+    bf16 (`charlm.training.trainer.learning_losses`); bf16 that is faster but learns worse
     (`bf16_learns`) is refused, and the width chosen again at fp32's speeds.
     """
     t0 = time.perf_counter()
@@ -290,7 +290,7 @@ def resolve(
     if c.lr is None:
         c = replace(c, lr=WORD_LR if word else LR)
     if word and c.adaptive_softmax is None:
-        c = replace(c, adaptive_softmax=False)  # no token counts given (charlm.train decides it from them)
+        c = replace(c, adaptive_softmax=False)  # no token counts given (charlm.training.trainer decides it from them)
     assert c.bptt is not None and c.batch_size is not None
     tokens_per_step = c.batch_size * c.bptt
     scored = min(valid_tokens, c.eval_tokens) if c.eval_tokens else valid_tokens

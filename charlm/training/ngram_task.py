@@ -1,9 +1,9 @@
 """`charlm train --model kn`: estimate a Kneser-Ney n-gram model into a checkpoint directory.
 
-The same data as the recurrent trainer (`charlm.train.prepare_data`: the token
+The same data as the recurrent trainer (`charlm.training.trainer.prepare_data`: the token
 cache's training and validation ids, the tokenizer fitted on the training part),
-the same directory protocol (`charlm.checkpoint.RunWriter`: a new run is staged
-and swapped in whole), and the same validation figure (`charlm.evaluate.evaluate_ids`
+the same directory protocol (`charlm.checkpoint.store.RunWriter`: a new run is staged
+and swapped in whole), and the same validation figure (`charlm.evaluation.scoring.evaluate_ids`
 with --eval-tokens), so a KN run's metrics.jsonl compares with an RNN run's row by
 row. The model is stored as `model.arpa.gz` (ARPA text, readable by KenLM); there
 is no optimiser, step or resumable state, so `--resume` is refused.
@@ -14,10 +14,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from charlm import checkpoint as ckpt
-from charlm.config import TrainConfig, check_ngram_options
+from charlm.checkpoint import store as ckpt
 from charlm.errors import ConfigError
-from charlm.ngram import KneserNeyModel
+from charlm.models.ngram import KneserNeyModel
+from charlm.training.config import TrainConfig, check_ngram_options
 
 
 def train_ngram(
@@ -28,7 +28,12 @@ def train_ngram(
     Options a KN run would ignore (set to non-default values) are refused with one ConfigError.
     `observer.on_prepare` (if any) hears the tokenizing progress and `observer.on_eval` the record.
     """
-    from charlm.train import _check_out_dir, prepare_data, valid_figures, validation_sample  # the trainer's own
+    from charlm.training.trainer import (  # the trainer's own
+        _check_out_dir,
+        prepare_data,
+        valid_figures,
+        validation_sample,
+    )
 
     if resume:
         raise ConfigError("a Kneser-Ney run has no training state to resume; train it again (it takes seconds)")
