@@ -53,7 +53,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from charlm import __version__
-from charlm.data.tokenizers import Tokenizer, load_tokenizer
+from charlm.data import Tokenizer, load_tokenizer
 from charlm.errors import CharlmError, CheckpointError, StorageError
 from charlm.fileio import (
     DirectoryLock,
@@ -64,8 +64,7 @@ from charlm.fileio import (
     remove_stale_temps,
     storage_error,
 )
-from charlm.models.ngram import KneserNeyConfig, KneserNeyModel, token_names
-from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.models import KneserNeyConfig, KneserNeyModel, ModelConfig, RNNLanguageModel, token_names
 
 FORMAT = "charlm-checkpoint"
 FORMAT_VERSION = 1

@@ -20,10 +20,10 @@ import torch
 from click.core import ParameterSource
 from rich.text import Text
 
-from charlm.checkpoint.store import load_for_inference
+from charlm.checkpoint import load_for_inference
 from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console, option_table
 from charlm.errors import ConfigError
-from charlm.runtime.devices import resolve_device
+from charlm.runtime import resolve_device
 from charlm.sampling import (
     MAX_BEAM_WIDTH,
     MAX_NEW_TOKENS,
@@ -36,7 +36,7 @@ from charlm.sampling import (
     generate,
     stream,
 )
-from charlm.training.config import MAX_SEED
+from charlm.training import MAX_SEED
 
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
 

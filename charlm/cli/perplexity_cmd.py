@@ -16,27 +16,31 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from charlm.checkpoint.store import CheckpointInfo, load_for_inference, tokenizer_fingerprint
+from charlm.checkpoint import CheckpointInfo, load_for_inference, tokenizer_fingerprint
 from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console, option_table
 from charlm.errors import CharlmError, ConfigError, CorpusError
-from charlm.evaluation.dynamic import DEFAULT_LR as DYNAMIC_LR
-from charlm.evaluation.dynamic import DEFAULT_SEGMENT as DYNAMIC_SEGMENT
-from charlm.evaluation.dynamic import RMS_DECAY, RMS_LR, RULES, DynamicOptions, evaluate_file_dynamic, gradient_rms
-from charlm.evaluation.scoring import (
+from charlm.evaluation import DEFAULT_LR as DYNAMIC_LR
+from charlm.evaluation import (
     DEFAULT_SEGMENT,
     DEFAULT_STREAMS,
     DEFAULT_WARMUP,
     DEFAULT_WINDOW,
+    RMS_DECAY,
+    RMS_LR,
+    RULES,
+    DynamicOptions,
     TextScore,
     choose_weight,
     context_id,
     evaluate_file,
+    evaluate_file_dynamic,
     evaluate_file_mixture,
+    gradient_rms,
     total,
 )
-from charlm.models.ngram import KneserNeyModel
-from charlm.models.rnn import RNNLanguageModel
-from charlm.runtime.devices import resolve_device
+from charlm.evaluation import DEFAULT_SEGMENT as DYNAMIC_SEGMENT
+from charlm.models import KneserNeyModel, RNNLanguageModel
+from charlm.runtime import resolve_device
 from charlm.training import memory
 
 _UNKNOWN_WHAT = {
@@ -348,8 +352,7 @@ class _Compare:
         self._report(files, labels, ["checkpoint", "interpolate", "mixture"], score, extra, note, scoring)
 
     def _choose_weight(self, other: Any, spec_path: Path, scoring: dict[str, Any]) -> tuple[float, str]:
-        from charlm.training.config import TrainConfig
-        from charlm.training.trainer import prepare_data
+        from charlm.training import TrainConfig, prepare_data
 
         hint = f"give the weight as --interpolate {spec_path}:0.5"
         try:
@@ -407,9 +410,8 @@ class _Compare:
 
     def _gradient_rms(self, segment: int) -> tuple[Any, str]:
         """Gradient statistics for the RMS rule, gathered on the last RMS_TOKENS of the run's training text."""
-        from charlm.evaluation.dynamic import RMS_TOKENS
-        from charlm.training.config import TrainConfig
-        from charlm.training.trainer import prepare_data
+        from charlm.evaluation import RMS_TOKENS
+        from charlm.training import TrainConfig, prepare_data
 
         hint = "use --dynamic-rule sgd"
         try:
@@ -503,7 +505,7 @@ def _keyed(keys: list[str], scores: list[TextScore]) -> dict[str, Any]:
 
 
 def _device_of(model: Any) -> Any:
-    from charlm.evaluation.scoring import model_device
+    from charlm.evaluation import model_device
 
     return model_device(model)
 

@@ -13,7 +13,7 @@ from charlm.cli.common import err_console
 from charlm.cli.generate_cmd import continue_text, error, note, unescape, write
 from charlm.errors import CharlmError, ConfigError
 from charlm.sampling import DecodingOptions
-from charlm.training.config import MAX_SEED
+from charlm.training import MAX_SEED
 
 _HELP = r"""Type a prompt and press Enter; the continuation streams back. Ctrl-C stops it; Ctrl-D or /quit leaves.
   /temperature T     sampling temperature (0 = greedy)

@@ -15,10 +15,9 @@ from charlm.checkpoint import store as ckpt
 from charlm.cli.common import DEVICE_HELP, Duration, domain_errors, err_console, option_table
 from charlm.cli.progress import TrainDisplay
 from charlm.errors import CharlmError
-from charlm.models.rnn import CELLS
-from charlm.runtime.devices import PRECISIONS
-from charlm.runtime.distributed import DistContext
-from charlm.training.config import (
+from charlm.models import CELLS
+from charlm.runtime import PRECISIONS, DistContext
+from charlm.training import (
     ENCODING_ERRORS,
     LEVELS,
     MAX_SEED,
@@ -30,15 +29,15 @@ from charlm.training.config import (
     TrainConfig,
     check_ngram_options,
     resumed_config,
+    train,
 )
-from charlm.training.trainer import train
 
 _D = {f.name: f.default for f in fields(TrainConfig)}
 
 
 def _write_plot(out: Path, quiet: bool) -> None:
     """The loss-curve picture beside the checkpoint; a plotting problem never fails a finished run."""
-    from charlm.training.plot import write_png  # matplotlib loads only here
+    from charlm.training import write_png  # matplotlib loads only here
 
     try:
         path = write_png(out)
@@ -126,7 +125,7 @@ def _train_ngram(
     ctx: click.Context, corpus: tuple[str, ...], overwrite: bool, quiet: bool, no_samples: bool, options: dict[str, Any]
 ) -> None:
     """--model kn: refuse options it would ignore (naming their flags), estimate, print one summary line."""
-    from charlm.training.ngram_task import train_ngram
+    from charlm.training import train_ngram
 
     given = {n for n in options if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE}
     check_ngram_options(dict.fromkeys(given), {p.name: p.opts[0] for p in ctx.command.params if p.name})

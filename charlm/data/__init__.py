@@ -1,0 +1,21 @@
+"""Reading corpora, tokenizers, the token cache and batching: what turns files into token ids.
+
+Other rooms import from here, not from the modules inside.
+"""
+
+from charlm.data.batching import batchify, epoch_offset, get_batch, num_windows, window_length
+from charlm.data.corpus import iter_text_chunks, normalise_newlines
+from charlm.data.tokenizers import Tokenizer, line_start_id, load_tokenizer
+
+__all__ = [
+    "Tokenizer",
+    "batchify",
+    "epoch_offset",
+    "get_batch",
+    "iter_text_chunks",
+    "line_start_id",
+    "load_tokenizer",
+    "normalise_newlines",
+    "num_windows",
+    "window_length",
+]

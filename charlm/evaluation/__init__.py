@@ -1,0 +1,52 @@
+"""Scoring text with a model: perplexity, mixtures and dynamic evaluation.
+
+Other rooms import from here, not from the modules inside.
+"""
+
+from charlm.evaluation.dynamic import (
+    DEFAULT_LR,
+    DEFAULT_SEGMENT,
+    RMS_DECAY,
+    RMS_LR,
+    RMS_TOKENS,
+    RULES,
+    DynamicOptions,
+    evaluate_file_dynamic,
+    gradient_rms,
+)
+from charlm.evaluation.scoring import (
+    DEFAULT_STREAMS,
+    DEFAULT_WARMUP,
+    DEFAULT_WINDOW,
+    TextScore,
+    choose_weight,
+    context_id,
+    evaluate_file,
+    evaluate_file_mixture,
+    evaluate_ids,
+    model_device,
+    total,
+)
+
+__all__ = [
+    "DEFAULT_LR",
+    "DEFAULT_SEGMENT",
+    "DEFAULT_STREAMS",
+    "DEFAULT_WARMUP",
+    "DEFAULT_WINDOW",
+    "DynamicOptions",
+    "RMS_DECAY",
+    "RMS_LR",
+    "RMS_TOKENS",
+    "RULES",
+    "TextScore",
+    "choose_weight",
+    "context_id",
+    "evaluate_file",
+    "evaluate_file_dynamic",
+    "evaluate_file_mixture",
+    "evaluate_ids",
+    "gradient_rms",
+    "model_device",
+    "total",
+]

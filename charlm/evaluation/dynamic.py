@@ -48,8 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.data.corpus import iter_text_chunks
-from charlm.data.tokenizers import Tokenizer
+from charlm.data import Tokenizer, iter_text_chunks
 from charlm.errors import ConfigError
 from charlm.evaluation.scoring import (
     CHUNK_BYTES,
@@ -63,8 +62,8 @@ from charlm.evaluation.scoring import (
     context_id,
     read_text,
 )
-from charlm.models.rnn import RNNLanguageModel, State, detach_state
-from charlm.runtime.devices import eval_mode
+from charlm.models import RNNLanguageModel, State, detach_state
+from charlm.runtime import eval_mode
 
 DEFAULT_LR = 0.3
 DEFAULT_SEGMENT = 50

@@ -51,12 +51,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm.data.corpus import iter_text_chunks
-from charlm.data.tokenizers import Tokenizer, line_start_id
+from charlm.data import Tokenizer, iter_text_chunks, line_start_id
 from charlm.errors import CorpusError
-from charlm.models.ngram import KneserNeyModel
-from charlm.models.rnn import LOGIT_BUDGET, RNNLanguageModel, State
-from charlm.runtime.devices import autocast, eval_mode
+from charlm.models import LOGIT_BUDGET, KneserNeyModel, RNNLanguageModel, State
+from charlm.runtime import autocast, eval_mode
 
 LanguageModel = RNNLanguageModel | KneserNeyModel
 

@@ -87,6 +87,11 @@ class ModelConfig:
                     f"{self.vocab_size}; use --no-adaptive-softmax for a vocabulary this small"
                 )
 
+    @property
+    def state_floats(self) -> int:
+        """Floats of one sequence's recurrent state: (L, H) once, twice for an LSTM's (h, c)."""
+        return (2 if self.cell == "lstm" else 1) * self.num_layers * self.hidden_size
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

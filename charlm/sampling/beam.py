@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from charlm.models.rnn import State, reorder_state
+from charlm.models import State, reorder_state
 from charlm.sampling.filters import ban
 from charlm.sampling.protocols import DecodingModel, TextCodec
 from charlm.sampling.text import Plan, TextTracker

@@ -19,14 +19,13 @@ from typing import Any
 import torch
 
 from charlm.errors import ConfigError
-from charlm.models.rnn import LOGIT_BUDGET, ModelConfig, State, reorder_state
-from charlm.runtime.devices import eval_mode
+from charlm.models import LOGIT_BUDGET, ModelConfig, State, reorder_state
+from charlm.runtime import eval_mode, memory
 from charlm.sampling.beam import BeamTextFinisher, beam_search
 from charlm.sampling.filters import choose
 from charlm.sampling.options import DecodingOptions
 from charlm.sampling.protocols import DecodingModel, TextCodec
 from charlm.sampling.text import Generation, Plan, Prompt, TextTracker, make_plan, render
-from charlm.training import memory
 
 SYNC_EVERY = 32  # whole-result sampling moves ids to the host at most once per this many steps
 
@@ -304,7 +303,7 @@ def check_memory(model: DecodingModel, vocab: int, options: DecodingOptions) -> 
     beam's slots) times --length. Streaming one sequence keeps only its own ids and text (tens of bytes a
     token, so MAX_NEW_TOKENS bounds it at tens of MB) and is not checked."""
     config = getattr(model, "config", None)
-    state = memory.state_floats(config) if isinstance(config, ModelConfig) else 0
+    state = config.state_floats if isinstance(config, ModelConfig) else 0
     length = options.max_new_tokens
     if options.effective_strategy == "beam":
         rows, per_token = options.beam_width, memory.BEAM_TOKEN_BYTES

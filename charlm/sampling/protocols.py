@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import torch
 
-from charlm.models.rnn import State
+from charlm.models import State
 
 
 class DecodingModel(Protocol):

@@ -14,8 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from charlm.data.corpus import normalise_newlines
-from charlm.data.tokenizers import line_start_id
+from charlm.data import line_start_id, normalise_newlines
 from charlm.errors import ConfigError, TokenizerError
 from charlm.sampling.options import DecodingOptions
 from charlm.sampling.protocols import TextCodec

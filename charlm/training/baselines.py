@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from charlm.models.ngram import KneserNeyModel
+from charlm.models import KneserNeyModel
 from charlm.training.config import TrainConfig
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from charlm.errors import ConfigError
-from charlm.models.rnn import ModelConfig
-from charlm.runtime.devices import PRECISIONS, check_device_name
+from charlm.models import ModelConfig
+from charlm.runtime import PRECISIONS, check_device_name
 
 LEVELS = ("char", "word", "subword")
 PRETOKENIZERS = ("whitespace", "punct")

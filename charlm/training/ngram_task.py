@@ -16,7 +16,7 @@ from typing import Any
 
 from charlm.checkpoint import store as ckpt
 from charlm.errors import ConfigError
-from charlm.models.ngram import KneserNeyModel
+from charlm.models import KneserNeyModel
 from charlm.training.config import TrainConfig, check_ngram_options
 
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charlm.checkpoint.store import CheckpointInfo, open_checkpoint, read_metrics
+from charlm.checkpoint import CheckpointInfo, open_checkpoint, read_metrics
 from charlm.errors import CharlmError
 from charlm.fileio import atomic_write_bytes
-from charlm.models.rnn import ModelConfig
+from charlm.models import ModelConfig
 
 PNG_NAME = "loss.png"
 FIGSIZE = (12.0, 4.5)  # inches; with DPI the PNG is 1200 x 450 pixels

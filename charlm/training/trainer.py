@@ -38,14 +38,18 @@ import numpy as np
 import torch
 
 from charlm.checkpoint import store as ckpt
-from charlm.data import tokcache
-from charlm.data.batching import batchify, epoch_offset, get_batch, num_windows, window_length
-from charlm.data.tokenizers import Tokenizer
+from charlm.data import Tokenizer, batchify, epoch_offset, get_batch, num_windows, tokcache, window_length
 from charlm.errors import CheckpointError, ConfigError, DivergedError
-from charlm.evaluation.scoring import context_id, evaluate_ids
-from charlm.models.rnn import RNNLanguageModel, State, detach_state
-from charlm.runtime.devices import autocast, cpu_bf16_candidate, resolve_device, resolve_precision, retain_freed_memory
-from charlm.runtime.distributed import DistContext
+from charlm.evaluation import context_id, evaluate_ids
+from charlm.models import RNNLanguageModel, State, detach_state
+from charlm.runtime import (
+    DistContext,
+    autocast,
+    cpu_bf16_candidate,
+    resolve_device,
+    resolve_precision,
+    retain_freed_memory,
+)
 from charlm.sampling import DecodingOptions, generate
 from charlm.training import autosize, baselines, memory
 from charlm.training.config import (  # noqa: F401 - re-exported: the trainer's public names
