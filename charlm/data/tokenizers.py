@@ -48,7 +48,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import sentencepiece as spm
 
-from charlm.errors import TokenizerError
+from charlm.errors import TokenizerError, one_line
 
 FORMAT = 1
 TOKENIZER_FILE = "tokenizer.json"
@@ -978,7 +978,7 @@ def _train_sentencepiece(sentences: list[str], vocab_size: int, model_type: str)
             minloglevel=2,
         )
     except RuntimeError as exc:
-        raise TokenizerError(f"SentencePiece could not train: {_one_line(str(exc))}") from None
+        raise TokenizerError(f"SentencePiece could not train: {one_line(str(exc))}") from None
     return writer.getvalue()
 
 
@@ -1093,8 +1093,7 @@ def tokenizer_from_dict(d: Any) -> Tokenizer:
         return cls._from_dict(d)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise TokenizerError(
-            f"{cls.kind} tokenizer data is corrupt ({type(exc).__name__}: {_one_line(str(exc))}); "
-            "re-train or restore it"
+            f"{cls.kind} tokenizer data is corrupt ({type(exc).__name__}: {one_line(str(exc))}); re-train or restore it"
         ) from None
 
 
@@ -1114,7 +1113,7 @@ def load_tokenizer(directory: str | os.PathLike, *, locate: Callable[[str], Path
     except OSError as exc:
         raise TokenizerError(f"cannot read {path}: {exc.strerror}; check its permissions") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TokenizerError(f"{path} is corrupt ({_one_line(str(exc))}); re-train or restore the checkpoint") from None
+        raise TokenizerError(f"{path} is corrupt ({one_line(str(exc))}); re-train or restore the checkpoint") from None
     if isinstance(d, dict) and d.get("kind") == SubwordTokenizer.kind and "model" not in d:
         d = {**d, "model": base64.b64encode(_read_model_file(locate(SUBWORD_MODEL_FILE), d)).decode("ascii")}
     return tokenizer_from_dict(d)
@@ -1196,7 +1195,3 @@ def _chunks(text: str, size: int, seps: tuple[str, ...]) -> Iterator[str]:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _one_line(s: str) -> str:
-    return " ".join(s.split())

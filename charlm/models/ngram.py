@@ -68,7 +68,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from charlm.errors import CheckpointError, ConfigError
+from charlm.errors import CheckpointError, ConfigError, one_line
 
 State = tuple[torch.Tensor, ...]
 
@@ -508,7 +508,7 @@ class KneserNeyModel(nn.Module):
             raise CheckpointError(f"{path} is not a usable ARPA model: {exc}; re-export it or pick another") from None
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-            raise CheckpointError(f"cannot read {path}: {_one_line(what)}; check the file") from None
+            raise CheckpointError(f"cannot read {path}: {one_line(what)}; check the file") from None
 
     @classmethod
     def _from_ngrams(cls, vocab: int, sections: list[tuple[np.ndarray, ...]], names: list[str]) -> KneserNeyModel:
@@ -747,7 +747,3 @@ def _check_names(token_names: Sequence[str], vocab: int) -> list[str]:
     if len(set(names)) != len(names):
         raise ConfigError(f"token names are not unique; {hint}")
     return names
-
-
-def _one_line(s: str) -> str:
-    return " ".join(s.split())
