@@ -56,7 +56,8 @@ class FusedStepModel(torch.nn.Module):
 
     @torch.no_grad()
     def step(self, ids, state=None):
-        logits, state = self.inner(ids[:, None], state)  # (B, 1, V)
+        fwd = self.inner(ids[:, None], state)  # (B, 1, V)
+        logits, state = fwd.logits, fwd.state
         return logits[:, 0], state
 
 

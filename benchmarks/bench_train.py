@@ -81,7 +81,8 @@ def train_throughput(config: TrainConfig, steps: int) -> tuple[TrainConfig, dict
     def step(i: int) -> None:
         nonlocal hidden
         x, y = get_batch(src, (i * config.bptt) % (src.shape[1] - config.bptt - 1), config.bptt)
-        logits, hidden = model(x, hidden)
+        fwd = model(x, hidden)
+        logits, hidden = fwd.logits, fwd.state
         loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -62,7 +62,8 @@ def measure_tps(overrides: dict, bursts: int = 3, steps: int = 12) -> float:
         t = time.perf_counter()
         for i in range(steps):
             x, y = get_batch(src, i * cfg.bptt, cfg.bptt)
-            logits, hidden = model(x, hidden)
+            fwd = model(x, hidden)
+            logits, hidden = fwd.logits, fwd.state
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -45,9 +45,10 @@ def dynamic_by_hand(model, tok, text: str, lr: float, segment: int) -> float:
     for i in range(0, len(ids) - 1, segment):
         x, y = ids[None, i : min(i + segment, len(ids) - 1)], ids[i + 1 : i + segment + 1]
         with torch.no_grad():
-            logits, _ = model(x, state)
+            logits = model(x, state).logits
             nll += F.cross_entropy(logits[0].double(), y, reduction="sum").item()
-        logits, new_state = model(x, state)
+        fwd = model(x, state)
+        logits, new_state = fwd.logits, fwd.state
         model.zero_grad()
         F.cross_entropy(logits[0], y).backward()
         with torch.no_grad():

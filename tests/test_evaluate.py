@@ -41,7 +41,8 @@ def hand_nll(model: RNNLanguageModel, ids: list[int], state=None) -> float:
     total_nll = 0.0
     with torch.no_grad():
         for prev, nxt in zip(ids[:-1], ids[1:]):
-            logits, state = model(torch.tensor([[prev]]), state)  # (1, 1, V)
+            fwd = model(torch.tensor([[prev]]), state)  # (1, 1, V)
+            logits, state = fwd.logits, fwd.state
             total_nll -= F.log_softmax(logits[0, 0].double(), -1)[nxt].item()
     return total_nll
 
@@ -59,7 +60,7 @@ def trained_char_model(text: str, steps: int = 60, seed: int = 0):
         starts = torch.randint(0, len(ids) - T - 1, (B,), generator=g)
         x = torch.stack([ids[s : s + T] for s in starts])  # (B, T)
         y = torch.stack([ids[s + 1 : s + T + 1] for s in starts])  # (B, T)
-        logits, _ = model(x)
+        logits = model(x).logits
         loss = F.cross_entropy(logits.reshape(-1, tok.vocab_size), y.reshape(-1))
         opt.zero_grad()
         loss.backward()
@@ -106,14 +107,14 @@ def naive_parallel(model, ids: list[int], streams: int, warmup: int) -> float:
     if r:
         nll += hand_nll(model, ids[: r + 1])
         with torch.no_grad():
-            _, state = model(torch.tensor([ids[:r]]))
+            state = model(torch.tensor([ids[:r]])).state
     for row in range(s):
         start = r + row * seg
         if row == 0:
             nll += hand_nll(model, ids[start : start + seg + 1], state)
         else:
             with torch.no_grad():
-                _, warm = model(torch.tensor([ids[start - warmup : start]]))
+                warm = model(torch.tensor([ids[start - warmup : start]])).state
             nll += hand_nll(model, ids[start : start + seg + 1], warm)
     return nll
 
@@ -140,8 +141,8 @@ def test_pieces_overlapping_by_one_token_continue_the_stream(streams):
     else:
         # the returned state is the last row's: the second piece continues that row's stream
         with torch.no_grad():
-            _, warm = model(ids[None, 120 - 40 - 10 : 120 - 40])  # last row starts at 80, warmed on 70..79
-            _, st = model(ids[None, 80:120], warm)
+            warm = model(ids[None, 120 - 40 - 10 : 120 - 40]).state  # last row starts at 80, warmed on 70..79
+            st = model(ids[None, 80:120], warm).state
         assert second.nll == pytest.approx(hand_nll(model, ids[120:].tolist(), st), rel=1e-5)
 
 
@@ -390,8 +391,8 @@ def test_sampled_validation_equals_its_segments_scored_by_hand():
     with torch.no_grad():
         for t in starts:
             warm = torch.from_numpy(full[max(0, t - 20) : t])[None]
-            state = model(warm)[1] if t else None
-            logits, _ = model(torch.from_numpy(full[t : t + 100])[None], state)
+            state = model(warm).state if t else None
+            logits = model(torch.from_numpy(full[t : t + 100])[None], state).logits
             expected += F.cross_entropy(logits[0].double(), torch.from_numpy(full[t + 1 : t + 101])).item() * 100
     assert nll == pytest.approx(expected, rel=1e-5)
     whole = ev.evaluate_ids(model, ids, 3, chars=2000, nbytes=2000, oov=0, exact=True)
@@ -408,8 +409,8 @@ def mixture_token_by_token(a, b, ids: list[int], weights: list[float]) -> list[f
     sa = sb = None
     with torch.no_grad():
         for prev, nxt in zip(ids[:-1], ids[1:]):
-            la, sa = a(torch.tensor([[prev]]), sa)  # (1, 1, V)
-            lb, sb = b(torch.tensor([[prev]]), sb)
+            fa, fb = a(torch.tensor([[prev]]), sa), b(torch.tensor([[prev]]), sb)
+            la, sa, lb, sb = fa.logits, fa.state, fb.logits, fb.state  # (1, 1, V)
             pa = F.softmax(la[0, 0].double(), -1)[nxt].item()
             pb = F.softmax(lb[0, 0].double(), -1)[nxt].item()
             for i, p in enumerate([pa, pb] + [(1 - w) * pa + w * pb for w in weights]):

@@ -239,10 +239,13 @@ def test_forward_step_and_token_logprobs_agree(char_model: KneserNeyModel, char_
     tok, ids = char_data
     x = torch.from_numpy(ids[100:163].astype(np.int64)).reshape(3, 21)  # (B, T)
     x[1, 4] = 0  # an <unk> in the middle of a row
-    logits, state = char_model(x)  # (B, T, V)
+    fwd = char_model(x)  # (B, T, V)
+    logits, state = fwd.logits, fwd.state
     assert logits.shape == (3, 21, tok.vocab_size) and logits.dtype == torch.float32
-    a, s1 = char_model(x[:, :8])  # the same rows in two calls, state carried
-    b, s2 = char_model(x[:, 8:], s1)
+    fwd = char_model(x[:, :8])
+    a, s1 = fwd.logits, fwd.state  # the same rows in two calls, state carried
+    fwd = char_model(x[:, 8:], s1)
+    b, s2 = fwd.logits, fwd.state
     torch.testing.assert_close(torch.cat([a, b], 1), logits, rtol=0, atol=0)
     assert torch.equal(s2[0], state[0]) and state[0].shape == (1, 3, 3)
     st = char_model.init_state(3)
@@ -262,7 +265,7 @@ def test_forward_step_and_token_logprobs_agree(char_model: KneserNeyModel, char_
 
 def test_state_is_batch_on_dim_one_and_reorders(char_model: KneserNeyModel) -> None:
     x = torch.tensor([[5, 6, 7], [8, 9, 10]])
-    _, state = char_model(x)
+    state = char_model(x).state
     swapped = tuple(s.index_select(1, torch.tensor([1, 0, 0])) for s in state)  # what beam search does
     logits, _ = char_model.step(torch.tensor([3, 3, 3]), swapped)
     alone, _ = char_model.step(torch.tensor([3]), tuple(s.index_select(1, torch.tensor([1])) for s in state))
@@ -281,7 +284,7 @@ def test_engine_generates_and_scores_with_it(char_model: KneserNeyModel, char_da
     tok, ids = char_data
     greedy = generate(char_model, tok, "ROMEO:", DecodingOptions(strategy="greedy", max_new_tokens=12))[0]
     prompt = torch.tensor([tok.encode("\nROMEO:")])
-    logits, _ = char_model(prompt)
+    logits = char_model(prompt).logits
     assert greedy.ids[0] == int(logits[0, -1].argmax())
     beams = generate(char_model, tok, "ROMEO:", DecodingOptions(strategy="beam", beam_width=4, max_new_tokens=8))
     assert len(beams) == 4 and beams[0].score >= beams[-1].score

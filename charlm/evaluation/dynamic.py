@@ -113,7 +113,8 @@ def gradient_rms(model: RNNLanguageModel, ids: np.ndarray, segment: int, rows: i
     steps = 0
     with eval_mode(model), torch.enable_grad(), _no_cudnn(params[0].device):
         for i in range(0, n, segment):
-            logits, state = model(x[:, i : i + segment], state)  # (B, s, V)
+            out = model(x[:, i : i + segment], state)
+            logits, state = out.logits, out.state  # (B, s, V)
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y[:, i : i + segment].reshape(-1))
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             for m, g in zip(ms, grads):
@@ -180,7 +181,8 @@ class DynamicScorer(BlockScorer):
         with _no_cudnn(self.device):
             for i in range(0, x.size(1), seg):
                 with torch.enable_grad():
-                    logits, state = self.dynamic(x[:, i : i + seg], self.state)  # (1, s, V)
+                    out = self.dynamic(x[:, i : i + seg], self.state)
+                    logits, state = out.logits, out.state  # (1, s, V)
                     nll = F.cross_entropy(logits.float().reshape(-1, vocab), y[0, i : i + seg], reduction="none")
                     grads = torch.autograd.grad(nll.mean(), self.params)
                 self.nll_d += nll.detach().sum(dtype=torch.float64)

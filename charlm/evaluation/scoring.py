@@ -141,7 +141,8 @@ def _window_nll(
             out.append(nll.float())
             continue
         with autocast(x.device, amp_dtype):
-            logits, state = model(x[:, i : i + t], state)  # (B, t, V)
+            result = model(x[:, i : i + t], state)
+            logits, state = result.logits, result.state  # (B, t, V)
         yw = y[:, i : i + t]  # (B, t)
         nll = F.cross_entropy(logits.float().reshape(-1, vocab), yw.reshape(-1), reduction="none")
         out.append(nll.view(yw.shape))

@@ -69,8 +69,7 @@ import torch
 import torch.nn as nn
 
 from charlm.errors import CheckpointError, ConfigError, one_line
-
-State = tuple[torch.Tensor, ...]
+from charlm.models.protocol import LMOutput, State
 
 CHUNK_TOKENS = 1 << 21  # tokens counted at once: ~5 int64 arrays of this size live besides the tables (~100 MB)
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)  # D1, D2, D3+ where the closed form fails (KenLM's --discount_fallback)
@@ -406,18 +405,23 @@ class KneserNeyModel(nn.Module):
 
     # ----------------------------------------------------------------- the engine's interface
     @torch.no_grad()
-    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """ids (B, T) int64 -> next-token log-probabilities (B, T, V) float32 and the state after ids."""
+    def forward(self, ids: torch.Tensor, state: State | None = None) -> LMOutput:
+        """ids (B, T) int64 -> `LMOutput`: next-token log-probabilities (B, T, V) float32, the state after ids.
+
+        An estimated model has no loss to train and no activations: those fields are None.
+        """
         s = self._stream(ids, state)  # (B, N+T)
         B, T = ids.shape
         logits = self._dense(self._contexts(s, self.order, T)).reshape(B, T, self.vocab_size)  # (B, T, V)
-        return torch.from_numpy(logits.astype(np.float32)).to(ids.device), self._state_after(s, ids.device)
+        return LMOutput(
+            torch.from_numpy(logits.astype(np.float32)).to(ids.device), None, self._state_after(s, ids.device)
+        )
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """One token per row: ids (B,) -> log-probabilities (B, V) float32 and the new state."""
-        logits, state = self.forward(ids[:, None], state)  # (B, 1, V)
-        return logits[:, 0], state
+        out = self.forward(ids[:, None], state)  # (B, 1, V)
+        return out.logits[:, 0], out.state
 
     @torch.no_grad()
     def next_logprobs(self, state: State) -> torch.Tensor:

@@ -37,8 +37,8 @@ from torch.func import functional_call
 
 from charlm.errors import ConfigError
 from charlm.models.dropout import drop_weight, embed, seq_dropout
+from charlm.models.protocol import LMOutput, State
 
-State = tuple[torch.Tensor, ...]
 Pieces = tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]  # a decoder's weight and bias, cut by cluster
 
 # Logits held at once (elements, B x T x V) when a long text is read: evaluation and
@@ -231,16 +231,16 @@ class RNNLanguageModel(nn.Module):
         state: State | None = None,
         with_activations: bool = False,
         targets: torch.Tensor | None = None,
-    ):
-        """ids: (B, T) int64 -> logits (B, T, V) and the state after the last step.
+    ) -> LMOutput:
+        """ids: (B, T) int64 -> `LMOutput`: logits (B, T, V) and the state after the last step.
 
         The logits are the decoder's scores, or with an adaptive softmax exact
         log-probabilities (normalised: also valid logits). Given `targets` (B, T),
-        the first output is instead the mean negative log-likelihood of the targets
+        `loss` is instead the mean negative log-likelihood of the targets
         (a scalar, fp32), computed the cheapest way the output layer allows: what
         training asks for, through DDP's wrapper as well.
 
-        With with_activations=True also (dropped, raw): the last layer's output after
+        With with_activations=True `activations` holds (dropped, raw): the last layer's output after
         and before the output dropout, each (B, T, H), which AWD-LSTM's activation
         regularisation (AR, on dropped) and temporal AR (TAR, on raw) penalise.
         """
@@ -250,11 +250,12 @@ class RNNLanguageModel(nn.Module):
         pieces = self._decoder_pieces(whole=_hand_backward(ids)) if sparse else None
         raw, state = self._stack(ids, state, sparse_grad=sparse)
         dropped, x = self._head_input(raw)
+        activations = (dropped, raw) if with_activations else None
         if targets is not None:
-            out = self.loss(x.reshape(-1, x.size(-1)), targets.reshape(-1), pieces)  # ()
-        else:
-            out = self.log_probs(x) if self.clusters is not None else self.decoder(x)  # (B, T, V)
-        return (out, state, (dropped, raw)) if with_activations else (out, state)
+            loss = self.loss(x.reshape(-1, x.size(-1)), targets.reshape(-1), pieces)  # ()
+            return LMOutput(None, loss, state, activations)
+        logits = self.log_probs(x) if self.clusters is not None else self.decoder(x)  # (B, T, V)
+        return LMOutput(logits, None, state, activations)
 
     # ------------------------------------------------------- the output layer
     @torch.no_grad()

@@ -49,7 +49,8 @@ def warm_up(model: DecodingModel, ids: Sequence[int], device: torch.device | Non
     vocab = getattr(getattr(model, "config", None), "vocab_size", 1)
     window = max(1, LOGIT_BUDGET // max(1, vocab))
     for i in range(0, x.size(1), window):
-        logits, state = model(x[:, i : i + window], state)  # (1, t, V)
+        out = model(x[:, i : i + window], state)
+        logits, state = out.logits, out.state  # (1, t, V)
     assert logits is not None and state is not None
     return logits[:, -1], state  # (1, V)
 

@@ -326,7 +326,8 @@ def train_step(
     """
     with autocast(x.device, amp_dtype):
         # the model computes the loss (an adaptive softmax scores only what it must): (), state, (B, T, H) x 2
-        loss, hidden, (dropped, raw) = net(x, hidden, with_activations=True, targets=y)
+        out = net(x, hidden, with_activations=True, targets=y)
+        loss, hidden, (dropped, raw) = out.loss, out.state, out.activations
         objective = loss + activation_regularisation(dropped, raw, config.ar or 0.0, config.tar or 0.0)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
