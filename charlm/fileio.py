@@ -47,7 +47,7 @@ def storage_error(exc: OSError, path: Path, what: str = "write") -> StorageError
         13: "check the permissions",  # EACCES
         30: "choose a writable location",  # EROFS
     }.get(exc.errno or 0, "check the disk and the permissions")
-    return StorageError(f"cannot {what} {path}: {reason}; {fix} (the previous file is kept)")
+    return StorageError(f"cannot {what} {path}: {reason}; {fix} (the previous file is kept)", reason)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from charlm.errors import TokenizerError
+from charlm.errors import StorageError, TokenizerError
 from charlm.fileio import atomic_write_bytes
 
 FORMAT = 1
@@ -104,13 +104,14 @@ class Tokenizer(ABC):
         directory = Path(directory)
         try:
             directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
+            for name, data in self._side_files().items():
+                atomic_write_bytes(directory / name, data)
+            atomic_write_bytes(directory / TOKENIZER_FILE, json.dumps(self._json_dict(), indent=1).encode() + b"\n")
+        except (OSError, StorageError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else exc.reason
             raise TokenizerError(
-                f"cannot save the tokenizer in {directory}: {exc.strerror}; check that it is writable"
+                f"cannot save the tokenizer in {directory}: {reason}; check that it is writable"
             ) from None
-        for name, data in self._side_files().items():
-            atomic_write_bytes(directory / name, data)
-        atomic_write_bytes(directory / TOKENIZER_FILE, json.dumps(self._json_dict(), indent=1).encode("utf-8") + b"\n")
 
     def _json_dict(self) -> dict[str, Any]:
         return self.to_dict()
