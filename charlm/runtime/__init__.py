@@ -12,6 +12,7 @@ from charlm.runtime.devices import (
     resolve_device,
     resolve_precision,
     retain_freed_memory,
+    trim_freed_memory,
 )
 from charlm.runtime.distributed import DistContext
 
@@ -25,4 +26,5 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "retain_freed_memory",
+    "trim_freed_memory",
 ]
