@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlm.data import tokcache
 from charlm.data.corpus import corpus_files, iter_corpus_chunks, read_corpus, split_offset
+from charlm.data.tokcache import build as cache_build
 from charlm.data.tokcache import shard, tokenized_corpus
 from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import ConfigError, CorpusError
@@ -31,13 +31,13 @@ def corpus(tmp_path: Path) -> Path:
 def fits(monkeypatch) -> list[str]:
     """The kinds fitted so far: a reused entry fits nothing."""
     calls: list[str] = []
-    real = tokcache.fit_tokenizer_stream
+    real = cache_build.fit_tokenizer_stream
 
     def counting(kind, chunks, **kw):
         calls.append(kind)
         return real(kind, chunks, **kw)
 
-    monkeypatch.setattr(tokcache, "fit_tokenizer_stream", counting)
+    monkeypatch.setattr(cache_build, "fit_tokenizer_stream", counting)
     return calls
 
 
@@ -289,3 +289,10 @@ def test_shard_is_a_contiguous_view(tmp_path, corpus):
     assert all(np.shares_memory(p, tc.train) for p in parts)
     with pytest.raises(ValueError, match="rank"):
         shard(tc.train, 3, 3)
+
+
+def test_each_rank_reads_its_own_contiguous_shard():
+    ids = np.arange(11)
+    assert shard(ids, 0, 2).tolist() == [0, 1, 2, 3, 4]
+    assert shard(ids, 1, 2).tolist() == [5, 6, 7, 8, 9]  # the remainder is dropped: equal parts
+    assert shard(ids, 0, 1).tolist() == ids.tolist()  # a single process reads everything
