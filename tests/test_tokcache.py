@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from charlm.data.corpus import corpus_files, iter_corpus_chunks, read_corpus, split_offset
+from charlm.data.tokcache import TokenizedCorpus, shard, tokenized_corpus
 from charlm.data.tokcache import build as cache_build
-from charlm.data.tokcache import shard, tokenized_corpus
 from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import ConfigError, CorpusError
 
@@ -57,13 +57,17 @@ def _parts(paths: list[Path], fraction: float) -> tuple[str, str]:
 )
 def test_ids_equal_encoding_the_split_text_and_a_rerun_reuses_them(tmp_path, corpus, fits, level, options):
     events: list[tuple[str, int, int]] = []
-    tc = tokenized_corpus(
-        [corpus],
-        level=level,
-        tokenizer_options=options,
-        cache_dir=tmp_path / "cache",
-        progress=lambda *e: events.append(e),
-    )
+
+    def cached() -> TokenizedCorpus:
+        return tokenized_corpus(
+            [corpus],
+            level=level,
+            tokenizer_options=options,
+            cache_dir=tmp_path / "cache",
+            progress=lambda *e: events.append(e),
+        )
+
+    tc = cached()
     train_text, valid_text = _parts([corpus], 0.1)
     assert train_text + valid_text == read_corpus(corpus) and train_text.endswith("\n")
     assert tc.tokenizer == fit_tokenizer(level, train_text, **options)  # fitted on the training part only
@@ -76,13 +80,7 @@ def test_ids_equal_encoding_the_split_text_and_a_rerun_reuses_them(tmp_path, cor
     assert {e[0] for e in events} == {"fitting", "encoding"} and events[-1][1] == events[-1][2] == corpus.stat().st_size
 
     n_events = len(events)
-    again = tokenized_corpus(
-        [corpus],
-        level=level,
-        tokenizer_options=options,
-        cache_dir=tmp_path / "cache",
-        progress=lambda *e: events.append(e),
-    )
+    again = cached()
     assert again.reused and fits == [level] and len(events) == n_events  # no refit, no progress
     assert again.path == tc.path and again.tokenizer == tc.tokenizer
     assert (again.fingerprint, again.valid_fingerprint) == (tc.fingerprint, tc.valid_fingerprint)
