@@ -12,7 +12,6 @@ from charlm.runtime.devices import (
     resolve_device,
     resolve_precision,
     retain_freed_memory,
-    trim_freed_memory,
 )
 from charlm.runtime.distributed import DistContext
 
@@ -26,5 +25,4 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "retain_freed_memory",
-    "trim_freed_memory",
 ]

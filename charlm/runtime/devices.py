@@ -15,7 +15,7 @@ import contextlib
 import ctypes
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -100,27 +100,6 @@ def retain_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
     return bool(mallopt(m_mmap_threshold, RETAINED)) and bool(mallopt(m_trim_threshold, RETAINED))
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim  # the running process's C library: glibc's, or None elsewhere
-    except (OSError, AttributeError):
-        return None
-
-
-def trim_freed_memory() -> None:
-    """Have glibc's malloc hand its freed heap pages back to the kernel now (nothing elsewhere).
-
-    For a long pass that reads a corpus chunk by chunk (the token cache calls it every
-    32 MB read): each chunk's temporaries, a few hundred kB each, fragment glibc's heap,
-    whose freed pages then stay resident: a 1 GB word corpus peaked at 510 MB instead
-    of ~120 MB.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 # ------------------------------------------------------------------ precision

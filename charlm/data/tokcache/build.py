@@ -8,6 +8,7 @@ under a lock; what a killed build left is removed by the next one.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -27,10 +28,8 @@ from charlm.data.tokcache.entry import FORMAT, FORMAT_VERSION, META, TRAIN, VALI
 from charlm.data.tokenizers import Tokenizer, fit_tokenizer_stream, token_safe_pieces
 from charlm.errors import ConfigError, StorageError
 from charlm.fileio import atomic_open, atomic_write_bytes, current_umask, fsync_dir
-from charlm.runtime import trim_freed_memory
 
 CHUNK_BYTES = 1 << 18  # read and encode 256 KiB of text at a time: measured fastest (it stays in cache)
-_TRIM_EVERY = 32 << 20  # bytes read between two heap trims (`trim_freed_memory`): no measurable cost
 
 Progress = Callable[[str, int, int], None]  # (phase, done bytes, total bytes)
 
@@ -75,11 +74,28 @@ class _Reading:
     done: int = 0
 
     def __call__(self, n: int) -> None:
-        if (self.done + n) // _TRIM_EVERY > self.done // _TRIM_EVERY:
-            trim_freed_memory()
+        if _malloc_trim is not None and (self.done + n) // _TRIM_EVERY > self.done // _TRIM_EVERY:
+            _malloc_trim(0)
         self.done += n
         if self.progress is not None:
             self.progress(self.phase, self.done, self.total)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim (None elsewhere). Each chunk's temporaries, a few hundred kB each, fragment glibc's
+    heap, whose freed pages then stay resident: a 1 GB word corpus peaked at 510 MB instead of ~120 MB.
+
+    Looked up here rather than taken from `charlm.runtime` (beside its `retain_freed_memory`): the data room
+    reads and tokenizes without importing torch, and the runtime room imports it.
+    """
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
+_TRIM_EVERY = 32 << 20  # bytes read between two trims: no measurable cost
 
 
 def build_entry(
