@@ -3,11 +3,11 @@
     torchrun --standalone --nproc_per_node=4 -m charlm train corpus.txt --device cuda
 
 Each process (rank) trains `batch_size` streams of its own contiguous shard of
-the corpus (`charlm.data.tokcache.shard`); DistributedDataParallel averages the gradients, so the global batch
-is world_size x batch_size streams. Rank 0 validates, writes the checkpoint and
-reports; decisions that must agree (stop on the time budget or Ctrl-C, early
-stopping, plateau annealing, divergence) are taken together at log intervals
-or after validation. Without torchrun's environment (WORLD_SIZE unset or 1)
+the corpus (`charlm.data.shard`); DistributedDataParallel averages the gradients,
+so the global batch is world_size x batch_size streams. Rank 0 validates, writes
+the checkpoint and reports; decisions that must agree (stop on the time budget or
+Ctrl-C, early stopping, plateau annealing, divergence) are taken together at log
+intervals or after validation. Without torchrun's environment (WORLD_SIZE unset or 1)
 everything here is a no-op and training runs in one process.
 """
 
