@@ -68,12 +68,12 @@ class SubwordTokenizer(Tokenizer):
     def fit(cls, text: str, vocab_size: int = DEFAULT_VOCAB_SIZE, model_type: str = "unigram") -> SubwordTokenizer:  # type: ignore[override]  # each kind takes its own options
         """Train on `text`; a text too small for `vocab_size` pieces yields fewer (hard_vocab_limit=False)."""
         size = len(text.encode("utf-8", "surrogatepass"))
-        return cls.fittext_chunks(
+        return cls.fit_chunks(
             text_chunks(text, 1 << 20, ("\n",)), size=size, vocab_size=vocab_size, model_type=model_type
         )
 
     @classmethod
-    def fittext_chunks(  # type: ignore[override]  # each kind takes its own options
+    def fit_chunks(  # type: ignore[override]  # each kind takes its own options
         cls,
         chunks: Iterable[str],
         *,

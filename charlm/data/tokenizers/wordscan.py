@@ -19,7 +19,7 @@ SPACES = (
     + "".join(map(chr, range(0x2000, 0x200B)))
     + "\u2028\u2029\u202f\u205f\u3000"
 )
-_WIDESPACES = np.array([ord(c) for c in SPACES if ord(c) >= 0x80], dtype=np.uint32)
+_WIDE_SPACES = np.array([ord(c) for c in SPACES if ord(c) >= 0x80], dtype=np.uint32)
 PAD = bytes(8)  # zeros after a chunk's bytes, so that an 8-byte read at any of its bytes stays in the buffer
 _SPECIAL_TAILS = np.frombuffer(b"unk>eos>", "<u4")  # the 4 bytes after "<" in <unk> and <eos>, as integers
 
@@ -43,7 +43,7 @@ def scan_words(text: str, punct: bool) -> Spans:
         word = (np.subtract(b, 48, dtype=np.uint8) <= 9) | (np.subtract(b | 32, 97, dtype=np.uint8) <= 25) | (b == 95)
     if not text.isascii():  # classify each multi-byte character, and mark all its bytes alike
         lead, size, code = _wide_chars(buf, len(b))
-        _mark(space, lead, size, np.isin(code, _WIDESPACES))
+        _mark(space, lead, size, np.isin(code, _WIDE_SPACES))
         if word is not None:
             _mark(word, lead, size, _word_chars()[code])
     if word is not None:
