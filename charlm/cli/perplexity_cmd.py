@@ -19,12 +19,13 @@ from rich.table import Table
 from charlm.checkpoint import CheckpointInfo, load_for_inference, tokenizer_fingerprint
 from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console, option_table
 from charlm.errors import CharlmError, ConfigError, CorpusError
-from charlm.evaluation import DEFAULT_LR as DYNAMIC_LR
 from charlm.evaluation import (
     DEFAULT_SEGMENT,
     DEFAULT_STREAMS,
     DEFAULT_WARMUP,
     DEFAULT_WINDOW,
+    DYNAMIC_LR,
+    DYNAMIC_SEGMENT,
     RMS_DECAY,
     RMS_LR,
     RULES,
@@ -38,7 +39,6 @@ from charlm.evaluation import (
     gradient_rms,
     total,
 )
-from charlm.evaluation import DEFAULT_SEGMENT as DYNAMIC_SEGMENT
 from charlm.models import KneserNeyModel, RNNLanguageModel
 from charlm.runtime import resolve_device
 from charlm.training import memory

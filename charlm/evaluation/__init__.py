@@ -4,8 +4,8 @@ Other rooms import from here, not from the modules inside.
 """
 
 from charlm.evaluation.dynamic import (
-    DEFAULT_LR,
-    DEFAULT_SEGMENT,
+    DYNAMIC_LR,
+    DYNAMIC_SEGMENT,
     RMS_DECAY,
     RMS_LR,
     RMS_TOKENS,
@@ -15,6 +15,7 @@ from charlm.evaluation.dynamic import (
     gradient_rms,
 )
 from charlm.evaluation.scoring import (
+    DEFAULT_SEGMENT,
     DEFAULT_STREAMS,
     DEFAULT_WARMUP,
     DEFAULT_WINDOW,
@@ -29,8 +30,9 @@ from charlm.evaluation.scoring import (
 )
 
 __all__ = [
-    "DEFAULT_LR",
     "DEFAULT_SEGMENT",
+    "DYNAMIC_LR",
+    "DYNAMIC_SEGMENT",
     "DEFAULT_STREAMS",
     "DEFAULT_WARMUP",
     "DEFAULT_WINDOW",

@@ -28,7 +28,7 @@ Decisions:
   cannot be split into parallel streams: its first token needs the state the
   previous segment left, under the weights its step produced. So the pass is as
   fast as one forward/backward per segment allows, and a longer segment is faster.
-- The defaults (`DEFAULT_LR`, `DEFAULT_SEGMENT`; `RMS_LR`, `RMS_DECAY`) were
+- The defaults (`DYNAMIC_LR`, `DYNAMIC_SEGMENT`; `RMS_LR`, `RMS_DECAY`) were
   chosen on the held-out ends of tinyshakespeare and War and Peace, and checked
   on a word model: benchmarks/results_dynamic.md.
 - lr = 0 gives the static figure to float rounding (the adapted copy runs the
@@ -65,8 +65,8 @@ from charlm.evaluation.scoring import (
 from charlm.models import RNNLanguageModel, State, detach_state
 from charlm.runtime import eval_mode
 
-DEFAULT_LR = 0.3
-DEFAULT_SEGMENT = 50
+DYNAMIC_LR = 0.3
+DYNAMIC_SEGMENT = 50
 DEFAULT_DECAY = 0.0
 RULES = ("sgd", "rms")
 RMS_LR = 1e-4
@@ -79,8 +79,8 @@ RMS_EPS = 1e-5  # added to the RMS of a gradient before dividing by it (Krause e
 class DynamicOptions:
     """Segment length (tokens), step size, decay toward the original weights per segment, update rule."""
 
-    lr: float = DEFAULT_LR
-    segment: int = DEFAULT_SEGMENT
+    lr: float = DYNAMIC_LR
+    segment: int = DYNAMIC_SEGMENT
     decay: float = DEFAULT_DECAY
     rule: str = "sgd"
 
