@@ -24,7 +24,9 @@ from charlm.evaluation.scoring import (
     evaluate_file,
     evaluate_file_mixture,
     evaluate_ids,
+    evaluate_text,
     model_device,
+    stream_logprobs,
     total,
 )
 
@@ -46,7 +48,9 @@ __all__ = [
     "evaluate_file_dynamic",
     "evaluate_file_mixture",
     "evaluate_ids",
+    "evaluate_text",
     "gradient_rms",
     "model_device",
+    "stream_logprobs",
     "total",
 ]
