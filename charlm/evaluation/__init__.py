@@ -25,7 +25,9 @@ from charlm.evaluation.scoring import (
     evaluate_file,
     evaluate_file_mixture,
     evaluate_ids,
+    evaluate_text,
     model_device,
+    stream_logprobs,
     total,
 )
 
@@ -48,7 +50,9 @@ __all__ = [
     "evaluate_file_dynamic",
     "evaluate_file_mixture",
     "evaluate_ids",
+    "evaluate_text",
     "gradient_rms",
     "model_device",
+    "stream_logprobs",
     "total",
 ]

@@ -18,7 +18,7 @@ from charlm.training.config import (
 )
 from charlm.training.ngram_task import train_ngram
 from charlm.training.plot import DEFAULT_HEIGHT, load_curves, render_terminal, write_png
-from charlm.training.trainer import prepare_data, train
+from charlm.training.trainer import TrainResult, prepare_data, train
 
 __all__ = [
     "DEFAULT_HEIGHT",
@@ -31,6 +31,7 @@ __all__ = [
     "SCHEDULES",
     "SUBWORD_MODELS",
     "TrainConfig",
+    "TrainResult",
     "check_ngram_options",
     "load_curves",
     "prepare_data",
