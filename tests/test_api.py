@@ -135,13 +135,7 @@ def test_a_prompt_outside_the_vocabulary_is_reported_as_data(lm):
 
 
 # ------------------------------------------------------------------ perplexity and score
-# The command's parallel mode scores segments of 50 tokens since the rooms' doors were made (commit d7d83ec): the
-# evaluation door exports dynamic evaluation's DEFAULT_SEGMENT (50), which perplexity_cmd takes for scoring's
-# (4096). Until the door is mended the command's figures differ from before (and from the library's) in float noise.
-SEGMENT_BUG = pytest.mark.xfail(strict=True, reason="charlm perplexity scores 50-token segments (evaluation door)")
-
-
-@pytest.mark.parametrize("exact", [pytest.param(False, marks=SEGMENT_BUG), True])
+@pytest.mark.parametrize("exact", [False, True])
 def test_perplexity_equals_the_command_lines_figures(lm, ckpt, tmp_path, exact):
     path = tmp_path / "held-out.txt"
     path.write_text(HELD_OUT * 40, encoding="utf-8")
