@@ -5,7 +5,7 @@ Other rooms import from here, not from the modules inside.
 
 from charlm.data.batching import batchify, epoch_offset, get_batch, num_windows, window_length
 from charlm.data.corpus import iter_text_chunks, normalise_newlines
-from charlm.data.tokenizers import Tokenizer, line_start_id, load_tokenizer
+from charlm.data.tokenizers import Tokenizer, line_start_id, load_tokenizer, token_safe_pieces
 
 __all__ = [
     "Tokenizer",
@@ -17,5 +17,6 @@ __all__ = [
     "load_tokenizer",
     "normalise_newlines",
     "num_windows",
+    "token_safe_pieces",
     "window_length",
 ]
