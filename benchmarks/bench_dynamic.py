@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's charlm, whatever is installed
 
 from charlm.checkpoint.store import load_for_inference  # noqa: E402
 from charlm.data.corpus import corpus_files, split_offset  # noqa: E402
+from charlm.evaluation import choose_weight, context_id, evaluate_file, evaluate_file_mixture  # noqa: E402
 from charlm.evaluation.dynamic import (  # noqa: E402
     RMS_DECAY,
     RMS_TOKENS,
@@ -42,7 +43,6 @@ from charlm.evaluation.dynamic import (  # noqa: E402
     evaluate_text_dynamic,
     gradient_rms,
 )
-from charlm.evaluation.scoring import choose_weight, context_id, evaluate_file, evaluate_file_mixture  # noqa: E402
 from charlm.models.rnn import RNNLanguageModel  # noqa: E402
 from charlm.training.trainer import TrainConfig, prepare_data, train  # noqa: E402
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charlm.models.ngram import CHUNK_TOKENS
+from charlm.models.ngram_estimate import CHUNK_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = ROOT / "corpora"
@@ -59,7 +59,7 @@ def measured(estimate) -> tuple[object, dict]:
 # ------------------------------------------------------------------ child tasks (one process each)
 def task_word(words: int) -> dict:
     from charlm.data.tokenizers import fit_tokenizer
-    from charlm.models.ngram import KneserNeyModel, token_names
+    from charlm.models import KneserNeyModel, token_names
 
     text = "".join((CORPORA / f"wikitext-2.{part}.txt").read_text(encoding="utf-8") for part in ("valid", "test"))
     tok = fit_tokenizer("word", text)

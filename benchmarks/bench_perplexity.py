@@ -40,7 +40,7 @@ import torch
 from charlm.checkpoint.store import load_for_inference, read_metrics, write_inference_checkpoint
 from charlm.data.batching import split_train_valid
 from charlm.data.tokenizers import fit_tokenizer
-from charlm.evaluation.scoring import DEFAULT_STREAMS, evaluate_text
+from charlm.evaluation import DEFAULT_STREAMS, evaluate_text
 from charlm.models.rnn import ModelConfig, RNNLanguageModel
 from charlm.training.trainer import TrainConfig, train
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.data.batching import batchify, get_batch
-from charlm.models.rnn import RNNLanguageModel, detach_state
+from charlm.models import RNNLanguageModel, detach_state
 from charlm.training import autosize
 from charlm.training.trainer import TrainConfig, make_optimizer, measure_speed, prepare_data
 

@@ -49,7 +49,7 @@ def measure_tps(overrides: dict, bursts: int = 3, steps: int = 12) -> float:
     import time
 
     from charlm.data.batching import batchify, get_batch
-    from charlm.models.rnn import RNNLanguageModel, detach_state
+    from charlm.models import RNNLanguageModel, detach_state
     from charlm.training.trainer import make_optimizer, prepare_data
 
     cfg = TrainConfig(corpus=(str(ROOT / "corpora" / "tinyshakespeare.txt"),), **overrides)

@@ -12,10 +12,20 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from charlm.data import token_safe_pieces
 from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import CorpusError
+from charlm.evaluation import (
+    TextScore,
+    choose_weight,
+    evaluate_file,
+    evaluate_text,
+    score_stream,
+    stream_logprobs,
+    total,
+)
 from charlm.evaluation import scoring as ev
-from charlm.evaluation.scoring import TextScore, evaluate_file, evaluate_text, score_stream, token_safe_pieces, total
+from charlm.evaluation.mixture import MixtureScorer
 from charlm.models.rnn import ModelConfig, RNNLanguageModel
 from charlm.runtime.devices import cpu_bf16_supported
 
@@ -221,7 +231,7 @@ def test_chunked_file_equals_whole_text(tmp_path, trained, exact):
     assert chunked.nll == pytest.approx(whole.nll, rel=1e-9)
     assert len(seen) > 10 and sum(seen) == len(text.encode())
     if not exact:
-        assert ev._StreamScorer(model, 0, ev.Scoring(streams=4, window=8, warmup=16, segment=100)).block < len(text)
+        assert ev.StreamScorer(model, 0, ev.Scoring(streams=4, window=8, warmup=16, segment=100)).block < len(text)
 
 
 def test_totals_are_token_weighted_not_a_mean_of_means(tmp_path, trained):
@@ -325,7 +335,7 @@ def test_amp_autocast_scores_close_to_fp32():
 
 def test_streaming_memory_is_bounded_by_the_block(trained):
     model, tok = trained
-    scorer = ev._StreamScorer(model, 0, ev.Scoring(streams=4, window=8, warmup=8, segment=16))
+    scorer = ev.StreamScorer(model, 0, ev.Scoring(streams=4, window=8, warmup=8, segment=16))
     peak = 0
     for _ in range(200):
         scorer.feed(np.ones(10, dtype=np.int64))
@@ -422,7 +432,7 @@ def test_mixture_in_one_stream_equals_the_token_by_token_reference():
     a, b = tiny(seed=0), tiny(seed=1)
     ids = torch.randint(0, 7, (300,), generator=torch.Generator().manual_seed(5)).tolist()
     weights = [0.0, 0.3, 1.0]
-    scorer = ev.MixtureScorer(a, b, ids[0], weights)  # exact: one stream per model
+    scorer = MixtureScorer(a, b, ids[0], weights)  # exact: one stream per model
     scorer.feed(np.array(ids[1:]))
     nll, tokens = scorer.finish()
     assert tokens == len(ids) - 1
@@ -434,13 +444,13 @@ def test_parallel_mixture_columns_are_each_models_parallel_figure(block):
     a, b = tiny(seed=0), tiny(seed=1)
     ids = torch.randint(0, 7, (400,), generator=torch.Generator().manual_seed(6))
     scoring = ev.Scoring(streams=4, window=5, warmup=6, segment=20)
-    scorer = ev.MixtureScorer(a, b, int(ids[0]), [0.0, 0.5, 1.0], scoring)
+    scorer = MixtureScorer(a, b, int(ids[0]), [0.0, 0.5, 1.0], scoring)
     if block:
         scorer.block = block
     scorer.feed(ids[1:].numpy())
     nll, tokens = scorer.finish()
     for model, column in ((a, 0), (b, 1)):
-        plain = ev._StreamScorer(model, int(ids[0]), scoring)
+        plain = ev.StreamScorer(model, int(ids[0]), scoring)
         if block:
             plain.block = block
         plain.feed(ids[1:].numpy())
@@ -453,7 +463,7 @@ def test_parallel_mixture_columns_are_each_models_parallel_figure(block):
 def test_stream_logprobs_are_the_per_token_terms_of_score_stream(streams):
     model = tiny()
     ids = torch.randint(0, 7, (203,), generator=torch.Generator().manual_seed(7))
-    lp, state = ev.stream_logprobs(model, ids, streams=streams, window=5, warmup=6)
+    lp, state = stream_logprobs(model, ids, streams=streams, window=5, warmup=6)
     out = score_stream(model, ids, streams=streams, window=5, warmup=6)
     assert lp.shape == (202,) and lp.dtype == torch.float64
     assert -float(lp.sum()) == pytest.approx(out.nll, rel=1e-9)
@@ -468,7 +478,7 @@ def test_stream_logprobs_are_the_per_token_terms_of_score_stream(streams):
 def test_choose_weight_in_parallel_streams_picks_the_exact_weight():
     a, b = tiny(seed=0), tiny(seed=1)  # two different near-uniform guesses: the best mixture lies between
     ids = torch.randint(0, 7, (1500,), generator=torch.Generator().manual_seed(8)).numpy()
-    w_exact, losses_exact = ev.choose_weight(a, b, ids, 0)
-    w_par, losses_par = ev.choose_weight(a, b, ids, 0, streams=4, warmup=64, exact=False)
+    w_exact, losses_exact = choose_weight(a, b, ids, 0)
+    w_par, losses_par = choose_weight(a, b, ids, 0, streams=4, warmup=64, exact=False)
     assert w_par == w_exact and 0.0 < w_exact < 1.0
     np.testing.assert_allclose(losses_par, losses_exact, rtol=1e-3)

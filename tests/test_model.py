@@ -10,13 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from charlm.errors import ConfigError
-from charlm.models.rnn import (
-    CELLS,
-    ModelConfig,
-    RNNLanguageModel,
-    detach_state,
-    reorder_state,
-)
+from charlm.models import CELLS, ModelConfig, RNNLanguageModel, detach_state, reorder_state
 
 
 def tiny(cell: str = "lstm", dtype: torch.dtype = torch.float32, seed: int = 0, **kw) -> RNNLanguageModel:

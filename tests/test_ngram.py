@@ -17,8 +17,8 @@ import torch
 from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import CheckpointError, ConfigError
 from charlm.evaluation.scoring import score_stream
-from charlm.models import ngram
-from charlm.models.ngram import KneserNeyModel, kn_discounts, token_names
+from charlm.models import KneserNeyModel, ngram_estimate, token_names
+from charlm.models.ngram_estimate import kn_discounts
 from charlm.sampling import DecodingOptions, generate
 
 LN10 = math.log(10.0)
@@ -219,11 +219,11 @@ def test_sorted_lookups_match_plain_binary_search() -> None:
     keys = np.unique(rng.integers(0, 1 << 40, size=40_000))
     q = np.concatenate([keys[rng.integers(0, len(keys), 30_000)], rng.integers(0, 1 << 40, size=10_000)])
     pos = np.searchsorted(keys, q).clip(max=len(keys) - 1)
-    np.testing.assert_array_equal(ngram._find(keys, q), np.where(keys[pos] == q, pos, -1))
+    np.testing.assert_array_equal(ngram_estimate.find(keys, q), np.where(keys[pos] == q, pos, -1))
     for big in (False, True):  # values too large to pack with their positions fall back to argsort
         values = rng.integers(0, 1 << 62 if big else 1 << 30, size=1000)
         order = rng.permutation(1000)
-        sorted_values, moved = ngram._sort_by_key(values.copy(), order)
+        sorted_values, moved = ngram_estimate.sort_by_key(values.copy(), order)
         np.testing.assert_array_equal(sorted_values, np.sort(values))
         np.testing.assert_array_equal(values[np.argsort(order)][moved], sorted_values)
 

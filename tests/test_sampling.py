@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from charlm.data.tokenizers import CharTokenizer, WordTokenizer, fit_tokenizer
 from charlm.errors import ConfigError, TokenizerError
-from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.models import LMOutput, ModelConfig, RNNLanguageModel
 from charlm.sampling import (
     DecodingOptions,
     Prompt,
@@ -74,6 +74,13 @@ class ScriptedModel(nn.Module):
             self.prefixes.append(prefix)
         return self.codes[prefix]
 
+    state_floats = 0
+    device = torch.device("cpu")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab
+
     def init_state(self, batch: int):
         return (torch.zeros(1, batch, 1, dtype=torch.float64),)
 
@@ -90,7 +97,7 @@ class ScriptedModel(nn.Module):
         for t in range(ids.size(1)):
             logits, state = self._advance(ids[:, t], state)
             out.append(logits)
-        return torch.stack(out, 1), state  # (B, T, V)
+        return LMOutput(torch.stack(out, 1), None, state)  # (B, T, V)
 
     def step(self, ids: torch.Tensor, state=None):
         self.step_batches.append(ids.size(0))

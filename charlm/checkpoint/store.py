@@ -1,27 +1,6 @@
-"""Checkpoints: one directory holds everything needed to generate, evaluate or resume.
+"""Writing a checkpoint directory (its layout: `charlm.checkpoint.layout`), so that nothing is lost
+whenever a kill lands (see `RunWriter`):
 
-    DIR/
-      checkpoint.json     format name and version, charlm version, run id, model
-                          options, training options, tokenizer fingerprint (JSON)
-      tokenizer.json      the fitted tokenizer (+ tokenizer.model for subwords)
-      model.arpa.gz       a Kneser-Ney run's model (ARPA, gzip) instead of best/last
-      best.safetensors    weights with the lowest validation loss so far
-      last.safetensors    weights + optimiser + RNG + carried TBPTT state of the
-                          newest save; the trainer's counters in its metadata
-      metrics.jsonl       one JSON record per log line and per validation
-      .lock               held (flock) by the process training into DIR
-
-Everything is data: weights and optimiser tensors are safetensors, n-gram models
-ARPA text, the rest is JSON. Nothing is unpickled on load, so a file crafted to
-run code is refused as corrupt. checkpoint.json names the model kind
-(`"model_kind"`: "rnn" or "kn"; absent means "rnn", as older charlm wrote it).
-
-Nothing damaged goes unnoticed: each safetensors file records in its own metadata
-(`charlm_sha256`) the SHA-256 of its tensors, computed as it is written, and every
-read of its tensors checks it (`verify=False` skips that, for who must load a
-damaged file anyway). Files written before this have no digest and load as before.
-
-Nothing lost, whenever a kill lands (see `RunWriter`):
 - every file is written to a temporary name and renamed over the old one, so
   each file is always whole (`charlm.fileio`);
 - a save writes best, then the validation record, then last, so `last` is the
@@ -32,29 +11,51 @@ Nothing lost, whenever a kill lands (see `RunWriter`):
   DIR/.swap.json before the first file moves. Readers resolve each file through
   that record (`locate`), and the next writer completes it, so DIR always holds
   one whole run: the previous one until the swap is committed, the new one after.
+
+Each safetensors file is signed as it is written: its metadata records the SHA-256 of
+its tensors (`charlm.checkpoint.tensors` checks it on every read). What a save records in
+last's and best's metadata is read back here too (`load_training_state`, `weights_metadata`),
+so the format of a resumable state lives in one module.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import shutil
-import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from charlm import __version__
-from charlm.data import Tokenizer, load_tokenizer
-from charlm.errors import CharlmError, CheckpointError, StorageError
+from charlm.checkpoint.layout import (
+    ARPA,
+    BEST,
+    FORMAT,
+    FORMAT_VERSION,
+    LAST,
+    META_FILE,
+    METRICS,
+    RUN_FILES,
+    STAGING,
+    SWAP,
+    locate,
+    swap_plan,
+)
+from charlm.checkpoint.loading import CheckpointInfo, tokenizer_fingerprint
+from charlm.checkpoint.tensors import (
+    DIGEST_KEY,
+    load_tensors,
+    model_tensors,
+    optimizer_to_flat,
+    read_header,
+    tensor_digest,
+)
+from charlm.data import Tokenizer
+from charlm.errors import CheckpointError, StorageError
 from charlm.fileio import (
     DirectoryLock,
     atomic_write,
@@ -64,230 +65,26 @@ from charlm.fileio import (
     remove_stale_temps,
     storage_error,
 )
-from charlm.models import KneserNeyConfig, KneserNeyModel, ModelConfig, RNNLanguageModel, token_names
+from charlm.models import KneserNeyModel, LMConfig, RNNLanguageModel, token_names
 
-FORMAT = "charlm-checkpoint"
-FORMAT_VERSION = 1
-META_FILE = "checkpoint.json"
-BEST = "best.safetensors"
-LAST = "last.safetensors"
-METRICS = "metrics.jsonl"
-PLOT = "loss.png"
-ARPA = "model.arpa.gz"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
-RUN_FILES = (META_FILE, *TOKENIZER_FILES, BEST, LAST, ARPA, METRICS, PLOT)  # what a run owns in its directory
-STAGING = ".staging"
-SWAP = ".swap.json"
-MODEL_KINDS = ("rnn", "kn")
-DIGEST_KEY = "charlm_sha256"  # safetensors metadata: the SHA-256 of the file's tensors (`tensor_digest`)
-
-LanguageModel = RNNLanguageModel | KneserNeyModel
-AnyModelConfig = ModelConfig | KneserNeyConfig
+# isort: split
+# The read side, named here too for who takes the room as `from charlm.checkpoint import store` (the trainer, tests
+# written before the room was split); new code takes these names from the door, `charlm.checkpoint`.
+from charlm.checkpoint.layout import holds_run, is_checkpoint_dir  # noqa: F401
+from charlm.checkpoint.loading import load_for_inference, open_checkpoint, open_tokenizer  # noqa: F401
+from charlm.checkpoint.tensors import load_model_tensors, optimizer_from_flat  # noqa: F401
 
 
-# ------------------------------------------------------------------ file helpers
-def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in sorted name order (CPU tensors).
-
-    What was written, not how the file lays it out: safetensors orders its data by
-    dtype and name, and a digest of the tensors stays valid for any such layout.
-    The bytes are hashed in place (a uint8 view, no copy), so bf16 tensors, which
-    numpy cannot hold, are hashed as they are.
-    """
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name]
-        h.update(json.dumps([name, str(t.dtype).removeprefix("torch."), list(t.shape)]).encode("utf-8") + b"\0")
-        h.update(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)
-    return h.hexdigest()
-
-
-def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write tensors to `path` atomically, signed: their digest goes into the metadata (`tensor_digest`)."""
     cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     signed = dict(metadata, **{DIGEST_KEY: tensor_digest(cpu)})
     atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata=signed))
 
 
-def _load_tensors(
-    path: Path, verify: bool = True, remedy: str | None = None
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file (tensors + string metadata) and check its recorded digest. Never unpickles.
-
-    A file whose tensors differ from the digest recorded when it was written is a
-    one-line CheckpointError that ends with `remedy` (default: load the other of
-    best and last, or train again; --no-verify). Files without a digest load as they are.
-    """
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path} is missing; the checkpoint is incomplete, train again or pick another checkpoint"
-        )
-    with _readable(path):
-        tensors = load_file(str(path))
-        metadata = _header(path)
-    recorded = metadata.get(DIGEST_KEY)
-    if verify and recorded is not None and recorded != tensor_digest(tensors):
-        raise CheckpointError(
-            f"{path} is damaged (its weights do not match the SHA-256 recorded when it was written); "
-            f"{remedy if remedy is not None else _other_file(path)}"
-        )
-    return tensors, metadata
-
-
-def _header(path: Path) -> dict[str, str]:
-    """A safetensors file's string metadata, read from its header alone (cheap: no tensor is read)."""
-    with _readable(path), safe_open(str(path), framework="pt") as f:
-        return f.metadata() or {}
-
-
-@contextlib.contextmanager
-def _readable(path: Path) -> Iterator[None]:
-    """Turn safetensors' and the OS's errors on reading `path` into the one-line "not a valid file" error."""
-    try:
-        yield
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(
-            f"{path} is not a valid safetensors file ({first}); it is corrupt or not a charlm checkpoint, "
-            "and charlm never unpickles files"
-        ) from None
-
-
-def _other_file(path: Path) -> str:
-    """How to get on without a damaged best or last: the other one (when the run has it), or a new run."""
-    other = BEST if path.name == LAST else LAST
-    if locate(path.parent, other).is_file():
-        fix = f"load the other one with --which {other.split('.')[0]}, or train again"
-    else:
-        fix = "train again"
-    return f"{fix}; --no-verify loads it anyway"
-
-
-# ------------------------------------------------------------------ state dicts
-def model_tensors(model: RNNLanguageModel) -> dict[str, torch.Tensor]:
-    """The model's weights, with a tied decoder weight stored once (as the embedding)."""
-    sd = model.state_dict()
-    if model.config.tie_weights:
-        sd.pop("decoder.weight")
-    return dict(sd)
-
-
-def load_model_tensors(model: RNNLanguageModel, tensors: dict[str, torch.Tensor], source: Path) -> None:
-    sd = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")} or dict(tensors)
-    expected = set(model_tensors(model))
-    if set(sd) != expected:
-        missing, extra = sorted(expected - set(sd)), sorted(set(sd) - expected)
-        raise CheckpointError(
-            f"{source} does not match its model options (missing {missing[:3]}, unexpected {extra[:3]}); "
-            "the checkpoint is corrupt"
-        )
-    for k, v in model_tensors(model).items():
-        if sd[k].shape != v.shape:
-            raise CheckpointError(
-                f"{source}: tensor {k} has shape {tuple(sd[k].shape)}, the model options say {tuple(v.shape)}; "
-                "the checkpoint is corrupt"
-            )
-    model.load_state_dict(sd, strict=not model.config.tie_weights)
-
-
-def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimiser state dict into tensors (for safetensors) and plain JSON data."""
-    sd = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, st in sd["state"].items():
-        for key, val in st.items():
-            if isinstance(val, torch.Tensor):
-                tensors[f"optim/{idx}/{key}"] = val
-            else:
-                scalars.setdefault(str(idx), {})[key] = val
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def optimizer_from_flat(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], data: dict[str, Any]
-) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, val in tensors.items():
-        if name.startswith("optim/"):
-            _, idx, key = name.split("/", 2)
-            state.setdefault(int(idx), {})[key] = val
-    for idx, st in data.get("scalars", {}).items():
-        state.setdefault(int(idx), {}).update(st)
-    groups = data["param_groups"]
-    for g in groups:
-        for k, v in list(g.items()):
-            if isinstance(v, list) and k != "params":
-                g[k] = tuple(v)
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-# ------------------------------------------------------------------ reading a directory
-def locate(directory: str | Path, name: str) -> Path:
-    """Where a run file of `directory` is now: DIR/name, or DIR/.staging/name while a committed swap moves it.
-
-    During a swap every file of the new run is read from wherever it is at that
-    moment, and a file of the old run that the new one lacks counts as gone, so a
-    reader never mixes the two runs.
-    """
-    directory = Path(directory)
-    plan = _swap_plan(directory)
-    if plan is not None and name in RUN_FILES:
-        staged = directory / STAGING / name
-        if name in plan["move"] and staged.exists():
-            return staged
-        if name in plan["remove"]:
-            return staged  # does not exist: the old run's file is no longer part of the directory
-    return directory / name
-
-
-def _swap_plan(directory: Path) -> dict[str, list[str]] | None:
-    try:
-        plan = json.loads((directory / SWAP).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        raise CheckpointError(f"{directory / SWAP} is unreadable; the checkpoint is corrupt") from None
-    if not isinstance(plan, dict) or not all(isinstance(plan.get(k), list) for k in ("move", "remove")):
-        raise CheckpointError(f"{directory / SWAP} is not a charlm swap record; the checkpoint is corrupt")
-    return plan
-
-
-@dataclass
-class CheckpointInfo:
-    """What a checkpoint directory says about itself (no weights)."""
-
-    path: Path
-    model_config: AnyModelConfig
-    train_config: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def model_kind(self) -> str:
-        """ "rnn" or "kn" (checkpoint.json's model_kind; absent in checkpoints of older charlm: "rnn")."""
-        return str(self.meta.get("model_kind", "rnn"))
-
-    @property
-    def run_id(self) -> str | None:
-        return self.meta.get("run_id")
-
-
-def is_checkpoint_dir(path: str | Path) -> bool:
-    return locate(Path(path), META_FILE).is_file()
-
-
-def holds_run(path: str | Path) -> bool:
-    """True when `path` holds (part of) a run that a new run would replace."""
-    return any(locate(Path(path), name).exists() for name in (META_FILE, BEST, LAST))
-
-
-def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
-    """Identity of a tokenizer's data, recorded in checkpoint.json to catch files of two runs mixed."""
-    return hashlib.sha256(json.dumps(tokenizer.to_dict(), sort_keys=True).encode("utf-8")).hexdigest()
-
-
 def write_run_files(
     directory: Path,
-    model_config: AnyModelConfig,
+    model_config: LMConfig,
     tokenizer: Tokenizer,
     train_config: dict[str, Any],
     run_id: str | None = None,
@@ -304,7 +101,7 @@ def write_run_files(
             "format_version": FORMAT_VERSION,
             "charlm_version": __version__,
             "run_id": run_id,
-            "model_kind": "kn" if isinstance(model_config, KneserNeyConfig) else "rnn",
+            "model_kind": model_config.kind,
             "model": model_config.to_dict(),
             "train": train_config,
             "tokenizer": {
@@ -317,85 +114,10 @@ def write_run_files(
     return run_id
 
 
-def open_checkpoint(path: str | Path) -> CheckpointInfo:
-    """Read and check checkpoint.json. `path` is the directory or a file inside it."""
-    p = Path(path)
-    if p.is_file() and p.suffix == ".safetensors":
-        p = p.parent
-    if not p.exists():
-        raise CheckpointError(
-            f"checkpoint {p} does not exist; pass the directory `charlm train` wrote (e.g. checkpoints/tinyshakespeare)"
-        )
-    meta_path = locate(p, META_FILE) if p.is_dir() else p / META_FILE
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(
-            f"{p} is not a charlm checkpoint (no {META_FILE}); pass the directory `charlm train` wrote"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(
-            f"{p / META_FILE} is corrupt ({exc.__class__.__name__}); train again or restore it"
-        ) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{p / META_FILE} is not a charlm checkpoint description")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{p} has checkpoint format version {version}, this charlm {__version__} reads version {FORMAT_VERSION}; "
-            "use the charlm version that wrote it"
-        )
-    kind = meta.get("model_kind", "rnn")
-    if kind not in MODEL_KINDS:
-        raise CheckpointError(
-            f"{p / META_FILE} holds a model of kind {kind!r}, which this charlm {__version__} cannot read; "
-            "use the charlm version that wrote it"
-        )
-    try:
-        model_config: AnyModelConfig = (
-            ModelConfig.from_dict(meta["model"]) if kind == "rnn" else _ngram_config(meta["model"])
-        )
-    except (KeyError, TypeError, CharlmError) as exc:
-        raise CheckpointError(f"{p / META_FILE} has invalid model options ({exc}); the checkpoint is corrupt") from None
-    return CheckpointInfo(p, model_config, meta.get("train", {}), meta)
-
-
-def _ngram_config(d: Any) -> KneserNeyConfig:
-    if not isinstance(d, dict) or set(d) != {"vocab_size", "order"}:
-        raise TypeError("expected vocab_size and order")
-    config = KneserNeyConfig(**d)
-    if not all(isinstance(v, int) and v >= 1 for v in (config.vocab_size, config.order)):
-        raise TypeError("vocab_size and order must be positive integers")
-    return config
-
-
-def open_tokenizer(info: CheckpointInfo) -> Tokenizer:
-    """The run's tokenizer, checked against the fingerprint its checkpoint.json recorded."""
-    try:
-        tokenizer = load_tokenizer(info.path, locate=lambda name: locate(info.path, name))
-    except CharlmError as exc:
-        raise CheckpointError(f"{info.path}: {exc}") from None
-    recorded = info.meta.get("tokenizer", {}).get("sha256")
-    if recorded is not None and recorded != tokenizer_fingerprint(tokenizer):
-        raise _MixedRuns(
-            f"{info.path}: tokenizer.json belongs to another run than {META_FILE}; the checkpoint is corrupt"
-        )
-    if tokenizer.vocab_size != info.model_config.vocab_size:
-        raise CheckpointError(
-            f"{info.path}: tokenizer has {tokenizer.vocab_size} ids but the model {info.model_config.vocab_size}; "
-            "the checkpoint is corrupt"
-        )
-    return tokenizer
-
-
-class _MixedRuns(CheckpointError):
-    """Files of two runs met: a reader crossed a swap (read again) or the directory was edited by hand."""
-
-
 def save_weights(directory: Path, which: str, model: RNNLanguageModel, metadata: dict[str, Any]) -> None:
     """Write best.safetensors or a weights-only last.safetensors."""
     name = BEST if which == "best" else LAST
-    _atomic_save_tensors(
+    save_tensors(
         Path(directory) / name,
         {f"model/{k}": v for k, v in model_tensors(model).items()},
         {"charlm": json.dumps(metadata)},
@@ -415,14 +137,14 @@ def save_training_state(
     tensors.update(opt_tensors)
     tensors.update(extra_tensors)
     metadata = {"charlm": json.dumps({"trainer": trainer_state, "optimizer": opt_data})}
-    _atomic_save_tensors(Path(directory) / LAST, tensors, metadata)
+    save_tensors(Path(directory) / LAST, tensors, metadata)
 
 
 def load_training_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read last.safetensors: (tensors, {"trainer": ..., "optimizer": ...})."""
     path = locate(Path(directory), LAST)
     remedy = "a resume needs it whole: start a new run with --overwrite (best still loads with --which best)"
-    tensors, metadata = _load_tensors(path, remedy=remedy if locate(Path(directory), BEST).is_file() else None)
+    tensors, metadata = load_tensors(path, remedy=remedy if locate(Path(directory), BEST).is_file() else None)
     try:
         data = json.loads(metadata["charlm"])
         data["trainer"], data["optimizer"]  # noqa: B018 - both must be present
@@ -441,84 +163,12 @@ def weights_metadata(directory: Path, which: str) -> dict[str, Any] | None:
     path = locate(Path(directory), BEST if which == "best" else LAST)
     if not path.is_file():
         return None
-    metadata = _header(path)
+    metadata = read_header(path)
     try:
         meta = json.loads(metadata.get("charlm", "{}"))
     except json.JSONDecodeError:
         return {}
     return meta if isinstance(meta, dict) else {}
-
-
-def build_model(
-    info: CheckpointInfo, which: str = "best", device: str | torch.device = "cpu", verify: bool = True
-) -> tuple[RNNLanguageModel, dict[str, Any]]:
-    """The model with weights from best (falling back to last when no validation ran yet) or last.
-
-    verify=False loads weights that do not match their recorded digest (a damaged file).
-    """
-    if which not in ("best", "last"):
-        raise CheckpointError(f"unknown checkpoint {which!r}; choose best or last")
-    if not isinstance(info.model_config, ModelConfig):
-        raise CheckpointError(f"{info.path} holds a Kneser-Ney model, not weights; load it with load_for_inference")
-    path = locate(info.path, BEST if which == "best" else LAST)
-    if which == "best" and not path.is_file():
-        path = locate(info.path, LAST)
-    tensors, metadata = _load_tensors(path, verify)
-    model = RNNLanguageModel(info.model_config)
-    load_model_tensors(model, tensors, path)
-    try:
-        meta = json.loads(metadata.get("charlm", "{}"))
-    except json.JSONDecodeError:
-        meta = {}
-    meta = meta if isinstance(meta, dict) else {}
-    run_id = meta.get(
-        "run_id", meta.get("trainer", {}).get("run_id") if isinstance(meta.get("trainer"), dict) else None
-    )
-    if info.run_id is not None and run_id is not None and run_id != info.run_id:
-        raise _MixedRuns(f"{path} belongs to another run than {info.path / META_FILE}; the checkpoint is corrupt")
-    return model.to(device).eval(), meta
-
-
-def build_ngram_model(info: CheckpointInfo, tokenizer: Tokenizer, device: str | torch.device = "cpu") -> KneserNeyModel:
-    """A Kneser-Ney run's model, read from its ARPA file (text: nothing is unpickled)."""
-    path = locate(info.path, ARPA)
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete, train again or pick another")
-    model = KneserNeyModel.from_arpa(path, token_names(tokenizer))
-    if model.config != info.model_config:
-        raise _MixedRuns(f"{path} belongs to another run than {info.path / META_FILE}; the checkpoint is corrupt")
-    return model.to(device).eval()
-
-
-def load_for_inference(
-    path: str | Path, which: str = "best", device: str | torch.device = "cpu", verify: bool = True
-) -> tuple[LanguageModel, Tokenizer, CheckpointInfo]:
-    """Everything needed to generate or evaluate: (model in eval mode, tokenizer, info).
-
-    A Kneser-Ney run has one model (its ARPA file): `which` does not apply to it.
-    verify=False loads weights that do not match their recorded SHA-256 (`build_model`).
-
-    A reader that crosses the moment a new run's files are swapped in reads again,
-    so it never pairs one run's tokenizer with another's weights.
-    """
-    for attempt in range(3):
-        try:
-            info = open_checkpoint(path)
-            tokenizer = open_tokenizer(info)
-            if info.model_kind == "kn":
-                return build_ngram_model(info, tokenizer, device), tokenizer, info
-            model, _ = build_model(info, which, device, verify)
-            return model, tokenizer, info
-        except (_MixedRuns, CheckpointError) as exc:
-            if attempt == 2 or not (isinstance(exc, _MixedRuns) or _swapping(Path(path))):
-                raise CheckpointError(str(exc)) from None
-            time.sleep(0.05)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _swapping(path: Path) -> bool:
-    directory = path if path.is_dir() else path.parent
-    return (directory / SWAP).exists() or (directory / STAGING).exists()
 
 
 def write_inference_checkpoint(
@@ -531,7 +181,6 @@ def write_inference_checkpoint(
     return directory
 
 
-# ------------------------------------------------------------------ writing a run
 class RunWriter:
     """The one process that writes a run's directory; every save leaves one whole, loadable run.
 
@@ -577,7 +226,7 @@ class RunWriter:
         finally:
             self._lock.release()
 
-    def begin(self, model_config: AnyModelConfig, tokenizer: Tokenizer, train_config: dict[str, Any]) -> None:
+    def begin(self, model_config: LMConfig, tokenizer: Tokenizer, train_config: dict[str, Any]) -> None:
         """Describe a new run in the staging directory; DIR changes only at its first save."""
         self.committed = False
         self.staging.mkdir(exist_ok=True)
@@ -659,7 +308,7 @@ def recover(directory: Path) -> list[str]:
 
 def _apply_swap(directory: Path) -> None:
     """Carry out .swap.json; idempotent, so a writer killed half-way can simply run it again."""
-    plan = _swap_plan(directory)
+    plan = swap_plan(directory)
     if plan is None:
         return
     try:
@@ -678,7 +327,6 @@ def _apply_swap(directory: Path) -> None:
         ) from None
 
 
-# ------------------------------------------------------------------ metrics
 def append_metrics(directory: Path, records: list[dict[str, Any]]) -> None:
     """Append records to metrics.jsonl, durably (a record is whole or, cut by a kill, skipped on read)."""
     path = Path(directory) / METRICS

@@ -1,4 +1,4 @@
-"""Scoring text with a model: perplexity, mixtures and dynamic evaluation.
+"""Scoring text with a model: perplexity, mixtures, dynamic evaluation and their side-by-side reports.
 
 Other rooms import from here, not from the modules inside.
 """
@@ -14,45 +14,62 @@ from charlm.evaluation.dynamic import (
     evaluate_file_dynamic,
     gradient_rms,
 )
-from charlm.evaluation.scoring import (
+from charlm.evaluation.metrics import TextScore, total
+from charlm.evaluation.mixture import choose_weight, evaluate_file_mixture
+from charlm.evaluation.report import (
+    FileScores,
+    Report,
+    Source,
+    dynamic_report,
+    dynamic_statistics,
+    mixture_report,
+    mixture_weight,
+    perplexity_report,
+)
+from charlm.evaluation.scoring import context_id, evaluate_file, evaluate_ids, evaluate_text
+from charlm.evaluation.streams import (
     DEFAULT_SEGMENT,
     DEFAULT_STREAMS,
     DEFAULT_WARMUP,
     DEFAULT_WINDOW,
-    TextScore,
-    choose_weight,
-    context_id,
-    evaluate_file,
-    evaluate_file_mixture,
-    evaluate_ids,
-    evaluate_text,
+    Scoring,
     model_device,
+    score_stream,
     stream_logprobs,
-    total,
 )
 
 __all__ = [
-    "DEFAULT_SEGMENT",
     "DYNAMIC_LR",
-    "DYNAMIC_SEGMENT",
+    "DEFAULT_SEGMENT",
     "DEFAULT_STREAMS",
     "DEFAULT_WARMUP",
     "DEFAULT_WINDOW",
+    "DYNAMIC_SEGMENT",
     "DynamicOptions",
+    "FileScores",
     "RMS_DECAY",
     "RMS_LR",
     "RMS_TOKENS",
     "RULES",
+    "Report",
+    "Scoring",
+    "Source",
     "TextScore",
     "choose_weight",
     "context_id",
+    "dynamic_report",
+    "dynamic_statistics",
     "evaluate_file",
     "evaluate_file_dynamic",
     "evaluate_file_mixture",
     "evaluate_ids",
     "evaluate_text",
     "gradient_rms",
+    "mixture_report",
+    "mixture_weight",
     "model_device",
+    "perplexity_report",
+    "score_stream",
     "stream_logprobs",
     "total",
 ]

@@ -40,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,19 +50,18 @@ import torch.nn.functional as F
 
 from charlm.data import Tokenizer, iter_text_chunks
 from charlm.errors import ConfigError
+from charlm.evaluation.metrics import TextScore
 from charlm.evaluation.scoring import (
     CHUNK_BYTES,
     EXACT_BLOCK,
     BlockScorer,
-    LanguageModel,
-    Scoring,
-    TextScore,
-    _StreamScorer,
+    StreamScorer,
     check_vocab,
     context_id,
     read_text,
 )
-from charlm.models import RNNLanguageModel, State, detach_state
+from charlm.evaluation.streams import Scoring
+from charlm.models import LanguageModel, LMOutput, State, detach_state
 from charlm.runtime import eval_mode
 
 DYNAMIC_LR = 0.3
@@ -96,12 +95,12 @@ class DynamicOptions:
 
 
 @torch.no_grad()
-def gradient_rms(model: RNNLanguageModel, ids: np.ndarray, segment: int, rows: int = 32) -> list[torch.Tensor]:
+def gradient_rms(model: LanguageModel, ids: np.ndarray, segment: int, rows: int = 32) -> list[torch.Tensor]:
     """Krause et al.'s statistics for the RMS rule: per parameter, the root mean square of the gradient of a
     segment's mean NLL, over the segments of `ids` (training text) read as `rows` parallel streams of
     `segment`-token windows from the zero state, in eval mode. One float tensor per parameter, as
     `model.parameters()` orders them."""
-    ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=next(model.parameters()).device)
+    ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=model.device)
     n = (len(ids_t) - 1) // rows
     if n < 1:
         raise ConfigError("the training text is too short to gather gradient statistics for --dynamic-rule rms")
@@ -111,10 +110,10 @@ def gradient_rms(model: RNNLanguageModel, ids: np.ndarray, segment: int, rows: i
     ms = [torch.zeros_like(p) for p in params]
     state: State | None = None
     steps = 0
-    with eval_mode(model), torch.enable_grad(), _no_cudnn(params[0].device):
+    with eval_mode(model), torch.enable_grad(), _no_cudnn(params[0].device):  # type: ignore[arg-type]
         for i in range(0, n, segment):
             out = model(x[:, i : i + segment], state)
-            logits, state = out.logits, out.state  # (B, s, V)
+            logits, state = _logits(out), out.state  # (B, s, V)
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y[:, i : i + segment].reshape(-1))
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             for m, g in zip(ms, grads):
@@ -123,6 +122,11 @@ def gradient_rms(model: RNNLanguageModel, ids: np.ndarray, segment: int, rows: i
             state = detach_state(state)
             steps += 1
     return [(m / steps).sqrt_() for m in ms]
+
+
+def _logits(out: LMOutput) -> torch.Tensor:
+    assert out.logits is not None  # a forward without targets
+    return out.logits
 
 
 def _no_cudnn(device: torch.device) -> contextlib.AbstractContextManager:
@@ -138,16 +142,16 @@ class DynamicScorer(BlockScorer):
 
     def __init__(
         self,
-        model: RNNLanguageModel,
+        model: LanguageModel,
         context: int,
         options: DynamicOptions,
         scoring: Scoring | None = None,
         rms: list[torch.Tensor] | None = None,
     ) -> None:
         super().__init__(context, options.segment * max(1, EXACT_BLOCK // options.segment))  # whole segments
-        self.static = _StreamScorer(model, context, scoring or Scoring())
+        self.static = StreamScorer(model, context, scoring or Scoring())
         self.dynamic = copy.deepcopy(model)
-        self.dynamic.eval()  # the static model is in eval mode: its caller's `eval_mode`
+        self.dynamic.train(False)  # the static model is in eval mode: its caller's `eval_mode`
         self.params: list[torch.Tensor] = list(self.dynamic.parameters())
         for p in self.params:
             p.requires_grad_(True)
@@ -177,12 +181,12 @@ class DynamicScorer(BlockScorer):
     def _score(self, ids: np.ndarray) -> None:
         t = torch.from_numpy(np.ascontiguousarray(ids)).to(self.device)
         x, y = t[None, :-1], t[None, 1:]  # (1, n)
-        seg, vocab, opt = self.options.segment, self.dynamic.config.vocab_size, self.options
+        seg, vocab, opt = self.options.segment, self.dynamic.vocab_size, self.options
         with _no_cudnn(self.device):
             for i in range(0, x.size(1), seg):
                 with torch.enable_grad():
                     out = self.dynamic(x[:, i : i + seg], self.state)
-                    logits, state = out.logits, out.state  # (1, s, V)
+                    logits, state = _logits(out), out.state  # (1, s, V)
                     nll = F.cross_entropy(logits.float().reshape(-1, vocab), y[0, i : i + seg], reduction="none")
                     grads = torch.autograd.grad(nll.mean(), self.params)
                 self.nll_d += nll.detach().sum(dtype=torch.float64)
@@ -216,19 +220,12 @@ def evaluate_file_dynamic(
     """(static, dynamic) figures of a file, the protocol of `charlm.evaluation.scoring.evaluate_file`: the static one
     scored as `evaluate_file` scores it (`scoring`: its keywords), the dynamic one as one stream.
     `rms`: `gradient_rms` of the training text, for options.rule == "rms"."""
-    if not isinstance(model, RNNLanguageModel):
-        raise ConfigError("dynamic evaluation needs a recurrent model (it takes gradient steps); drop --dynamic")
-    check_vocab(model, tokenizer)
-    with eval_mode(model):
-        scorer = DynamicScorer(model, context_id(tokenizer), options, Scoring(**scoring), rms)
-        chunks = iter_text_chunks(path, chunk_bytes=chunk_bytes, errors=errors)
-        nll, _, counts = read_text(scorer, tokenizer, chunks, str(path), progress)
-    static, dynamic = nll.tolist()
-    return counts(static), counts(dynamic)
+    chunks = iter_text_chunks(path, chunk_bytes=chunk_bytes, errors=errors)
+    return _dynamic_figures(model, tokenizer, chunks, str(path), options, rms, Scoring(**scoring), progress)
 
 
 def evaluate_text_dynamic(
-    model: RNNLanguageModel,
+    model: LanguageModel,
     tokenizer: Tokenizer,
     text: str,
     options: DynamicOptions,
@@ -236,9 +233,24 @@ def evaluate_text_dynamic(
     **scoring: Any,
 ) -> tuple[TextScore, TextScore]:
     """(static, dynamic) figures of a text (see `evaluate_file_dynamic`)."""
+    return _dynamic_figures(model, tokenizer, [text], "the text", options, rms, Scoring(**scoring))
+
+
+def _dynamic_figures(
+    model: LanguageModel,
+    tokenizer: Tokenizer,
+    chunks: Iterable[str],
+    name: str,
+    options: DynamicOptions,
+    rms: list[torch.Tensor] | None,
+    scoring: Scoring,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[TextScore, TextScore]:
+    if next(iter(model.parameters()), None) is None:  # an n-gram model has no weights to adapt
+        raise ConfigError("dynamic evaluation needs a recurrent model (it takes gradient steps); drop --dynamic")
     check_vocab(model, tokenizer)
-    with eval_mode(model):
-        scorer = DynamicScorer(model, context_id(tokenizer), options, Scoring(**scoring), rms)
-        nll, _, counts = read_text(scorer, tokenizer, [text], "the text")
+    with eval_mode(model):  # type: ignore[arg-type]  # a LanguageModel is an nn.Module
+        scorer = DynamicScorer(model, context_id(tokenizer), options, scoring, rms)
+        nll, _, counts = read_text(scorer, tokenizer, chunks, name, progress)
     static, dynamic = nll.tolist()
     return counts(static), counts(dynamic)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from charlm.errors import ConfigError
-from charlm.models import ModelConfig
+from charlm.models import MODEL_KINDS, ModelConfig
 from charlm.runtime import PRECISIONS, check_device_name
 
 LEVELS = ("char", "word", "subword")
@@ -17,7 +17,6 @@ SUBWORD_MODELS = ("unigram", "bpe")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant", "plateau")
 ENCODING_ERRORS = ("strict", "replace")
-MODEL_KINDS = ("rnn", "kn")  # a recurrent network, or an interpolated modified Kneser-Ney n-gram model
 # The n-gram order of `--model kn` when --order is not given, by level (measured in benchmarks/results_ngram.md).
 DEFAULT_ORDER = {"char": 7, "word": 5, "subword": 5}
 # The options a Kneser-Ney run reads; any other option set explicitly is refused (`check_ngram_options`).

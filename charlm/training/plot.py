@@ -26,7 +26,6 @@ from typing import Any
 from charlm.checkpoint import CheckpointInfo, open_checkpoint, read_metrics
 from charlm.errors import CharlmError
 from charlm.fileio import atomic_write_bytes
-from charlm.models import ModelConfig
 
 PNG_NAME = "loss.png"
 FIGSIZE = (12.0, 4.5)  # inches; with DPI the PNG is 1200 x 450 pixels
@@ -102,10 +101,7 @@ def _title(info: CheckpointInfo) -> str:
     level = info.train_config.get("level") or (info.meta.get("tokenizer") or {}).get("kind")
     model = info.model_config
     parts = [f"{level} level"] if level else []
-    if isinstance(model, ModelConfig):
-        parts.append(f"{model.num_layers} x {model.hidden_size} {model.cell.upper()}, vocabulary {model.vocab_size:,}")
-    else:
-        parts.append(f"Kneser-Ney {model.order}-gram, vocabulary {model.vocab_size:,}")
+    parts.append(f"{model.summary()}, vocabulary {model.vocab_size:,}")  # '2 x 384 LSTM', 'Kneser-Ney 5-gram'
     return f"{info.path.name}: {', '.join(parts)}"
 
 
