@@ -44,7 +44,7 @@ from charlm.evaluation.dynamic import (  # noqa: E402
 )
 from charlm.evaluation.scoring import choose_weight, context_id, evaluate_file, evaluate_file_mixture  # noqa: E402
 from charlm.models.rnn import RNNLanguageModel  # noqa: E402
-from charlm.training.trainer import TrainConfig, prepare_data, train  # noqa: E402
+from charlm.training import TrainConfig, prepare_data, train  # noqa: E402
 
 CORPORA = ROOT / "corpora"
 OUT = ROOT / "benchmarks" / "out"
