@@ -14,22 +14,29 @@ so row b reads one continuous text across windows.
 from __future__ import annotations
 
 import random
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
 from charlm.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where a tensor is made, not here: the data room's door imports this module,
+# and reading or tokenizing a corpus must not import torch (seconds, and a GPU runtime's start-up)
 
 
 def to_tensor(ids: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Token ids (any integer numpy dtype) -> a 1-D int64 tensor (a copy of the whole: for small texts)."""
+    import torch
+
     if isinstance(ids, torch.Tensor):
         return ids.long().reshape(-1)
     return torch.from_numpy(np.asarray(ids, dtype=np.int64).reshape(-1))
 
 
-Ids = TypeVar("Ids", np.ndarray, torch.Tensor)
+Ids = TypeVar("Ids", np.ndarray, "torch.Tensor")
 
 
 def batchify(ids: Ids, batch_size: int) -> Ids:
@@ -61,6 +68,8 @@ def get_batch(source: np.ndarray | torch.Tensor, i: int, bptt: int) -> tuple[tor
     """
     t = min(bptt, source.shape[1] - 1 - i)
     if isinstance(source, np.ndarray):
+        import torch
+
         window = torch.from_numpy(np.asarray(source[:, i : i + t + 1], dtype=np.int64))  # (B, T' + 1)
         return window[:, :-1], window[:, 1:]  # (B, T'), (B, T')
     return source[:, i : i + t], source[:, i + 1 : i + 1 + t]  # (B, T'), (B, T')

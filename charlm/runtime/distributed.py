@@ -3,11 +3,11 @@
     torchrun --standalone --nproc_per_node=4 -m charlm train corpus.txt --device cuda
 
 Each process (rank) trains `batch_size` streams of its own contiguous shard of
-the corpus; DistributedDataParallel averages the gradients, so the global batch
-is world_size x batch_size streams. Rank 0 validates, writes the checkpoint and
-reports; decisions that must agree (stop on the time budget or Ctrl-C, early
-stopping, plateau annealing, divergence) are taken together at log intervals
-or after validation. Without torchrun's environment (WORLD_SIZE unset or 1)
+the corpus (`charlm.data.shard`); DistributedDataParallel averages the gradients,
+so the global batch is world_size x batch_size streams. Rank 0 validates, writes
+the checkpoint and reports; decisions that must agree (stop on the time budget or
+Ctrl-C, early stopping, plateau annealing, divergence) are taken together at log
+intervals or after validation. Without torchrun's environment (WORLD_SIZE unset or 1)
 everything here is a no-op and training runs in one process.
 """
 
@@ -96,13 +96,6 @@ class DistContext:
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    def shard(self, ids: torch.Tensor) -> torch.Tensor:
-        """This rank's contiguous part of a 1-D token stream (equal sizes, remainder dropped)."""
-        if not self.active:
-            return ids
-        n = ids.numel() // self.world
-        return ids[self.rank * n : (self.rank + 1) * n]
 
     def _reduce(self, values: list[float], device: torch.device, op: str) -> list[float]:
         """One small float64 collective: "sum" or "max" over ranks, or "main" (rank 0's values)."""
