@@ -8,6 +8,7 @@ check_out_dir(...)       refuse a directory the run may not use (changes nothing
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from charlm.checkpoint import store as ckpt
-from charlm.data import Tokenizer, tokcache
+from charlm.data import Tokenizer, default_cache_dir, tokenized_corpus
 from charlm.errors import CheckpointError, ConfigError
 from charlm.evaluation import context_id, evaluate_ids
 from charlm.runtime import DistContext
@@ -80,11 +81,11 @@ def token_counts(ids: np.ndarray, vocab: int, chunk: int = 1 << 24) -> np.ndarra
 
 def cache_dir(config: TrainConfig) -> Path:
     """--cache-dir, else $CHARLM_CACHE_DIR, else the user's cache (~/.cache/charlm/tokens)."""
-    return Path(config.cache_dir or os.environ.get("CHARLM_CACHE_DIR") or tokcache.default_cache_dir())
+    return Path(config.cache_dir or os.environ.get("CHARLM_CACHE_DIR") or default_cache_dir())
 
 
 def prepare_data(
-    config: TrainConfig, tokenizer: Tokenizer | None = None, progress: tokcache.Progress | None = None
+    config: TrainConfig, tokenizer: Tokenizer | None = None, progress: Callable[[str, int, int], None] | None = None
 ) -> PreparedData:
     """The ids of the run's corpus from the token cache, tokenized into it the first time.
 
@@ -92,7 +93,7 @@ def prepare_data(
     run's), the split and the cache are `charlm.data.tokcache`'s, and the run's own
     output directory is never read as corpus.
     """
-    tc = tokcache.tokenized_corpus(
+    tc = tokenized_corpus(
         config.corpus,
         valid=config.valid,
         valid_fraction=config.valid_fraction,

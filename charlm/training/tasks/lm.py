@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from charlm.checkpoint import store as ckpt
-from charlm.data import batchify, epoch_offset, get_batch, num_windows, tokcache, window_length
+from charlm.data import batchify, epoch_offset, get_batch, num_windows, shard, window_length
 from charlm.models import RNNLanguageModel, State, detach_state
 from charlm.runtime import DistContext, autocast
 from charlm.training import baselines
@@ -100,8 +100,8 @@ class LMTask:
         self.model = RNNLanguageModel(config.model_config(data.tokenizer.vocab_size)).to(device)
         self.hidden: State | None = None  # carried from window to window
         self.bptt = config.bptt
-        shard = tokcache.shard(data.train_ids, dctx.rank, dctx.world)  # this rank's part: a view, no copy
-        self.rows = batchify(shard, config.batch_size)  # (B, L), still on disk
+        part = shard(data.train_ids, dctx.rank, dctx.world)  # this rank's part: a view, no copy
+        self.rows = batchify(part, config.batch_size)  # (B, L), still on disk
         self.columns = self.rows.shape[1] - 1
         self.fingerprint, self.valid_fingerprint = data.fingerprint, data.valid_fingerprint
         self.diverged_above = 3.0 * math.log(data.tokenizer.vocab_size) + 1.0
