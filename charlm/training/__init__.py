@@ -8,12 +8,15 @@ Other rooms import from here, not from the modules inside.
 """
 
 from charlm.training.config import (
+    DEFAULT_TIME_BUDGET,
     ENCODING_ERRORS,
     LEVELS,
+    LIMITS,
     MAX_SEED,
     MODEL_KINDS,
     OPTIMIZERS,
     PRETOKENIZERS,
+    RESUMABLE,
     SCHEDULES,
     SUBWORD_MODELS,
     TrainConfig,
@@ -30,12 +33,15 @@ from charlm.training.tasks.ngram import train_ngram
 
 __all__ = [
     "DEFAULT_HEIGHT",
+    "DEFAULT_TIME_BUDGET",
     "ENCODING_ERRORS",
     "LEVELS",
+    "LIMITS",
     "MAX_SEED",
     "MODEL_KINDS",
     "OPTIMIZERS",
     "PRETOKENIZERS",
+    "RESUMABLE",
     "SCHEDULES",
     "STATUSES",
     "SUBWORD_MODELS",
