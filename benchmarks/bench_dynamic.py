@@ -44,7 +44,7 @@ from charlm.evaluation.dynamic import (  # noqa: E402
     gradient_rms,
 )
 from charlm.models.rnn import RNNLanguageModel  # noqa: E402
-from charlm.training.trainer import TrainConfig, prepare_data, train  # noqa: E402
+from charlm.training import TrainConfig, prepare_data, train  # noqa: E402
 
 CORPORA = ROOT / "corpora"
 OUT = ROOT / "benchmarks" / "out"

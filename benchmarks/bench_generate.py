@@ -36,8 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from charlm.data.tokenizers import fit_tokenizer  # noqa: E402
 from charlm.models.rnn import RNNLanguageModel  # noqa: E402
 from charlm.sampling import DecodingOptions, generate, stream  # noqa: E402
-from charlm.training import autosize  # noqa: E402
-from charlm.training.trainer import TrainConfig  # noqa: E402
+from charlm.training import TrainConfig, autosize  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 PROMPT = "ROMEO:"

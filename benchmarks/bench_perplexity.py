@@ -42,7 +42,7 @@ from charlm.data.batching import split_train_valid
 from charlm.data.tokenizers import fit_tokenizer
 from charlm.evaluation import DEFAULT_STREAMS, evaluate_text
 from charlm.models.rnn import ModelConfig, RNNLanguageModel
-from charlm.training.trainer import TrainConfig, train
+from charlm.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKES = ROOT / "corpora" / "tinyshakespeare.txt"

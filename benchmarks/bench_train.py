@@ -30,8 +30,9 @@ import torch.nn.functional as F
 
 from charlm.data.batching import batchify, get_batch
 from charlm.models import RNNLanguageModel, detach_state
-from charlm.training import autosize
-from charlm.training.trainer import TrainConfig, make_optimizer, measure_speed, prepare_data
+from charlm.training import TrainConfig, autosize, prepare_data
+from charlm.training.optim import make_optimizer
+from charlm.training.speed import measure_speed
 
 ROOT = Path(__file__).resolve().parents[1]
 

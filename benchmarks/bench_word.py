@@ -4,7 +4,7 @@
                                     [--vs-tree 1cc06ff^ --tree-steps 150 --tree-rounds 3]
                                     [--budget 10m] [--wp] [--no-wikitext] [--out benchmarks/results_word.md]
 
-(a) Throughput, measured in one run: the real training step (`charlm.training.trainer.train_step`:
+(a) Throughput, measured in one run: the real training step (`charlm.training.tasks.lm.train_step`:
     forward, loss, backward, clip, AdamW) of the README's word configuration (2x650
     LSTM, embedding 650 tied, bptt 35, batch 20, dropout 0.5) on wikitext-2.valid.txt,
     with the full softmax (today's path) and with the adaptive softmax (clusters from
@@ -65,8 +65,9 @@ from charlm.cli.common import parse_duration
 from charlm.data.batching import batchify, get_batch
 from charlm.evaluation.scoring import context_id, evaluate_ids
 from charlm.models.rnn import ModelConfig, RNNLanguageModel
-from charlm.training import autosize
-from charlm.training.trainer import PreparedData, TrainConfig, make_optimizer, prepare_data, train_step
+from charlm.training import PreparedData, TrainConfig, autosize, prepare_data
+from charlm.training.optim import make_optimizer
+from charlm.training.tasks.lm import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "corpora" / "wikitext-2.valid.txt"

@@ -3,7 +3,7 @@
     python benchmarks/search_defaults.py --budget 10m [--only NAME ...]            # wall-clock mode
     python benchmarks/search_defaults.py --budget 10m --steps-mode [--threads 1] [--only NAME]
 
-Each candidate is a full `charlm.training.trainer.train` run on corpora/tinyshakespeare.txt
+Each candidate is a full `charlm.training.train` run on corpora/tinyshakespeare.txt
 (90/10 split, the defaults of TrainConfig plus the candidate's overrides). The
 lowest validation loss reached within the budget decides. Results are appended
 to benchmarks/results_search.jsonl and summarised in benchmarks/results_search.md.
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from charlm.cli.common import parse_duration
-from charlm.training.trainer import TrainConfig, train
+from charlm.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,8 @@ def measure_tps(overrides: dict, bursts: int = 3, steps: int = 12) -> float:
 
     from charlm.data.batching import batchify, get_batch
     from charlm.models import RNNLanguageModel, detach_state
-    from charlm.training.trainer import make_optimizer, prepare_data
+    from charlm.training import prepare_data
+    from charlm.training.optim import make_optimizer
 
     cfg = TrainConfig(corpus=(str(ROOT / "corpora" / "tinyshakespeare.txt"),), **overrides)
     data = prepare_data(cfg)

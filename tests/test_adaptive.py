@@ -166,7 +166,7 @@ def test_a_word_run_with_an_adaptive_softmax_checkpoints_evaluates_and_generates
     from charlm.checkpoint.store import load_for_inference
     from charlm.evaluation.scoring import evaluate_text
     from charlm.sampling import DecodingOptions, generate
-    from charlm.training.trainer import train
+    from charlm.training import train
 
     out = tmp_path / "run"
     c = TrainConfig(

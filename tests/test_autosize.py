@@ -107,14 +107,14 @@ def test_a_resume_keeps_the_precision_the_run_trained_in_without_measuring(monke
     """Re-measuring on resume could flip fp32/bf16 on noise and break resume == one long run."""
     import torch
 
-    import charlm.training.trainer as train_mod
+    from charlm.training import speed
 
-    monkeypatch.setattr(train_mod, "resolve_precision", lambda name, device, cell: name)
+    monkeypatch.setattr(speed, "resolve_precision", lambda name, device, cell: name)
     resolved = TrainConfig(corpus=("x",), hidden_size=8, dropout=0.0, batch_size=2, lr=1e-3)
     cpu = torch.device("cpu")
     for candidate, kept, expected in [(True, "bf16", "bf16"), (True, "fp32", "auto"), (False, "bf16", "auto")]:
-        monkeypatch.setattr(train_mod, "cpu_bf16_candidate", lambda cell, c=candidate: c)
-        config, why, seconds, precision = train_mod._choose(resolved, None, cpu, None, kept)  # type: ignore[arg-type]
+        monkeypatch.setattr(speed, "cpu_bf16_candidate", lambda cell, c=candidate: c)
+        config, why, seconds, precision = speed.choose(resolved, None, cpu, None, kept)  # type: ignore[arg-type]
         assert (precision, why, seconds) == (expected, "", 0.0)  # auto without bf16 is fp32 on a CPU
 
 

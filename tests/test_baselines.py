@@ -13,10 +13,7 @@ from charlm.checkpoint import store as ckpt
 from charlm.cli import main
 from charlm.evaluation.scoring import context_id, evaluate_ids
 from charlm.models.ngram import KneserNeyModel
-from charlm.training import baselines
-from charlm.training import trainer as train_mod
-from charlm.training.ngram_task import train_ngram
-from charlm.training.trainer import TrainConfig, prepare_data, train
+from charlm.training import TrainConfig, baselines, loop, prepare_data, train, train_ngram
 
 TINY = ["--hidden", "16", "--emb", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
 
@@ -163,7 +160,7 @@ def scripted(monkeypatch, losses: list[float]) -> None:
         return {"type": "valid", "step": self.state.step, "epoch": 0, "valid_loss": loss,
                 "valid_ppl": math.exp(loss), "valid_bpc": loss, "valid_tokens": 1, "valid_oov": 0}  # fmt: skip
 
-    monkeypatch.setattr(train_mod.Trainer, "validate", validate)
+    monkeypatch.setattr(loop.Loop, "validate", validate)
 
 
 OVERFIT = [2.0, 1.5, 1.52, 1.55, 1.58, 1.6, 1.63, 1.66, 1.7, 1.75, 1.8]  # best at the 2nd, then rising

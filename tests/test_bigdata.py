@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from charlm.checkpoint import store as ckpt
 from charlm.cli import main
 from charlm.data.batching import batchify, epoch_offset, get_batch, window_length
-from charlm.training import trainer as train_mod
-from charlm.training.trainer import TrainConfig, train
+from charlm.training import TrainConfig, train
+from charlm.training import prepare as train_mod
 
 TINY = dict(hidden_size=12, emb_size=6, num_layers=1, batch_size=4, bptt=16, eval_interval=4, log_interval=2,
             eval_streams=2, device="cpu", seed=3)  # fmt: skip

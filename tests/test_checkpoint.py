@@ -18,7 +18,7 @@ from charlm.checkpoint import tensors as tensors_mod
 from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import CheckpointError, StorageError
 from charlm.models.rnn import ModelConfig, RNNLanguageModel
-from charlm.training.trainer import TrainConfig, train
+from charlm.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,7 @@ from charlm.cli import main
 from charlm.errors import ConfigError, StorageError
 from charlm.evaluation.scoring import evaluate_text
 from charlm.runtime.devices import cpu_bf16_supported, resolve_precision
-from charlm.training import trainer as train_mod
-from charlm.training.trainer import TrainConfig, train
+from charlm.training import TrainConfig, loop, prepare, train
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the crash tests fork")
 
@@ -166,8 +165,8 @@ def test_a_kill_between_best_and_last_never_lets_a_worse_model_overwrite_best(ti
     losses = iter([3.0, 2.0, 2.5, 2.4, 2.3])
     from charlm.evaluation.scoring import TextScore
 
-    monkeypatch.setattr(train_mod, "evaluate_ids", lambda *a, **k: TextScore(100, next(losses) * 100, 100, 100, 0))
-    monkeypatch.setattr(train_mod.Trainer, "measure_baselines", lambda self: None)  # they score the same way
+    monkeypatch.setattr(prepare, "evaluate_ids", lambda *a, **k: TextScore(100, next(losses) * 100, 100, 100, 0))
+    monkeypatch.setattr(loop.Loop, "measure_baselines", lambda self: None)  # they score the same way
     train(config(tiny_corpus, out, max_steps=2, eval_interval=2))  # best 3.0 at step 2
     real_save = ckpt.save_training_state
     monkeypatch.setattr(ckpt, "save_training_state", lambda *a, **k: (_ for _ in ()).throw(StorageError("killed")))
@@ -185,7 +184,7 @@ def test_a_kill_between_best_and_last_never_lets_a_worse_model_overwrite_best(ti
 def test_overwrite_keeps_the_old_run_until_the_new_one_saves(tiny_corpus, out_dir, monkeypatch):
     train(config(tiny_corpus, out_dir))
     before = {p.name: p.read_bytes() for p in out_dir.iterdir() if p.is_file() and p.name != ".lock"}
-    monkeypatch.setattr(train_mod, "lr_factor", lambda *a: 1e6)  # the new run diverges before its first save
+    monkeypatch.setattr(loop, "lr_factor", lambda *a: 1e6)  # the new run diverges before its first save
     with pytest.raises(Exception, match="diverged"):
         train(config(tiny_corpus, out_dir, max_steps=20, eval_interval=10, log_interval=1), overwrite=True)
     monkeypatch.undo()
@@ -240,21 +239,19 @@ def test_precision_auto_on_cuda_follows_the_devices_native_support(monkeypatch):
 
 
 def test_the_loss_scalers_state_is_saved_and_restored(tiny_corpus, out_dir, monkeypatch):
-    monkeypatch.setattr(
-        train_mod, "make_scaler", lambda amp_dtype, device: torch.amp.GradScaler("cpu", init_scale=2.0**10)
-    )
+    monkeypatch.setattr(loop, "make_scaler", lambda amp_dtype, device: torch.amp.GradScaler("cpu", init_scale=2.0**10))
     train(config(tiny_corpus, out_dir, max_steps=2))
     _, saved = ckpt.load_training_state(out_dir)
     scale = saved["trainer"]["scaler"]["scale"]
     assert scale == 2.0**10
     seen = []
-    real = train_mod.Trainer.restore
+    real = loop.Loop.restore
 
     def spy(self, info):
         real(self, info)
         seen.append(self.scaler.get_scale())
 
-    monkeypatch.setattr(train_mod.Trainer, "restore", spy)
+    monkeypatch.setattr(loop.Loop, "restore", spy)
     train(config(tiny_corpus, out_dir, max_steps=3), resume=True)
     assert seen == [scale]
 
@@ -279,7 +276,7 @@ def test_sigterm_and_sighup_save_like_ctrl_c(tiny_corpus, out_dir, sig):
 
 
 def test_the_cli_exits_128_plus_the_signal_after_saving(tiny_corpus, out_dir, monkeypatch):
-    real_log = train_mod.Trainer.log
+    real_log = loop.Loop.log
     sent = []
 
     def log_and_term(self):
@@ -288,7 +285,7 @@ def test_the_cli_exits_128_plus_the_signal_after_saving(tiny_corpus, out_dir, mo
             sent.append(1)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(train_mod.Trainer, "log", log_and_term)
+    monkeypatch.setattr(loop.Loop, "log", log_and_term)
     result = invoke(tiny_corpus, "--out", out_dir, *TINY, "--max-steps", "50", "--log-interval", "1")
     assert result.exit_code == 128 + signal.SIGTERM, result.output
     assert "stopped by SIGTERM at step 2" in result.output

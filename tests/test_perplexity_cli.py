@@ -17,7 +17,7 @@ from charlm.cli import main
 from charlm.data.tokenizers import fit_tokenizer
 from charlm.evaluation.scoring import evaluate_file, evaluate_text
 from charlm.models.rnn import ModelConfig, RNNLanguageModel
-from charlm.training.trainer import TrainConfig, train
+from charlm.training import TrainConfig, train
 
 TEXT = (
     "the cat sat on the mat.\nthe dog sat on the log.\na cat and a dog met on a mat.\nthe end of the tale is near.\n"

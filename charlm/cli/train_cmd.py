@@ -125,19 +125,18 @@ def _train_ngram(
     ctx: click.Context, corpus: tuple[str, ...], overwrite: bool, quiet: bool, no_samples: bool, options: dict[str, Any]
 ) -> None:
     """--model kn: refuse options it would ignore (naming their flags), estimate, print one summary line."""
-    from charlm.training import train_ngram
-
     given = {n for n in options if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE}
     check_ngram_options(dict.fromkeys(given), {p.name: p.opts[0] for p in ctx.command.params if p.name})
     config = TrainConfig(corpus=corpus, **options)
     display = TrainDisplay(quiet=True, samples=False)  # tokenizing progress only
-    model, rec = train_ngram(config, overwrite=overwrite, observer=display)
+    result = train(config, overwrite=overwrite, observer=display)
     if quiet:
         return
+    [rec] = result.history
     err_console.print(
-        f"charlm train -> {escape(str(config.out_dir))}: Kneser-Ney {model.order}-gram ({config.level} level, "
-        f"vocabulary {model.vocab_size:,}) from {rec['train_tokens']:,} tokens in {rec['estimate_seconds']:.1f}s; "
-        f"n-grams per order {' / '.join(f'{n:,}' for n in model.num_ngrams)}",
+        f"charlm train -> {escape(str(config.out_dir))}: Kneser-Ney {rec['order']}-gram ({config.level} level, "
+        f"vocabulary {result.vocab_size:,}) from {rec['train_tokens']:,} tokens in {rec['estimate_seconds']:.1f}s; "
+        f"n-grams per order {' / '.join(f'{n:,}' for n in rec['ngrams'])}",
         soft_wrap=True,
     )
     if rec.get("sample") and not no_samples:

@@ -25,12 +25,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from itertools import combinations
 from typing import Any
 
-import numpy as np
-
-from charlm.errors import ConfigError
+from charlm.training.clusters import (  # noqa: F401 - the output layer's choice, read here by its callers
+    ADAPTIVE_MIN_VOCAB,
+    CLUSTER_COST,
+    choose_cutoffs,
+    output_layer,
+)
 from charlm.training.config import TrainConfig
 
 # Widths tried, smallest first (2 layers each; --layers changes the depth).
@@ -80,11 +82,6 @@ EVAL_SPEEDUP = 3.0
 # Word level (AWD-LSTM scaled down for a CPU budget; benchmarks/results_word.md): Adam's rate
 # for a tied word model, and the regularisers by passes over the text (see word_regularisers).
 WORD_LR = 3e-3
-# The adaptive softmax is on by default from this vocabulary size: below it a training step
-# gains too little over the full softmax (benchmarks/results_word.md times both).
-ADAPTIVE_MIN_VOCAB = 3000
-# A tail cluster's fixed cost in decoder rows (its gather, launch and bookkeeping), for choose_cutoffs.
-CLUSTER_COST = 256
 
 
 @dataclass(frozen=True)
@@ -123,7 +120,7 @@ def _ending(v: list[float]) -> float:
 
 
 def bf16_learns(losses: dict[str, list[float]]) -> bool:
-    """Whether bf16's losses of a short paired run (`charlm.training.trainer.learning_losses`) keep up with fp32's."""
+    """Whether bf16's losses of a short paired run (`charlm.training.speed.learning_losses`) keep up with fp32's."""
 
     def progress(v: list[float]) -> float:
         return v[0] - _ending(v)
@@ -170,55 +167,6 @@ def word_regularisers(epochs: float) -> dict[str, float]:
     return dict(dropout=0.5, dropout_input=0.4, dropout_embed=0.1, weight_drop=0.3)
 
 
-def choose_cutoffs(counts: np.ndarray) -> tuple[int, ...] | None:
-    """Adaptive softmax clusters for ids counted `counts` times (V,), or None when a full softmax is as cheap.
-
-    Ids are frequency-ordered, so a cluster is an id range. The cost of a training
-    token in decoder rows is the head (its ids and one row per cluster) plus each
-    tail's size times the share of tokens that fall in it, plus CLUSTER_COST per
-    tail; head and tail edges are tried on a grid of powers of two (at most four
-    tails) and the cheapest wins if it costs under half the full softmax. On
-    WikiText-2's 13.8k words the model's pick, [256, 2048, 4096, 8192], measured 10%
-    faster (loss forward and backward) than the best with three tails, [256, 2048, 8192].
-    """
-    v = len(counts)
-    share = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)]) / max(1.0, float(np.sum(counts)))
-    grid = [g for g in (2**k for k in range(8, 20)) if g < v]
-
-    def cost(cuts: tuple[int, ...]) -> float:
-        edges = (*cuts, v)
-        tails = sum((b - a) * (share[b] - share[a]) for a, b in zip(edges, edges[1:]))
-        return cuts[0] + len(cuts) + tails + CLUSTER_COST * len(cuts)
-
-    best: tuple[float, tuple[int, ...] | None] = (0.5 * v, None)
-    for n in (1, 2, 3, 4):
-        for cuts in combinations(grid, n):
-            if cost(cuts) < best[0]:
-                best = (cost(cuts), cuts)
-    return best[1]
-
-
-def output_layer(config: TrainConfig, counts: np.ndarray) -> tuple[TrainConfig, str]:
-    """Decide the adaptive softmax (when left open) and its clusters from the training tokens' `counts` (V,).
-
-    Left open, it is on for a word vocabulary of ADAPTIVE_MIN_VOCAB ids or more. Asked
-    for on a vocabulary where no split of the ids pays, it is a ConfigError.
-    """
-    c = config
-    if c.adaptive_softmax is False or (c.adaptive_softmax and c.adaptive_cutoffs is not None):
-        return c, ""
-    wanted = c.adaptive_softmax or (c.level == "word" and len(counts) >= ADAPTIVE_MIN_VOCAB)
-    cuts = choose_cutoffs(counts) if wanted else None
-    if cuts is None:
-        if c.adaptive_softmax:
-            raise ConfigError(
-                f"a vocabulary of {len(counts):,} ids is too small for an adaptive softmax to save anything; "
-                "drop --adaptive-softmax"
-            )
-        return replace(c, adaptive_softmax=False), ""
-    return replace(c, adaptive_softmax=True, adaptive_cutoffs=cuts), f"adaptive softmax, clusters at {list(cuts)}"
-
-
 def choose_width(
     measure: Callable[[int], float], budget: float, tokens_per_step: float, widest: int | None = None
 ) -> tuple[int, float]:
@@ -257,120 +205,150 @@ def resolve(
     autocast, to be measured against fp32 when the precision is "auto".
     `valid_tokens`: what each validation scores, whose time the step rule counts.
     `learns(config)`: the losses of a short run of the chosen model in fp32 and in
-    bf16 (`charlm.training.trainer.learning_losses`); bf16 that is faster but learns worse
+    bf16 (`charlm.training.speed.learning_losses`); bf16 that is faster but learns worse
     (`bf16_learns`) is refused, and the width chosen again at fp32's speeds.
     """
     t0 = time.perf_counter()
-    c = config.with_level_defaults()
-    word = c.level == "word"
-    why = []
-    precisions: dict[int | None, str] = {}  # under auto bf16: the faster precision of each width measured
-    fp32_speeds: dict[int | None, float] = {}
-    auto_bf16 = bf16 and c.precision == "auto"
+    s = _Sizing(config, train_tokens, device_type, measure, bf16, valid_tokens)
+    s.choose_width()
+    precision, precision_why = s.choose_precision(learns)
+    why = [s.width_reason()] if config.hidden_size is None else []
+    s.c = c = s.c.with_level_defaults()  # a tied word embedding follows the width
+    if s.word and config.emb_size is None:
+        why.append(f"embedding {c.emb_size}{' tied' if c.tie_weights else ''}, window {c.bptt}, lr {c.lr:g}")
+    why += s.choose_regularisers()
+    if precision_why:
+        why.append(precision_why)
+    return Choice(s.c, "; ".join(why), time.perf_counter() - t0, precision)
 
-    def speed_of(c: TrainConfig) -> float:  # under auto bf16: the faster precision's, remembered per width
-        if not auto_bf16 or (c.hidden_size or 0) > BF16_MAX_WIDTH:
-            if auto_bf16:
-                precisions[c.hidden_size] = "fp32"
-            if c.hidden_size not in fp32_speeds:
-                fp32_speeds[c.hidden_size] = measure(c if c.precision != "auto" else replace(c, precision="fp32"))
-            return fp32_speeds[c.hidden_size]
+
+class _Sizing:
+    """One `resolve`: the run's limits and text, the options as chosen so far (`c`), the speeds measured."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_tokens: int,
+        device_type: str,
+        measure: Callable[[TrainConfig], float],
+        bf16: bool,
+        valid_tokens: int,
+    ) -> None:
+        c = config.with_level_defaults()
+        self.word, self.measure, self.train_tokens = c.level == "word", measure, train_tokens
+        self.precisions: dict[int | None, str] = {}  # under auto bf16: the faster precision of each width measured
+        self.fp32_speeds: dict[int | None, float] = {}
+        self.auto_bf16 = bf16 and c.precision == "auto"
+        if c.batch_size is None:
+            c = replace(c, batch_size=default_batch(device_type))
+        if c.lr is None:
+            c = replace(c, lr=WORD_LR if self.word else LR)
+        if self.word and c.adaptive_softmax is None:
+            c = replace(c, adaptive_softmax=False)  # no token counts given (charlm.training.speed.choose uses them)
+        assert c.bptt is not None and c.batch_size is not None
+        self.c, self.tokens_per_step = c, c.batch_size * c.bptt
+        scored = min(valid_tokens, c.eval_tokens) if c.eval_tokens else valid_tokens
+        self.per_step = step_tokens(self.tokens_per_step, scored, c.eval_interval)
+        self.epochs, self.max_steps, self.budget = c.limits
+        self.widest = max_width(c.level, train_tokens)
+        limited_by_time = self.budget is not None and self.epochs is None and self.max_steps is None
+        self.budget_rule = c.hidden_size is None and limited_by_time
+        self.speed: float | None = None  # the chosen width's tokens/s, when the budget rule measured it
+
+    def speed_of(self, c: TrainConfig) -> float:
+        """`measure(c)`, once per width; under auto bf16 the faster precision's, remembered per width."""
+        if not self.auto_bf16 or (c.hidden_size or 0) > BF16_MAX_WIDTH:
+            if self.auto_bf16:
+                self.precisions[c.hidden_size] = "fp32"
+            if c.hidden_size not in self.fp32_speeds:
+                fp32 = c if c.precision != "auto" else replace(c, precision="fp32")
+                self.fp32_speeds[c.hidden_size] = self.measure(fp32)
+            return self.fp32_speeds[c.hidden_size]
 
         def timed(p: str) -> float:
-            speed = measure(replace(c, precision=p))
+            speed = self.measure(replace(c, precision=p))
             if p == "fp32":
-                fp32_speeds[c.hidden_size] = speed
+                self.fp32_speeds[c.hidden_size] = speed
             return speed
 
-        precisions[c.hidden_size], speed = faster_precision(timed)
+        self.precisions[c.hidden_size], speed = faster_precision(timed)
         return speed
 
-    if c.batch_size is None:
-        c = replace(c, batch_size=default_batch(device_type))
-    if c.lr is None:
-        c = replace(c, lr=WORD_LR if word else LR)
-    if word and c.adaptive_softmax is None:
-        c = replace(c, adaptive_softmax=False)  # no token counts given (charlm.training.trainer decides it from them)
-    assert c.bptt is not None and c.batch_size is not None
-    tokens_per_step = c.batch_size * c.bptt
-    scored = min(valid_tokens, c.eval_tokens) if c.eval_tokens else valid_tokens
-    per_step = step_tokens(tokens_per_step, scored, c.eval_interval)
-    epochs, max_steps, budget = c.limits
-    widest = max_width(c.level, train_tokens)
-    budget_rule = c.hidden_size is None and budget is not None and epochs is None and max_steps is None
-    speed = None
-
-    def trial(width: int | None = None) -> TrainConfig:
+    def trial(self, width: int | None = None) -> TrainConfig:
         """`c` with what is still open set for measuring speed: no dropout (weight drop costs little)."""
-        t = replace(c, hidden_size=width or c.hidden_size, dropout=0.0)
+        t = replace(self.c, hidden_size=width or self.c.hidden_size, dropout=0.0)
         zeros: dict[str, Any] = {
             k: 0.0 for k in ("dropout_input", "dropout_embed", "weight_drop") if getattr(t, k) is None
         }
         t = replace(t, **zeros)
         return t.with_level_defaults()
 
-    def widest_in_budget() -> tuple[int, float]:
-        assert budget is not None
-        return choose_width(lambda w: speed_of(trial(w)), budget, per_step, widest)
+    def widest_in_budget(self) -> None:
+        assert self.budget is not None
+        width, self.speed = choose_width(
+            lambda w: self.speed_of(self.trial(w)), self.budget, self.per_step, self.widest
+        )
+        self.c = replace(self.c, hidden_size=width)
 
-    if c.hidden_size is None:
-        if budget_rule:
-            width, speed = widest_in_budget()
-        else:
-            width = next(w for limit, w in WIDTH_BY_TOKENS if train_tokens <= limit)
-            width = min(width, widest) if widest is not None else width
-        c = replace(c, hidden_size=width)
-    precision = None
-    precision_why = ""
-    if auto_bf16:
-        if c.hidden_size not in precisions:
-            speed_of(trial())
-        precision = precisions[c.hidden_size]
-        precision_why = f"{precision} (the faster here)"
+    def choose_width(self) -> None:
+        """An open --hidden: the widest in the budget here, or by the size of the text under a step or epoch limit."""
+        if self.c.hidden_size is not None:
+            return
+        if self.budget_rule:
+            self.widest_in_budget()
+            return
+        width = next(w for limit, w in WIDTH_BY_TOKENS if self.train_tokens <= limit)
+        self.c = replace(self.c, hidden_size=min(width, self.widest) if self.widest is not None else width)
+
+    def choose_precision(
+        self, learns: Callable[[TrainConfig], dict[str, list[float]]] | None
+    ) -> tuple[str | None, str]:
+        """Under auto bf16: the faster precision of the chosen width, if bf16 also learns as fp32 does (a refused
+        bf16 chooses the width again at fp32's speeds). (precision, why), or (None, "") when not measured."""
+        if not self.auto_bf16:
+            return None, ""
+        if self.c.hidden_size not in self.precisions:
+            self.speed_of(self.trial())
+        precision = self.precisions[self.c.hidden_size]
+        why = f"{precision} (the faster here)"
         if precision == "bf16" and learns is not None:
-            keeps, precision_why = bf16_trial(learns(trial()))
+            keeps, why = bf16_trial(learns(self.trial()))
             if not keeps:  # the whole run trains in fp32, and so its width is the one fp32's speed allows
-                precision, auto_bf16 = "fp32", False
-                if budget_rule:
-                    width, speed = widest_in_budget()
-                    c = replace(c, hidden_size=width)
-    if config.hidden_size is None:
-        if budget_rule:
-            cap = f", at most {widest} for {train_tokens:,} training tokens" if widest is not None else ""
-            why.append(
-                f"{c.num_layers}x{c.hidden_size}: the widest that trains {MIN_STEPS:,}+ steps in the budget here{cap}"
-            )
-        else:
-            why.append(f"{c.num_layers}x{c.hidden_size} for {train_tokens:,} training tokens")
-    c = c.with_level_defaults()  # a tied word embedding follows the width
-    if word and config.emb_size is None:
-        why.append(f"embedding {c.emb_size}{' tied' if c.tie_weights else ''}, window {c.bptt}, lr {c.lr:g}")
-    open_regs = [k for k in ("dropout", "dropout_input", "dropout_embed", "weight_drop") if getattr(c, k) is None]
-    if open_regs:
+                precision, self.auto_bf16 = "fp32", False
+                if self.budget_rule:
+                    self.widest_in_budget()
+        return precision, why
+
+    def width_reason(self) -> str:
+        c = self.c
+        if not self.budget_rule:
+            return f"{c.num_layers}x{c.hidden_size} for {self.train_tokens:,} training tokens"
+        cap = f", at most {self.widest} for {self.train_tokens:,} training tokens" if self.widest is not None else ""
+        return f"{c.num_layers}x{c.hidden_size}: the widest that trains {MIN_STEPS:,}+ steps in the budget here{cap}"
+
+    def choose_regularisers(self) -> list[str]:
+        """Open dropouts by the passes over the text the run will make (a time-limited run capped at MAX_PASSES)."""
+        c = self.c
+        why: list[str] = []
+        open_regs = [k for k in ("dropout", "dropout_input", "dropout_embed", "weight_drop") if getattr(c, k) is None]
+        if not open_regs:
+            return why
         seen = _tokens_seen(
-            trial(), speed, max_steps, epochs, budget, train_tokens, tokens_per_step / per_step, speed_of
-        )
-        passes = seen / max(1, train_tokens)
+            self.trial(), self.speed, self.max_steps, self.epochs, self.budget, self.train_tokens,
+            self.tokens_per_step / self.per_step, self.speed_of,
+        )  # fmt: skip
+        passes = seen / max(1, self.train_tokens)
         most = MAX_PASSES.get(c.level, MAX_PASSES["char"])
-        if epochs is None and max_steps is None and passes > most:  # the budget would only buy memorising
+        if self.epochs is None and self.max_steps is None and passes > most:  # the budget would only buy memorising
             why.append(f"stop after {most:g} passes over the text (the budget allows about {passes:.0f})")
-            c, passes = replace(c, epochs=most, time_budget=budget), most
-        regs = (
-            word_regularisers(passes)
-            if word
-            else {
-                "dropout": dropout_for_epochs(passes),
-                **dict.fromkeys(("dropout_input", "dropout_embed", "weight_drop"), 0.0),
-            }
-        )
+            c, passes = replace(c, epochs=most, time_budget=self.budget), most
+        zero = dict.fromkeys(("dropout_input", "dropout_embed", "weight_drop"), 0.0)
+        regs = word_regularisers(passes) if self.word else {"dropout": dropout_for_epochs(passes), **zero}
         chosen: dict[str, Any] = {k: regs[k] for k in open_regs}
-        c = replace(c, **chosen)
-        shown = ", ".join(f"{k.replace('_', ' ')} {getattr(c, k):g}" for k in open_regs if word or k == "dropout")
+        self.c = c = replace(c, **chosen)
+        shown = ", ".join(f"{k.replace('_', ' ')} {getattr(c, k):g}" for k in open_regs if self.word or k == "dropout")
         why.append(f"{shown} for about {passes:.1f} passes over the text")
-    if precision_why:
-        why.append(precision_why)
-    seconds = time.perf_counter() - t0
-    return Choice(c, "; ".join(why), seconds, precision)
+        return why
 
 
 def _tokens_seen(

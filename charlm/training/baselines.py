@@ -30,7 +30,7 @@ from charlm.models import KneserNeyModel
 from charlm.training.config import TrainConfig
 
 if TYPE_CHECKING:
-    from charlm.training.trainer import PreparedData
+    from charlm.training.prepare import PreparedData
 
 # Kneser-Ney is estimated only from a training text of at most this many tokens. Measured
 # here (a busy 2-core EPYC): 0.23-0.29 s per million tokens for a char 7-gram (1-6M

@@ -115,7 +115,7 @@ def training_need(
     eval_streams: int = 1,
     scored: bool = True,
 ) -> TrainingNeed:
-    """Bytes to train `model` on (batch_size, bptt) windows with `optimizer` (as `training.trainer.make_optimizer`
+    """Bytes to train `model` on (batch_size, bptt) windows with `optimizer` (as `training.optim.make_optimizer`
     makes it: AdamW keeps two moments per parameter, SGD one momentum buffer when momentum > 0) and validate
     with `eval_streams` parallel streams. `scored`: count the window's scores (False while an adaptive
     softmax's clusters are still to be chosen)."""
@@ -152,7 +152,7 @@ def dynamic_bytes(c: ModelConfig, segment: int) -> int:
 def check_training(config: TrainConfig, vocab_size: int, device: torch.device | str, world: int = 1) -> None:
     """Refuse a training run whose model, window or validation cannot fit on `device`, before anything is built.
 
-    `charlm.training.trainer` calls it before charlm.training.autosize (which measures an explicit
+    `charlm.training.tasks.lm_setup` calls it before charlm.training.autosize (which measures an explicit
     --hidden by training a few steps of it) and again once every option is
     chosen. Options still open count as autosize will choose them (the default
     batch) or are left out (an open width: autosize tries small widths first;
