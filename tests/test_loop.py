@@ -24,7 +24,7 @@ class Line(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.fc = torch.nn.Linear(1, 1)
-        self.config = SimpleNamespace(tie_weights=False, to_dict=lambda: {"kind": "line"})
+        self.config = SimpleNamespace(kind="line", tie_weights=False, to_dict=lambda: {"kind": "line"})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x)
