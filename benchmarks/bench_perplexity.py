@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from charlm.checkpoint.store import load_for_inference, read_metrics, write_inference_checkpoint
-from charlm.data.batching import split_train_valid
+from charlm.data.corpus import corpus_files, split_offset
 from charlm.data.tokenizers import fit_tokenizer
 from charlm.evaluation import DEFAULT_STREAMS, evaluate_text
 from charlm.models.rnn import ModelConfig, RNNLanguageModel
@@ -86,7 +86,7 @@ def default_model(ckpt: Path | None, text: str, train_minutes: float, tmp: Path)
             out,
             True,
         )
-    train_text, _ = split_train_valid(text, 0.1)
+    train_text, _ = held_out(SHAKES)
     tok = fit_tokenizer("char", train_text)
     torch.manual_seed(0)
     model = RNNLanguageModel(ModelConfig(vocab_size=tok.vocab_size)).eval()
@@ -174,9 +174,16 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def held_out(path: Path, valid_fraction: float = 0.1) -> tuple[str, str]:
+    """(training text, validation text) cut where a training run's token cache cuts the file."""
+    data = path.read_bytes()
+    cut = split_offset(corpus_files([path]), valid_fraction)
+    return data[:cut].decode("utf-8"), data[cut:].decode("utf-8")
+
+
 def run(args: argparse.Namespace, tmp: Path) -> None:
     text = SHAKES.read_text(encoding="utf-8")
-    _, valid = split_train_valid(text, 0.1)
+    _, valid = held_out(SHAKES)
     model, tok, what, ck_default, trained = default_model(args.checkpoint, text, args.train_minutes, tmp)
     print(f"model: {what}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     load_start = os.getloadavg()
