@@ -210,9 +210,16 @@ def test_a_budget_that_would_only_buy_memorising_stops_at_max_passes(level):
     an explicit step or epoch limit is the user's."""
     fast = dict.fromkeys(autosize.WIDTHS, 50_000.0)
     most = autosize.MAX_PASSES[level]
-    small = autosize.resolve(TrainConfig(corpus=("x",), level=level, time_budget=600), 50_000, "cpu", speeds(fast)[0])
+    small = autosize.resolve(
+        TrainConfig(corpus=("x",), level=level, time_budget=600), 1_000_000, "cpu", speeds(fast)[0]
+    )  # 50k tokens/s x 600 s: 30 passes
     assert small.config.epochs == most and small.config.time_budget == 600
-    assert f"stop after {most:g} passes" in small.reason
+    assert f"stop after {most:.3g} passes" in small.reason
+    # ... but a tiny text still gets MIN_CAPPED_STEPS steps: 500 x 16 x 100 char tokens over 50,000 is 16 passes
+    tiny = autosize.resolve(TrainConfig(corpus=("x",), level=level, time_budget=600), 50_000, "cpu", speeds(fast)[0])
+    c = tiny.config
+    assert c.epochs == max(most, autosize.MIN_CAPPED_STEPS * c.batch_size * c.bptt / 50_000)
+    assert c.epochs * 50_000 >= autosize.MIN_CAPPED_STEPS * c.batch_size * c.bptt
     big = autosize.resolve(TrainConfig(corpus=("x",), level=level), 10**9, "cpu", speeds(fast)[0])
     assert big.config.epochs is None and "stop after" not in big.reason
     mine = TrainConfig(corpus=("x",), level=level, max_steps=100_000)

@@ -74,11 +74,13 @@ BF16_LOSS_SLACK = 0.02
 # 185k-token valid split, a 10-minute run (30 passes) peaked at 9 passes and scored 173.3 on the test part,
 # worse than the 3-minute run (8.7 passes, decayed to the end: 170.9); the 100 KB char text of issue 21 read
 # 155 times peaked at 9. Shakespeare's 252k tokens still gained at 19 passes (benchmarks/results_matrix.md).
-# Char: on tinyshakespeare a 10-minute 2x512 run (13 passes, dropout 0.2) peaked at 10 passes at 1.427 nats/char,
-# worse than the 3-minute run's 4.3 passes (1.405); the 100 KB text scored 1.520 capped at 10 passes against
-# 1.540 at 15 and 1.557 at 30 (2x256, dropout 0.2; benchmarks/results_quality.md, issue 21). The cap sits
-# below both peaks, so that the rate has decayed before the memorising starts.
-MAX_PASSES = {"char": 8.0, "subword": 15.0, "word": 15.0}
+# Char: on tinyshakespeare (1.0M training characters, 2x512) the 3-minute run's 4.3 passes scored 1.405
+# nats/char, a 10-minute run capped at 8 passes 1.417, uncapped (13 passes) 1.427; on a 100 KB text (2x256)
+# 5 passes (283 steps) scored 1.574, 8-10 passes (450-570 steps) 1.520-1.525, 15 passes 1.540, 30 passes
+# 1.557 (benchmarks/results_quality.md, issue 21). So a char run stops after 5 passes, but no run stops
+# before MIN_CAPPED_STEPS steps: the small text needed its steps more than it feared memorising.
+MAX_PASSES = {"char": 5.0, "subword": 15.0, "word": 15.0}
+MIN_CAPPED_STEPS = 500
 # Validation scores the validation text at about this many times the training speed (forward only, 32
 # streams), and the rule that promises MIN_STEPS steps counts that time. Measured in fp32 on an AMD EPYC:
 # 3.52x (2x256 char), 3.69x (2x512 char), 2.76x (2x512 word, full softmax); 3 errs on the side of time.
@@ -342,9 +344,11 @@ class _Sizing:
             self.tokens_per_step / self.per_step, self.speed_of,
         )  # fmt: skip
         passes = seen / max(1, self.train_tokens)
-        most = MAX_PASSES.get(c.level, MAX_PASSES["char"])
+        most = max(
+            MAX_PASSES.get(c.level, MAX_PASSES["char"]), MIN_CAPPED_STEPS * self.tokens_per_step / self.train_tokens
+        )
         if self.epochs is None and self.max_steps is None and passes > most:  # the budget would only buy memorising
-            why.append(f"stop after {most:g} passes over the text (the budget allows about {passes:.0f})")
+            why.append(f"stop after {most:.3g} passes over the text (the budget allows about {passes:.0f})")
             c, passes = replace(c, epochs=most, time_budget=self.budget), most
         zero = dict.fromkeys(("dropout_input", "dropout_embed", "weight_drop"), 0.0)
         regs = word_regularisers(passes) if self.word else {"dropout": dropout_for_epochs(passes), **zero}
