@@ -48,7 +48,7 @@ def main() -> None:
     out = HERE / "out" / "ema"
     limit = {"max_steps": a.steps, "hidden_size": 256, "batch_size": 16, "lr": 5e-3, "dropout": 0.0} if a.steps else {
         "time_budget": a.budget}  # fmt: skip
-    config = TrainConfig(corpus=(str(ROOT / a.corpus),), out=str(out), **limit)  # type: ignore[arg-type]
+    config = TrainConfig.from_options(corpus=(str(ROOT / a.corpus),), out=str(out), **limit)  # type: ignore[arg-type]
     averages: dict[float, list[torch.Tensor]] = {}
     real_step = loop_mod.apply_gradients
     owner: list[object] = []

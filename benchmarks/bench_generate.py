@@ -87,7 +87,7 @@ def main() -> None:
     torch.manual_seed(0)
     # The default char model's shape at width 384. What training.autosize leaves open until a run starts is given:
     # the width, and a CPU run's batch and rate with no dropout, which do not change decoding.
-    train = TrainConfig(
+    train = TrainConfig.from_options(
         corpus=(str(CORPUS),), hidden_size=384, dropout=0.0, batch_size=autosize.default_batch("cpu"), lr=autosize.LR
     )
     cfg = train.model_config(tok.vocab_size)

@@ -69,7 +69,7 @@ def default_model(ckpt: Path | None, text: str, train_minutes: float, tmp: Path)
     if train_minutes > 0:
         out = tmp / "trained"
         result = train(
-            TrainConfig(
+            TrainConfig.from_options(
                 corpus=(str(SHAKES),), out=str(out), time_budget=60 * train_minutes, device="cpu", precision="fp32"
             )
         )

@@ -133,13 +133,10 @@ def test_config_and_weights_round_trip_and_old_configs_load_as_full_softmax(tmp_
     assert torch.equal(fresh(ids).logits, model(ids).logits)
     old = {k: v for k, v in model.config.to_dict().items() if k != "adaptive_cutoffs"}
     assert ModelConfig.from_dict(old).adaptive_cutoffs is None
-    assert (
-        TrainConfig.from_dict(TrainConfig(corpus=("x",)).to_dict() | {"adaptive_softmax": None}).adaptive_softmax
-        is None
-    )
-    stored = TrainConfig(corpus=("x",)).to_dict()
-    del stored["adaptive_softmax"]
-    assert TrainConfig.from_dict(stored).adaptive_softmax is False  # a run that predates it
+    flat = TrainConfig.from_options(corpus=("x",)).options()  # checkpoint.json's "train" before the sections
+    assert TrainConfig.from_dict(flat).model.adaptive_softmax is None
+    del flat["adaptive_softmax"]
+    assert TrainConfig.from_dict(flat).model.adaptive_softmax is False  # a run that predates it
 
 
 @pytest.mark.parametrize("cuts", [(), (0, 4), (5, 5), (5, V)])
@@ -153,13 +150,15 @@ def test_clusters_are_chosen_from_frequencies_and_only_where_they_pay():
     cuts = autosize.choose_cutoffs(zipf)
     assert cuts is not None and list(cuts) == sorted(cuts) and cuts[-1] < len(zipf)
     assert autosize.choose_cutoffs(zipf[:300]) is None  # too small to gain
-    word = TrainConfig(corpus=("x",), level="word")
+    word = TrainConfig.from_options(corpus=("x",), level="word")
     on, why = autosize.output_layer(word, zipf)
-    assert on.adaptive_softmax and on.adaptive_cutoffs == cuts and "adaptive softmax" in why
-    assert autosize.output_layer(word, zipf[:2000])[0].adaptive_softmax is False  # below ADAPTIVE_MIN_VOCAB
-    assert autosize.output_layer(TrainConfig(corpus=("x",)), zipf)[0].adaptive_softmax is False  # char level
+    assert on.model.adaptive_softmax and on.model.adaptive_cutoffs == cuts and "adaptive softmax" in why
+    assert autosize.output_layer(word, zipf[:2000])[0].model.adaptive_softmax is False  # below ADAPTIVE_MIN_VOCAB
+    assert (
+        autosize.output_layer(TrainConfig.from_options(corpus=("x",)), zipf)[0].model.adaptive_softmax is False
+    )  # char level
     with pytest.raises(ConfigError, match="too small for an adaptive softmax"):
-        autosize.output_layer(TrainConfig(corpus=("x",), adaptive_softmax=True), zipf[:100])
+        autosize.output_layer(TrainConfig.from_options(corpus=("x",), adaptive_softmax=True), zipf[:100])
 
 
 def test_a_word_run_with_an_adaptive_softmax_checkpoints_evaluates_and_generates(tmp_path, tiny_corpus):
@@ -169,7 +168,7 @@ def test_a_word_run_with_an_adaptive_softmax_checkpoints_evaluates_and_generates
     from charlm.training import train
 
     out = tmp_path / "run"
-    c = TrainConfig(
+    c = TrainConfig.from_options(
         corpus=(str(tiny_corpus),), out=str(out), level="word", hidden_size=8, dropout=0.0, batch_size=2, lr=1e-2,
         max_steps=6, eval_interval=3, adaptive_softmax=True, adaptive_cutoffs=(4, 9),
     )  # fmt: skip

@@ -68,7 +68,10 @@ def test_train_returns_the_result_and_prints_nothing(run, ckpt, lm):
     assert result.status == "max steps" and result.step == 40 and math.isfinite(result.best_valid_loss)
     assert out == "" and err == ""
     assert lm.kind == "rnn" and lm.level == "char" and lm.path == ckpt
-    assert lm.info.train_config["hidden_size"] == 32 and lm.tokenizer.vocab_size == lm.info.model_config.vocab_size
+    assert (
+        lm.info.train_config["model"]["hidden_size"] == 32
+        and lm.tokenizer.vocab_size == lm.info.model_config.vocab_size
+    )
     assert lm.device == torch.device("cpu") and "kind='rnn'" in repr(lm)
 
 

@@ -25,7 +25,7 @@ def config(corpus: Path, out: Path, **kw) -> TrainConfig:
         max_steps=8, eval_interval=2, log_interval=2, eval_streams=4, warmup_steps=2, device="cpu", seed=3,
         sample_length=0,
     )  # fmt: skip
-    return TrainConfig(**(base | kw))
+    return TrainConfig.from_options(**(base | kw))
 
 
 def invoke(*args: str | Path) -> Result:
@@ -67,7 +67,9 @@ def test_the_kn_baseline_is_what_train_model_kn_reports(tiny_corpus, tmp_path):
         oov=data.valid_oov, max_tokens=100,
     )  # fmt: skip
     assert b["kn_order"] == 7 and b["kn"]["loss"] == score.loss and b["tokens"] == score.tokens == 100
-    _, rec = train_ngram(TrainConfig(corpus=(str(tiny_corpus),), out=str(tmp_path / "kn"), model="kn", eval_tokens=100))
+    _, rec = train_ngram(
+        TrainConfig.from_options(corpus=(str(tiny_corpus),), out=str(tmp_path / "kn"), model="kn", eval_tokens=100)
+    )
     assert b["kn"]["loss"] == pytest.approx(rec["valid_loss"], rel=1e-12)
 
 

@@ -20,7 +20,7 @@ TINY = dict(hidden_size=12, emb_size=6, num_layers=1, batch_size=4, bptt=16, eva
 
 
 def config(corpus, out, **kw) -> TrainConfig:
-    return TrainConfig(**(dict(corpus=(str(corpus),), out=str(out), max_steps=8) | TINY | kw))
+    return TrainConfig.from_options(**(dict(corpus=(str(corpus),), out=str(out), max_steps=8) | TINY | kw))
 
 
 def losses(history):

@@ -27,7 +27,7 @@ def trained_run(tmp_path_factory, tiny_text) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("ckpt")
     corpus = base / "tiny.txt"
     corpus.write_text(tiny_text, encoding="utf-8")
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_options(
         corpus=(str(corpus),),
         out=str(base / "run"),
         hidden_size=8,
@@ -55,7 +55,7 @@ def run_dir(trained_run, tmp_path) -> Path:
 
 def resume_config(run_dir: Path, corpus: Path) -> TrainConfig:
     stored = TrainConfig.from_dict(ckpt.open_checkpoint(run_dir).train_config)
-    return TrainConfig.from_dict(stored.to_dict() | {"out": str(run_dir), "corpus": [str(corpus)], "max_steps": 6})
+    return stored.replace(out=str(run_dir), corpus=[str(corpus)], max_steps=6)
 
 
 def one_line_checkpoint_error(excinfo) -> str:

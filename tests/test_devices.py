@@ -54,7 +54,7 @@ def test_the_users_malloc_tunables_win(monkeypatch):
 def test_a_cpu_run_asks_for_freed_memory_to_be_retained(tiny_corpus, out_dir, monkeypatch):
     calls: list[bool] = []
     monkeypatch.setattr(loop, "retain_freed_memory", lambda: calls.append(True) or False)
-    config = TrainConfig(
+    config = TrainConfig.from_options(
         corpus=(str(tiny_corpus),), out=str(out_dir), hidden_size=8, emb_size=4, num_layers=1, batch_size=2,
         bptt=8, max_steps=2, eval_interval=2, device="cpu",
     )  # fmt: skip

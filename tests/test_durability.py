@@ -50,7 +50,7 @@ def config(corpus: Path, out: Path, **kw) -> TrainConfig:
         device="cpu",
         seed=3,
     )
-    return TrainConfig(**(base | kw))
+    return TrainConfig.from_options(**(base | kw))
 
 
 def invoke(*args) -> object:
@@ -345,7 +345,7 @@ def test_resume_records_its_limits_and_a_finished_run_says_there_is_nothing_to_d
         == 0
     )
     assert invoke(tiny_corpus, "--out", out_dir, "--resume", "--max-steps", "8", "--quiet").exit_code == 0
-    assert json.loads((out_dir / "checkpoint.json").read_text())["train"]["max_steps"] == 8
+    assert json.loads((out_dir / "checkpoint.json").read_text())["train"]["run"]["max_steps"] == 8
     result = invoke(tiny_corpus, "--out", out_dir, "--resume", "--quiet")
     assert result.exit_code == 0 and "already reached its limit at step 8" in result.stderr
     assert ckpt.load_training_state(out_dir)[1]["trainer"]["step"] == 8
@@ -355,7 +355,9 @@ def test_resume_records_its_limits_and_a_finished_run_says_there_is_nothing_to_d
 
 def test_the_library_resume_keeps_the_runs_own_limits(tiny_corpus, out_dir):
     train(config(tiny_corpus, out_dir, max_steps=4))
-    r = train(TrainConfig(corpus=(str(tiny_corpus),), out=str(out_dir)), resume=True)  # no limit given: the run's own
+    r = train(
+        TrainConfig.from_options(corpus=(str(tiny_corpus),), out=str(out_dir)), resume=True
+    )  # no limit given: the run's own
     assert r.step == 4 and r.resumed_from == 4
 
 
@@ -403,8 +405,8 @@ def test_the_default_output_of_a_dot_corpus_is_named_after_the_directory(tmp_pat
     corpus = tmp_path / "mytexts"
     corpus.mkdir()
     monkeypatch.chdir(corpus)
-    assert TrainConfig(corpus=(".",)).out_dir == Path("checkpoints") / "mytexts"
-    assert TrainConfig(corpus=("./",)).out_dir == Path("checkpoints") / "mytexts"
+    assert TrainConfig.from_options(corpus=(".",)).out_dir == Path("checkpoints") / "mytexts"
+    assert TrainConfig.from_options(corpus=("./",)).out_dir == Path("checkpoints") / "mytexts"
 
 
 def test_the_library_resume_refuses_a_changed_model_option(tiny_corpus, out_dir):

@@ -96,7 +96,7 @@ class LineTask:
 def config(out: Path, **kw) -> TrainConfig:
     base = dict(corpus=("-",), out=str(out), lr=0.1, max_steps=40, eval_interval=10, log_interval=5,
                 warmup_steps=0, schedule="constant", device="cpu")  # fmt: skip
-    return TrainConfig(**(base | kw))
+    return TrainConfig.from_options(**(base | kw))
 
 
 def run(c: TrainConfig, resume: bool = False, stop_after=None):

@@ -64,15 +64,19 @@ def test_adaptive_softmax_holds_fewer_scores_than_the_full_one():
 
 
 def test_the_defaults_are_accepted():
-    memory.check_training(TrainConfig(corpus=("x",)), 65, "cpu")  # width still open: autosize's to choose
-    memory.check_training(TrainConfig(corpus=("x",), hidden_size=512, batch_size=16, lr=5e-3, dropout=0.0), 65, "cpu")
-    resolved = TrainConfig(corpus=("x",), level="word", hidden_size=650, batch_size=16, lr=3e-3, dropout=0.1)
+    memory.check_training(TrainConfig.from_options(corpus=("x",)), 65, "cpu")  # width still open: autosize's to choose
+    memory.check_training(
+        TrainConfig.from_options(corpus=("x",), hidden_size=512, batch_size=16, lr=5e-3, dropout=0.0), 65, "cpu"
+    )
+    resolved = TrainConfig.from_options(
+        corpus=("x",), level="word", hidden_size=650, batch_size=16, lr=3e-3, dropout=0.1
+    )
     memory.check_training(resolved, 50_000, "cpu")
 
 
 def test_a_huge_width_is_refused_naming_the_figures_and_hidden():
     with pytest.raises(ConfigError) as exc:
-        memory.check_training(TrainConfig(corpus=("x",), hidden_size=100_000_000), 65, "cpu")
+        memory.check_training(TrainConfig.from_options(corpus=("x",), hidden_size=100_000_000), 65, "cpu")
     message = str(exc.value)
     assert "\n" not in message
     assert message.startswith("training a 2x100000000 LSTM needs about ")
@@ -82,17 +86,21 @@ def test_a_huge_width_is_refused_naming_the_figures_and_hidden():
 def test_the_option_that_weighs_most_is_named_first(monkeypatch):
     monkeypatch.setattr(machine, "available_bytes", lambda device="cpu": 1 * GiB)
     with pytest.raises(ConfigError, match=r"use a smaller --batch-size or --bptt"):
-        memory.check_training(TrainConfig(corpus=("x",), hidden_size=256, batch_size=4096, bptt=200), 65, "cpu")
+        memory.check_training(
+            TrainConfig.from_options(corpus=("x",), hidden_size=256, batch_size=4096, bptt=200), 65, "cpu"
+        )
     with pytest.raises(ConfigError, match=r"use fewer --eval-streams"):
-        memory.check_training(TrainConfig(corpus=("x",), hidden_size=64, eval_streams=10**6, eval_tokens=0), 65, "cpu")
+        memory.check_training(
+            TrainConfig.from_options(corpus=("x",), hidden_size=64, eval_streams=10**6, eval_tokens=0), 65, "cpu"
+        )
     with pytest.raises(ConfigError, match=r"--max-vocab"):
-        memory.check_training(TrainConfig(corpus=("x",), level="word", hidden_size=2048), 10**6, "cpu")
+        memory.check_training(TrainConfig.from_options(corpus=("x",), level="word", hidden_size=2048), 10**6, "cpu")
 
 
 def test_validation_streams_are_bounded_by_the_tokens_it_scores(monkeypatch):
     monkeypatch.setattr(machine, "available_bytes", lambda device="cpu": 2 * GiB)
     # --eval-tokens 262,144 (the default) scores at most 1,024 warm-up-long segments, whatever --eval-streams says
-    memory.check_training(TrainConfig(corpus=("x",), hidden_size=64, eval_streams=10**6), 65, "cpu")
+    memory.check_training(TrainConfig.from_options(corpus=("x",), hidden_size=64, eval_streams=10**6), 65, "cpu")
 
 
 def test_train_refuses_a_huge_hidden_in_one_line_before_creating_the_directory(tiny_corpus, out_dir):

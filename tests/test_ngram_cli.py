@@ -79,7 +79,7 @@ def test_kn_run_is_a_checkpoint_directory_with_arpa_and_no_weights(kn_ckpt: Path
     assert {"checkpoint.json", "tokenizer.json", "metrics.jsonl", ckpt.ARPA} <= names
     assert not names & {ckpt.BEST, ckpt.LAST, ".staging", ".swap.json"}
     meta = json.loads((kn_ckpt / "checkpoint.json").read_text())
-    assert meta["model_kind"] == "kn" and meta["model"]["order"] == 3 and meta["train"]["model"] == "kn"
+    assert meta["model_kind"] == "kn" and meta["model"]["order"] == 3 and meta["train"]["model"]["kind"] == "kn"
     model, tok, info = ckpt.load_for_inference(kn_ckpt)
     assert isinstance(model, KneserNeyModel) and info.model_kind == "kn" and model.order == 3
     # the validation figure of metrics.jsonl is `charlm perplexity`'s on the held-out text

@@ -215,7 +215,7 @@ def test_unavailable_device_is_a_one_line_error(ckpt, files):
 def test_reproduces_the_validation_loss_recorded_by_training(tmp_path, held_out_text):
     corpus = tmp_path / "tales.txt"
     corpus.write_text(TEXT * 32, encoding="utf-8")  # 40k characters, the last 4k held out
-    config = TrainConfig(
+    config = TrainConfig.from_options(
         corpus=(str(corpus),),
         out=str(tmp_path / "run"),
         hidden_size=48,
@@ -234,7 +234,7 @@ def test_reproduces_the_validation_loss_recorded_by_training(tmp_path, held_out_
     )
     train(config)
     valid = tmp_path / "valid.txt"
-    valid.write_text(held_out_text(Path(config.corpus[0]), config.valid_fraction), encoding="utf-8")
+    valid.write_text(held_out_text(Path(config.data.corpus[0]), config.data.valid_fraction), encoding="utf-8")
     recorded = min(r["valid_loss"] for r in read_metrics(tmp_path / "run") if r.get("type") == "valid")
     assert recorded < 0.5 * math.log(21)  # trained: agreement with a flat model would prove nothing
     for flags in ([], ["--exact"]):

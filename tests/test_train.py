@@ -44,7 +44,7 @@ def config(corpus: Path, out: Path, **kw) -> TrainConfig:
         device="cpu",
         seed=3,
     )
-    return TrainConfig(**(base | kw))
+    return TrainConfig.from_options(**(base | kw))
 
 
 def losses(history: list[dict]) -> list[tuple]:
@@ -75,9 +75,9 @@ def test_train_config_refuses_out_of_range_values(tiny_corpus):
         dict(clip=-1),
     ):
         with pytest.raises(ConfigError):
-            TrainConfig(corpus=(str(tiny_corpus),), **bad)
+            TrainConfig.from_options(corpus=(str(tiny_corpus),), **bad)
     with pytest.raises(ConfigError, match="no corpus"):
-        TrainConfig(corpus=())
+        TrainConfig.from_options(corpus=())
 
 
 def test_train_config_round_trips_through_json_dict(tiny_corpus, out_dir):
@@ -86,12 +86,12 @@ def test_train_config_round_trips_through_json_dict(tiny_corpus, out_dir):
 
 
 def test_lr_schedule_warms_up_then_decays():
-    c = TrainConfig(corpus=("x",), warmup_steps=4, schedule="cosine", min_lr_ratio=0.1)
+    c = TrainConfig.from_options(corpus=("x",), warmup_steps=4, schedule="cosine", min_lr_ratio=0.1)
     assert lr_factor(c, 0, 0.0, 1.0) == pytest.approx(0.25)
     assert lr_factor(c, 3, 0.0, 1.0) == pytest.approx(1.0)
     assert lr_factor(c, 100, 0.5, 1.0) == pytest.approx(0.55)
     assert lr_factor(c, 100, 1.0, 1.0) == pytest.approx(0.1)
-    const = TrainConfig(corpus=("x",), warmup_steps=0, schedule="constant")
+    const = TrainConfig.from_options(corpus=("x",), warmup_steps=0, schedule="constant")
     assert lr_factor(const, 7, 0.9, 1.0) == 1.0
 
 
@@ -410,11 +410,11 @@ def test_a_refused_device_leaves_no_half_run(tiny_corpus, out_dir):
 @pytest.mark.parametrize("epochs", [1.0, 0.5, 1.5])
 def test_epochs_limit_stops_after_whole_or_partial_passes(tiny_corpus, out_dir, epochs):
     c = config(tiny_corpus, out_dir, max_steps=None, epochs=epochs, bptt=64, eval_interval=100)
-    columns = batchify(prepare_data(c).train_ids, c.batch_size).shape[1] - 1
+    columns = batchify(prepare_data(c).train_ids, c.task.batch_size).shape[1] - 1
     whole, part = divmod(epochs, 1.0)
-    expected = int(whole) * math.ceil(columns / c.bptt)  # every pass reads each column once ...
+    expected = int(whole) * math.ceil(columns / c.task.bptt)  # every pass reads each column once ...
     if part:  # ... and a partial one starts at its epoch's random offset
-        expected += math.ceil((part * columns - epoch_offset(c.seed, int(whole), c.bptt)) / c.bptt)
+        expected += math.ceil((part * columns - epoch_offset(c.run.seed, int(whole), c.task.bptt)) / c.task.bptt)
     r = train(c)
     assert r.status == "epochs"
     assert r.step == expected
@@ -425,7 +425,7 @@ def test_the_logged_loss_is_token_weighted(tiny_corpus, tmp_path):
     """One log over 4 full windows and a short last one == the token-weighted mean of per-step losses."""
     kw = dict(bptt=64, max_steps=5, eval_interval=5)
     c = config(tiny_corpus, tmp_path / "a", log_interval=1, **kw)
-    src = batchify(prepare_data(c).train_ids, c.batch_size)
+    src = batchify(prepare_data(c).train_ids, c.task.batch_size)
     assert num_windows(src, 64) == 5
     sizes = [get_batch(src, w * 64, 64)[1].numel() for w in range(5)]
     assert sizes[-1] < sizes[0]  # the last window is partial
@@ -489,7 +489,7 @@ def test_run_state_round_trips_and_ignores_keys_it_does_not_know():
 
 
 def test_record_validation_keeps_best_counts_stalls_and_anneals():
-    c = TrainConfig(corpus=("x",), schedule="plateau", plateau_patience=1, plateau_factor=0.5, patience=3)
+    c = TrainConfig.from_options(corpus=("x",), schedule="plateau", plateau_patience=1, plateau_factor=0.5, patience=3)
     s = RunState()
     outcomes = [record_validation(s, loss, c) for loss in (3.0, 2.0, 2.5, 2.4, 2.6)]
     assert outcomes == [(True, False), (True, False), (False, False), (False, False), (False, True)]
@@ -518,7 +518,9 @@ def test_loss_meter_is_token_weighted_and_resets():
 
 def test_train_step_updates_the_weights_and_cuts_the_graph_at_the_window_edge():
     torch.manual_seed(0)
-    c = TrainConfig(corpus=("x",), hidden_size=8, dropout=0.1, batch_size=3, lr=3e-3, ar=0.1, tar=0.1, clip=1.0)
+    c = TrainConfig.from_options(
+        corpus=("x",), hidden_size=8, dropout=0.1, batch_size=3, lr=3e-3, ar=0.1, tar=0.1, clip=1.0
+    )
     model = RNNLanguageModel(c.model_config(vocab_size=11))
     opt = make_optimizer(c, model)
     x, y = torch.randint(0, 11, (3, 5)), torch.randint(0, 11, (3, 5))
@@ -532,7 +534,7 @@ def test_train_step_updates_the_weights_and_cuts_the_graph_at_the_window_edge():
 def test_tar_penalises_the_raw_last_layer_output_and_ar_the_dropped_one(monkeypatch):
     """AWD-LSTM: AR on the dropped-out output, TAR on the raw output of the last layer."""
     torch.manual_seed(0)
-    c = TrainConfig(
+    c = TrainConfig.from_options(
         corpus=("x",), num_layers=1, hidden_size=6, emb_size=4, dropout=0.5, locked_dropout=False,
         batch_size=2, lr=3e-3, ar=0.0, tar=1.0, clip=0.0,
     )  # fmt: skip

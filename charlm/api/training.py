@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from charlm.api.keywords import check_names
-from charlm.training import TrainConfig, TrainResult
+from charlm.training import OPTIONS, TrainConfig, TrainResult
 from charlm.training import train as run_training
 
 PathLike = str | os.PathLike[str]
-_OPTIONS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"corpus"}
+_OPTIONS = frozenset(OPTIONS) - {"corpus"}
 
 
 def train(
@@ -25,7 +24,7 @@ def train(
 ) -> TrainResult:
     """Train a model on `corpus` (a text file or directory, or a list of them) and return how the run ended.
 
-    `options` are `charlm.training.TrainConfig`'s fields, named as there (hidden_size=256, max_steps=500,
+    `options` are `charlm.training.TrainConfig`'s options by their flat names (hidden_size=256, max_steps=500,
     time_budget=60.0 in seconds, out="checkpoints/x", level="word", model="kn", ...); what is left out is
     chosen as `charlm train` chooses it. The run prints nothing unless `observer` (a
     `charlm.training` observer) reports it. resume=True goes on with the run in `out`; overwrite=True
@@ -35,7 +34,7 @@ def train(
     options = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in options.items()}  # out, cache_dir
     if "valid" in options:
         options["valid"] = _paths(options["valid"])
-    config = TrainConfig(corpus=_paths(corpus), **options)
+    config = TrainConfig.from_options(corpus=_paths(corpus), **options)
     return run_training(config, resume=resume, overwrite=overwrite, observer=observer)
 
 

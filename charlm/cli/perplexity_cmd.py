@@ -221,7 +221,7 @@ def _interpolated(source: Source, info: CheckpointInfo, spec: str, files: tuple[
         except CorpusError as exc:
             raise ConfigError(f"cannot read the run's validation text ({exc}); {hint}") from None
         context = context_id(source.tokenizer)
-        limit = config.eval_tokens or None
+        limit = config.run.eval_tokens or None
         weight, chosen = mixture_weight(
             source.model, other, data.valid_ids, context, source.scoring, max_tokens=limit, run=str(info.path)
         )

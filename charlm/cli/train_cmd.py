@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from charlm.errors import CharlmError
 from charlm.models import CELLS
 from charlm.runtime import PRECISIONS, DistContext
 from charlm.training import (
+    DEFAULTS,
     ENCODING_ERRORS,
     LEVELS,
     MAX_SEED,
@@ -31,8 +31,6 @@ from charlm.training import (
     resumed_config,
     train,
 )
-
-_D = {f.name: f.default for f in fields(TrainConfig)}
 
 
 def _write_plot(out: Path, quiet: bool) -> None:
@@ -127,14 +125,15 @@ def _train_ngram(
     """--model kn: refuse options it would ignore (naming their flags), estimate, print one summary line."""
     given = {n for n in options if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE}
     check_ngram_options(dict.fromkeys(given), {p.name: p.opts[0] for p in ctx.command.params if p.name})
-    config = TrainConfig(corpus=corpus, **options)
+    config = TrainConfig.from_options(corpus=corpus, **options)
     display = TrainDisplay(quiet=True, samples=False)  # tokenizing progress only
     result = train(config, overwrite=overwrite, observer=display)
     if quiet:
         return
     [rec] = result.history
     err_console.print(
-        f"charlm train -> {escape(str(config.out_dir))}: Kneser-Ney {rec['order']}-gram ({config.level} level, "
+        f"charlm train -> {escape(str(config.out_dir))}: Kneser-Ney {rec['order']}-gram "
+        f"({config.tokenizer.level} level, "
         f"vocabulary {result.vocab_size:,}) from {rec['train_tokens']:,} tokens in {rec['estimate_seconds']:.1f}s; "
         f"n-grams per order {' / '.join(f'{n:,}' for n in rec['ngrams'])}",
         soft_wrap=True,
@@ -155,7 +154,7 @@ def _option_rows() -> list[tuple[str, dict[str, Any]]]:
     rows = []
     for flags, name, kind, help_text in OPTIONS:
         many = name == "valid"
-        default = None if many else _D[name]
+        default = None if many else DEFAULTS[name]
         typed = {"type": kind} if kind is not None else {}
         shown = default is not None and name != "out"
         rows.append(
@@ -195,15 +194,15 @@ def train_command(
     if resume:
         # The run keeps its options; the library's rule says what the command line may change.
         given = {n: v for n, v in options.items() if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE}
-        out = TrainConfig(corpus=corpus, out=options["out"]).out_dir
+        out = TrainConfig.from_options(corpus=corpus, out=options["out"]).out_dir
         stored = ckpt.open_checkpoint(out).train_config if ckpt.is_checkpoint_dir(out) else None
         if stored is not None:
             flags = {p.name: p.opts[0] for p in ctx.command.params if p.name}
             config = resumed_config(stored, {"corpus": corpus, "out": options["out"], **given}, flags)
         else:  # the trainer says there is nothing to resume
-            config = TrainConfig(corpus=corpus, **options)
+            config = TrainConfig.from_options(corpus=corpus, **options)
     else:
-        config = TrainConfig(corpus=corpus, **options)
+        config = TrainConfig.from_options(corpus=corpus, **options)
     try:
         result = train(config, resume=resume, overwrite=overwrite, observer=TrainDisplay(quiet, samples=not no_samples))
     except KeyboardInterrupt:

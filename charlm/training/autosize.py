@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from charlm.training.clusters import (  # noqa: F401 - the output layer's choice, read here by its callers
@@ -88,6 +88,8 @@ EVAL_SPEEDUP = 3.0
 # Word level (AWD-LSTM scaled down for a CPU budget; benchmarks/results_word.md): Adam's rate
 # for a tied word model, and the regularisers by passes over the text (see word_regularisers).
 WORD_LR = 3e-3
+# The model's dropouts, which autosize chooses by the passes over the text when they are left open.
+DROPOUTS = ("dropout", "dropout_input", "dropout_embed", "weight_drop")
 
 
 @dataclass(frozen=True)
@@ -218,10 +220,11 @@ def resolve(
     s = _Sizing(config, train_tokens, device_type, measure, bf16, valid_tokens)
     s.choose_width()
     precision, precision_why = s.choose_precision(learns)
-    why = [s.width_reason()] if config.hidden_size is None else []
+    why = [s.width_reason()] if config.model.hidden_size is None else []
     s.c = c = s.c.with_level_defaults()  # a tied word embedding follows the width
-    if s.word and config.emb_size is None:
-        why.append(f"embedding {c.emb_size}{' tied' if c.tie_weights else ''}, window {c.bptt}, lr {c.lr:g}")
+    if s.word and config.model.emb_size is None:
+        m = c.model
+        why.append(f"embedding {m.emb_size}{' tied' if m.tie_weights else ''}, window {c.task.bptt}, lr {c.optim.lr:g}")
     why += s.choose_regularisers()
     if precision_why:
         why.append(precision_why)
@@ -241,52 +244,52 @@ class _Sizing:
         valid_tokens: int,
     ) -> None:
         c = config.with_level_defaults()
-        self.word, self.measure, self.train_tokens = c.level == "word", measure, train_tokens
+        self.word, self.measure, self.train_tokens = c.tokenizer.level == "word", measure, train_tokens
         self.precisions: dict[int | None, str] = {}  # under auto bf16: the faster precision of each width measured
         self.fp32_speeds: dict[int | None, float] = {}
-        self.auto_bf16 = bf16 and c.precision == "auto"
-        if c.batch_size is None:
-            c = replace(c, batch_size=default_batch(device_type))
-        if c.lr is None:
-            c = replace(c, lr=WORD_LR if self.word else LR)
-        if self.word and c.adaptive_softmax is None:
-            c = replace(c, adaptive_softmax=False)  # no token counts given (charlm.training.speed.choose uses them)
-        assert c.bptt is not None and c.batch_size is not None
-        self.c, self.tokens_per_step = c, c.batch_size * c.bptt
-        scored = min(valid_tokens, c.eval_tokens) if c.eval_tokens else valid_tokens
-        self.per_step = step_tokens(self.tokens_per_step, scored, c.eval_interval)
-        self.epochs, self.max_steps, self.budget = c.limits
-        self.widest = max_width(c.level, train_tokens)
+        self.auto_bf16 = bf16 and c.run.precision == "auto"
+        if c.task.batch_size is None:
+            c = c.replace(batch_size=default_batch(device_type))
+        if c.optim.lr is None:
+            c = c.replace(lr=WORD_LR if self.word else LR)
+        if self.word and c.model.adaptive_softmax is None:
+            c = c.replace(adaptive_softmax=False)  # no token counts given (charlm.training.speed.choose uses them)
+        assert c.task.bptt is not None and c.task.batch_size is not None
+        self.c, self.tokens_per_step = c, c.task.batch_size * c.task.bptt
+        scored = min(valid_tokens, c.run.eval_tokens) if c.run.eval_tokens else valid_tokens
+        self.per_step = step_tokens(self.tokens_per_step, scored, c.run.eval_interval)
+        self.epochs, self.max_steps, self.budget = c.run.limits
+        self.widest = max_width(c.tokenizer.level, train_tokens)
         limited_by_time = self.budget is not None and self.epochs is None and self.max_steps is None
-        self.budget_rule = c.hidden_size is None and limited_by_time
+        self.budget_rule = c.model.hidden_size is None and limited_by_time
         self.speed: float | None = None  # the chosen width's tokens/s, when the budget rule measured it
 
     def speed_of(self, c: TrainConfig) -> float:
         """`measure(c)`, once per width; under auto bf16 the faster precision's, remembered per width."""
-        if not self.auto_bf16 or (c.hidden_size or 0) > BF16_MAX_WIDTH:
+        if not self.auto_bf16 or (c.model.hidden_size or 0) > BF16_MAX_WIDTH:
             if self.auto_bf16:
-                self.precisions[c.hidden_size] = "fp32"
-            if c.hidden_size not in self.fp32_speeds:
-                fp32 = c if c.precision != "auto" else replace(c, precision="fp32")
-                self.fp32_speeds[c.hidden_size] = self.measure(fp32)
-            return self.fp32_speeds[c.hidden_size]
+                self.precisions[c.model.hidden_size] = "fp32"
+            if c.model.hidden_size not in self.fp32_speeds:
+                fp32 = c if c.run.precision != "auto" else c.replace(precision="fp32")
+                self.fp32_speeds[c.model.hidden_size] = self.measure(fp32)
+            return self.fp32_speeds[c.model.hidden_size]
 
         def timed(p: str) -> float:
-            speed = self.measure(replace(c, precision=p))
+            speed = self.measure(c.replace(precision=p))
             if p == "fp32":
-                self.fp32_speeds[c.hidden_size] = speed
+                self.fp32_speeds[c.model.hidden_size] = speed
             return speed
 
-        self.precisions[c.hidden_size], speed = faster_precision(timed)
+        self.precisions[c.model.hidden_size], speed = faster_precision(timed)
         return speed
 
     def trial(self, width: int | None = None) -> TrainConfig:
         """`c` with what is still open set for measuring speed: no dropout (weight drop costs little)."""
-        t = replace(self.c, hidden_size=width or self.c.hidden_size, dropout=0.0)
+        t = self.c.replace(hidden_size=width or self.c.model.hidden_size, dropout=0.0)
         zeros: dict[str, Any] = {
-            k: 0.0 for k in ("dropout_input", "dropout_embed", "weight_drop") if getattr(t, k) is None
+            k: 0.0 for k in ("dropout_input", "dropout_embed", "weight_drop") if getattr(t.model, k) is None
         }
-        t = replace(t, **zeros)
+        t = t.replace(**zeros)
         return t.with_level_defaults()
 
     def widest_in_budget(self) -> None:
@@ -294,17 +297,17 @@ class _Sizing:
         width, self.speed = choose_width(
             lambda w: self.speed_of(self.trial(w)), self.budget, self.per_step, self.widest
         )
-        self.c = replace(self.c, hidden_size=width)
+        self.c = self.c.replace(hidden_size=width)
 
     def choose_width(self) -> None:
         """An open --hidden: the widest in the budget here, or by the size of the text under a step or epoch limit."""
-        if self.c.hidden_size is not None:
+        if self.c.model.hidden_size is not None:
             return
         if self.budget_rule:
             self.widest_in_budget()
             return
         width = next(w for limit, w in WIDTH_BY_TOKENS if self.train_tokens <= limit)
-        self.c = replace(self.c, hidden_size=min(width, self.widest) if self.widest is not None else width)
+        self.c = self.c.replace(hidden_size=min(width, self.widest) if self.widest is not None else width)
 
     def choose_precision(
         self, learns: Callable[[TrainConfig], dict[str, list[float]]] | None
@@ -313,9 +316,9 @@ class _Sizing:
         bf16 chooses the width again at fp32's speeds). (precision, why), or (None, "") when not measured."""
         if not self.auto_bf16:
             return None, ""
-        if self.c.hidden_size not in self.precisions:
+        if self.c.model.hidden_size not in self.precisions:
             self.speed_of(self.trial())
-        precision = self.precisions[self.c.hidden_size]
+        precision = self.precisions[self.c.model.hidden_size]
         why = f"{precision} (the faster here)"
         if precision == "bf16" and learns is not None:
             keeps, why = bf16_trial(learns(self.trial()))
@@ -326,17 +329,17 @@ class _Sizing:
         return precision, why
 
     def width_reason(self) -> str:
-        c = self.c
+        m = self.c.model
         if not self.budget_rule:
-            return f"{c.num_layers}x{c.hidden_size} for {self.train_tokens:,} training tokens"
+            return f"{m.num_layers}x{m.hidden_size} for {self.train_tokens:,} training tokens"
         cap = f", at most {self.widest} for {self.train_tokens:,} training tokens" if self.widest is not None else ""
-        return f"{c.num_layers}x{c.hidden_size}: the widest that trains {MIN_STEPS:,}+ steps in the budget here{cap}"
+        return f"{m.num_layers}x{m.hidden_size}: the widest that trains {MIN_STEPS:,}+ steps in the budget here{cap}"
 
     def choose_regularisers(self) -> list[str]:
         """Open dropouts by the passes over the text the run will make (a time-limited run capped at MAX_PASSES)."""
         c = self.c
         why: list[str] = []
-        open_regs = [k for k in ("dropout", "dropout_input", "dropout_embed", "weight_drop") if getattr(c, k) is None]
+        open_regs = [k for k in DROPOUTS if getattr(c.model, k) is None]
         if not open_regs:
             return why
         seen = _tokens_seen(
@@ -344,17 +347,17 @@ class _Sizing:
             self.tokens_per_step / self.per_step, self.speed_of,
         )  # fmt: skip
         passes = seen / max(1, self.train_tokens)
-        most = max(
-            MAX_PASSES.get(c.level, MAX_PASSES["char"]), MIN_CAPPED_STEPS * self.tokens_per_step / self.train_tokens
-        )
+        floor = MIN_CAPPED_STEPS * self.tokens_per_step / max(1, self.train_tokens)  # passes of MIN_CAPPED_STEPS
+        most = max(MAX_PASSES.get(c.tokenizer.level, MAX_PASSES["char"]), floor)
         if self.epochs is None and self.max_steps is None and passes > most:  # the budget would only buy memorising
             why.append(f"stop after {most:.3g} passes over the text (the budget allows about {passes:.0f})")
-            c, passes = replace(c, epochs=most, time_budget=self.budget), most
+            c, passes = c.replace(epochs=most, time_budget=self.budget), most
         zero = dict.fromkeys(("dropout_input", "dropout_embed", "weight_drop"), 0.0)
         regs = word_regularisers(passes) if self.word else {"dropout": dropout_for_epochs(passes), **zero}
         chosen: dict[str, Any] = {k: regs[k] for k in open_regs}
-        self.c = c = replace(c, **chosen)
-        shown = ", ".join(f"{k.replace('_', ' ')} {getattr(c, k):g}" for k in open_regs if self.word or k == "dropout")
+        self.c = c = c.replace(**chosen)
+        m = c.model
+        shown = ", ".join(f"{k.replace('_', ' ')} {getattr(m, k):g}" for k in open_regs if self.word or k == "dropout")
         why.append(f"{shown} for about {passes:.1f} passes over the text")
         return why
 
@@ -373,13 +376,13 @@ def _tokens_seen(
 
     `training_share`: the part of the budget's time spent training (the rest validates).
     """
-    assert c.batch_size is not None and c.bptt is not None
+    assert c.task.batch_size is not None and c.task.bptt is not None
     candidates = []
     if epochs is not None:
         candidates.append(epochs * train_tokens)
     if max_steps is not None:
-        candidates.append(max_steps * c.batch_size * c.bptt)
+        candidates.append(max_steps * c.task.batch_size * c.task.bptt)
     if budget is not None:
-        tokens_per_s = speed if speed is not None else measure(replace(c, dropout=0.0))
+        tokens_per_s = speed if speed is not None else measure(c.replace(dropout=0.0))
         candidates.append(budget * tokens_per_s * training_share)
     return min(candidates)

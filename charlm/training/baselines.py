@@ -84,7 +84,7 @@ def compute(data: PreparedData, config: TrainConfig, kn_max_tokens: int = KN_MAX
     order = config.ngram_order
 
     def score(model: KneserNeyModel) -> Any:
-        return data.score_validation(model, config.eval_tokens)
+        return data.score_validation(model, config.run.eval_tokens)
 
     unigram = score(unigram_model(data.unigram_counts()))
     kn: dict[str, float] | None = None

@@ -6,7 +6,6 @@ Decided from the training text's token counts before the model is built (`charlm
 
 from __future__ import annotations
 
-from dataclasses import replace
 from itertools import combinations
 
 import numpy as np
@@ -56,15 +55,15 @@ def output_layer(config: TrainConfig, counts: np.ndarray) -> tuple[TrainConfig, 
     for on a vocabulary where no split of the ids pays, it is a ConfigError.
     """
     c = config
-    if c.adaptive_softmax is False or (c.adaptive_softmax and c.adaptive_cutoffs is not None):
+    if c.model.adaptive_softmax is False or (c.model.adaptive_softmax and c.model.adaptive_cutoffs is not None):
         return c, ""
-    wanted = c.adaptive_softmax or (c.level == "word" and len(counts) >= ADAPTIVE_MIN_VOCAB)
+    wanted = c.model.adaptive_softmax or (c.tokenizer.level == "word" and len(counts) >= ADAPTIVE_MIN_VOCAB)
     cuts = choose_cutoffs(counts) if wanted else None
     if cuts is None:
-        if c.adaptive_softmax:
+        if c.model.adaptive_softmax:
             raise ConfigError(
                 f"a vocabulary of {len(counts):,} ids is too small for an adaptive softmax to save anything; "
                 "drop --adaptive-softmax"
             )
-        return replace(c, adaptive_softmax=False), ""
-    return replace(c, adaptive_softmax=True, adaptive_cutoffs=cuts), f"adaptive softmax, clusters at {list(cuts)}"
+        return c.replace(adaptive_softmax=False), ""
+    return c.replace(adaptive_softmax=True, adaptive_cutoffs=cuts), f"adaptive softmax, clusters at {list(cuts)}"

@@ -1,22 +1,83 @@
-"""A training run's options (`TrainConfig`) and the one rule for what a resume may change."""
+"""A training run's options (`TrainConfig`, in sections) and the one rule for what a resume may change.
+
+`TrainConfig` holds one dataclass per section (charlm.training.sections says what each holds and why):
+`config.data`, `config.tokenizer`, `config.model`, `config.optim`, `config.run`, `config.task`. Users,
+the CLI and `charlm.train` name options flat (hidden_size, lr, time_budget), so a config is built and
+changed by flat names, each routed to its section by OPTIONS:
+
+    config = TrainConfig.from_options(corpus=("text.txt",), hidden_size=256, lr=3e-3)
+    wider = config.replace(hidden_size=512)        # a new config; a misspelt name is a ConfigError
+    config.model.hidden_size, config.options()     # read by section, or all options by flat name
+
+checkpoint.json stores `to_dict()` as "train": {"data": {...}, "tokenizer": {...}, ...}, each section's
+fields by name. `from_dict` reads that and the flat dict every run before the sections wrote; a key
+it does not know, in either form, is refused.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+import dataclasses
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from charlm.errors import ConfigError
 from charlm.models import MODEL_KINDS, ModelConfig
-from charlm.runtime import PRECISIONS, check_device_name
+from charlm.training.sections import (
+    DEFAULT_TIME_BUDGET,
+    ENCODING_ERRORS,
+    LEVELS,
+    MAX_SEED,
+    OPTIMIZERS,
+    PRETOKENIZERS,
+    SCHEDULES,
+    SUBWORD_MODELS,
+    WORD_MAX_VOCAB,
+    DataOptions,
+    ModelOptions,
+    OptimOptions,
+    RunOptions,
+    TaskOptions,
+    TokenizerOptions,
+)
 
-LEVELS = ("char", "word", "subword")
-PRETOKENIZERS = ("whitespace", "punct")
-SUBWORD_MODELS = ("unigram", "bpe")
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "linear", "constant", "plateau")
-ENCODING_ERRORS = ("strict", "replace")
+__all__ = [
+    "DEFAULTS", "DEFAULT_ORDER", "DEFAULT_TIME_BUDGET", "ENCODING_ERRORS", "LEVELS", "LEVEL_DEFAULTS", "LEVEL_FIELDS",
+    "LIMITS", "MAX_SEED", "MODEL_KINDS", "NGRAM_OPTIONS", "OPTIMIZERS", "OPTIONS", "PRETOKENIZERS", "RESUMABLE",
+    "SCHEDULES", "SECTIONS", "SUBWORD_MODELS", "WORD_MAX_VOCAB", "TrainConfig", "check_ngram_options",
+    "flat_options", "resumed_config",
+]  # fmt: skip
+
+# The sections, in the order checkpoint.json lists them.
+SECTIONS: dict[str, type[Any]] = {
+    "data": DataOptions,
+    "tokenizer": TokenizerOptions,
+    "model": ModelOptions,
+    "optim": OptimOptions,
+    "run": RunOptions,
+    "task": TaskOptions,
+}
+# The one field whose flat option name is not its own: --model is the model's kind.
+_RENAMED = {("model", "kind"): "model"}
+# Every option by its flat name: (section, field).
+OPTIONS: dict[str, tuple[str, str]] = {
+    _RENAMED.get((section, f.name), f.name): (section, f.name)
+    for section, kind in SECTIONS.items()
+    for f in fields(kind)
+}
+assert len(OPTIONS) == sum(len(fields(kind)) for kind in SECTIONS.values()), "two sections share an option name"
+_FLAT_NAME = {place: name for name, place in OPTIONS.items()}
+# Every option's default by its flat name (corpus has none).
+DEFAULTS: dict[str, Any] = {
+    _FLAT_NAME[section, f.name]: f.default
+    for section, kind in SECTIONS.items()
+    for f in fields(kind)
+    if (section, f.name) != ("data", "corpus")
+}
+_TUPLES = ("corpus", "valid", "adaptive_cutoffs")  # stored as JSON lists
+
 # The n-gram order of `--model kn` when --order is not given, by level (measured in benchmarks/results_ngram.md).
 DEFAULT_ORDER = {"char": 7, "word": 5, "subword": 5}
 # The options a Kneser-Ney run reads; any other option set explicitly is refused (`check_ngram_options`).
@@ -27,7 +88,6 @@ NGRAM_OPTIONS = frozenset(
         "seed", "cache_dir",
     }
 )  # fmt: skip
-MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; per-process offsets are added to the seed in a torchrun job
 
 # The limits change together: naming one on --resume replaces all three.
 LIMITS = ("epochs", "max_steps", "time_budget")
@@ -46,11 +106,6 @@ RESUMABLE = frozenset(
         "cache_dir",
     }
 )
-DEFAULT_TIME_BUDGET = 600.0
-# Word vocabularies: at most this many ids by default. Raw text (--pretokenize punct) also drops
-# words seen once (min_freq 2), so the model meets <unk> in training as it will in new text; text
-# tokenized already (whitespace: PTB, WikiText) keeps its words, its <unk> being made upstream.
-WORD_MAX_VOCAB = 50_000
 
 # Options whose default depends on the level (None in TrainConfig: `with_level_defaults` fills them).
 # The char values are the measured char defaults of earlier versions, unchanged. For words
@@ -67,7 +122,7 @@ LEVEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "word": dict(bptt=50, tie_weights=True, ar=1.0, tar=1.0),
 }  # fmt: skip
 LEVEL_DEFAULTS["subword"] = LEVEL_DEFAULTS["char"]  # not measured for subwords yet: the char values, as before
-# Fields `with_level_defaults` may fill; any still None after autosize is chosen there.
+# Options `with_level_defaults` may fill; any still None after autosize is chosen there.
 LEVEL_FIELDS = (
     "emb_size", "bptt", "tie_weights", "dropout_input", "dropout_embed", "weight_drop", "ar", "tar", "adaptive_softmax",
 )  # fmt: skip
@@ -75,144 +130,56 @@ LEVEL_FIELDS = (
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every option of a training run; stored in checkpoint.json.
+    """Every option of a training run, by section; stored in checkpoint.json.
 
-    When none of `epochs`, `max_steps` and `time_budget` is given the run is
-    limited to a 10-minute budget (DEFAULT_TIME_BUDGET)."""
+    Build one with `from_options` (flat names, as the CLI and `charlm.train` take them)
+    or from its sections; change one with `replace` (flat names)."""
 
-    corpus: tuple[str, ...]
-    out: str | None = None  # default: checkpoints/<name of the first corpus path>
-    valid: tuple[str, ...] = ()  # validation files; default: the last valid_fraction of the corpus
-    valid_fraction: float = 0.1
-    encoding_errors: str = "strict"
-    # tokenizer
-    level: str = "char"
-    min_freq: int | None = None  # word: 2 for raw text (punct: singletons become <unk>), 1 for tokenized text
-    max_vocab: int | None = None  # word: WORD_MAX_VOCAB
-    pretokenize: str = "whitespace"
-    subword_vocab_size: int = 1000
-    subword_model: str = "unigram"
-    # model
-    model: str = "rnn"  # MODEL_KINDS
-    order: int | None = None  # kn only: the n-gram order; None: DEFAULT_ORDER of the level
-    cell: str = "lstm"
-    num_layers: int = 2
-    # None: chosen for the run by charlm.training.autosize (from the budget, the machine and the corpus)
-    hidden_size: int | None = None
-    # None: by level (LEVEL_DEFAULTS), or chosen by charlm.training.autosize
-    emb_size: int | None = None
-    dropout: float | None = None
-    dropout_input: float | None = None
-    dropout_embed: float | None = None
-    weight_drop: float | None = None
-    locked_dropout: bool = True
-    tie_weights: bool | None = None
-    adaptive_softmax: bool | None = (
-        None  # None: on for a word vocabulary large enough to gain (charlm.training.autosize)
-    )
-    adaptive_cutoffs: tuple[int, ...] | None = None  # chosen from the training text's token frequencies
-    # optimisation
-    optimizer: str = "adamw"
-    lr: float | None = None
-    weight_decay: float = 0.0
-    momentum: float = 0.0
-    clip: float = 5.0  # max gradient norm; 0 turns clipping off
-    batch_size: int | None = None
-    bptt: int | None = None
-    bptt_jitter: bool = False  # AWD-LSTM's random window lengths (lr scaled by length / bptt)
-    schedule: str = "cosine"
-    warmup_steps: int | None = None  # None: the first 2% of the run
-    min_lr_ratio: float = 0.05
-    plateau_factor: float = 0.5
-    plateau_patience: int = 1
-    patience: int | None = None  # early stopping: evaluations without improvement
-    ar: float | None = None  # activation regularisation (AWD-LSTM alpha)
-    tar: float | None = None  # temporal activation regularisation (AWD-LSTM beta)
-    # stopping and reporting
-    epochs: float | None = None
-    max_steps: int | None = None
-    time_budget: float | None = None  # seconds
-    eval_interval: int = 250
-    eval_streams: int = 32
-    eval_tokens: int = 262_144  # validation scores at most this many held-out tokens, evenly spread (0: all)
-    log_interval: int = 25
-    sample_length: int | None = None  # tokens of the sample generated at each validation; None: by level, 0: none
-    baselines: bool = True  # score the unigram and Kneser-Ney baselines at the start (charlm.training.baselines)
-    device: str = "auto"
-    precision: str = "auto"
-    seed: int = 1337
-    cache_dir: str | None = None  # the token cache; default $CHARLM_CACHE_DIR or ~/.cache/charlm/tokens
+    data: DataOptions
+    tokenizer: TokenizerOptions = field(default_factory=TokenizerOptions)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    optim: OptimOptions = field(default_factory=OptimOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+    task: TaskOptions = field(default_factory=TaskOptions)
 
     def __post_init__(self) -> None:
-        for cond, msg in self._checks():
-            if not cond:
-                raise ConfigError(msg)
-        check_device_name(self.device)
         self.model_config(vocab_size=2, check_only=True)  # checks the model options early
 
-    def _checks(self) -> list[tuple[bool, str]]:
-        def one_of(name: str, value: str, choices: tuple[str, ...]) -> tuple[bool, str]:
-            return value in choices, f"unknown {name} {value!r}; choose {', '.join(choices)}"
+    @classmethod
+    def from_options(cls, corpus: Sequence[str], **options: Any) -> TrainConfig:
+        """A config from flat option names (corpus=..., hidden_size=8, lr=1e-3); the rest take their defaults.
+        An unknown name is a one-line ConfigError naming the closest option."""
+        by_section = _route({"corpus": corpus, **options})
+        data = DataOptions(**by_section.pop("data"))
+        return cls(data, **{name: SECTIONS[name](**values) for name, values in by_section.items()})
 
-        return [
-            (len(self.corpus) > 0, "no corpus given; pass one or more text files or a directory"),
-            one_of("level", self.level, LEVELS),
-            one_of("model", self.model, MODEL_KINDS),
-            (self.order is None or self.order >= 1, f"--order must be at least 1, got {self.order}"),
-            (self.order is None or self.model == "kn", "--order applies to --model kn only; drop it or add --model kn"),
-            one_of("pretokenize", self.pretokenize, PRETOKENIZERS),
-            one_of("subword model", self.subword_model, SUBWORD_MODELS),
-            one_of("optimizer", self.optimizer, OPTIMIZERS),
-            one_of("schedule", self.schedule, SCHEDULES),
-            one_of("precision", self.precision, PRECISIONS),
-            one_of("encoding errors mode", self.encoding_errors, ENCODING_ERRORS),
-            (0.0 < self.valid_fraction < 1.0, f"--valid-fraction must be in (0, 1), got {self.valid_fraction}"),
-            (self.lr is None or self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
-            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
-            (self.clip >= 0, f"--clip must be >= 0 (0 turns clipping off), got {self.clip}"),
-            (
-                self.batch_size is None or self.batch_size >= 1,
-                f"--batch-size must be at least 1, got {self.batch_size}",
-            ),
-            (self.bptt is None or self.bptt >= 1, f"--bptt must be at least 1, got {self.bptt}"),
-            (
-                self.warmup_steps is None or self.warmup_steps >= 0,
-                f"--warmup-steps must be >= 0, got {self.warmup_steps}",
-            ),
-            (0 <= self.min_lr_ratio <= 1, f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}"),
-            (0 < self.plateau_factor < 1, f"--plateau-factor must be in (0, 1), got {self.plateau_factor}"),
-            (self.plateau_patience >= 0, "--plateau-patience must be >= 0"),
-            (self.patience is None or self.patience >= 1, f"--patience must be at least 1, got {self.patience}"),
-            ((self.ar or 0) >= 0 and (self.tar or 0) >= 0, "--ar and --tar must be >= 0"),
-            (self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
-            (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, got {self.max_steps}"),
-            (self.time_budget is None or self.time_budget > 0, "--time-budget must be positive"),
-            (self.eval_interval >= 1, f"--eval-interval must be at least 1, got {self.eval_interval}"),
-            (self.eval_streams >= 1, f"--eval-streams must be at least 1, got {self.eval_streams}"),
-            (self.eval_tokens >= 0, f"--eval-tokens must be >= 0 (0: all), got {self.eval_tokens}"),
-            (self.log_interval >= 1, f"--log-interval must be at least 1, got {self.log_interval}"),
-            (self.sample_length is None or self.sample_length >= 0, "--sample-length must be >= 0 (0: no samples)"),
-            (self.min_freq is None or self.min_freq >= 1, f"--min-freq must be at least 1, got {self.min_freq}"),
-            (self.max_vocab is None or self.max_vocab >= 3, "--max-vocab must be at least 3"),
-            (self.subword_vocab_size >= 1, "--subword-vocab-size must be positive"),
-            (0 <= self.seed <= MAX_SEED, f"--seed must be between 0 and {MAX_SEED}, got {self.seed}"),
-        ]
+    def replace(self, **options: Any) -> TrainConfig:
+        """This config with the options named (flat names) changed; the others kept."""
+        by_section = _route(options)
+        changed = {name: dataclasses.replace(getattr(self, name), **values) for name, values in by_section.items()}
+        return dataclasses.replace(self, **changed)
+
+    def options(self) -> dict[str, Any]:
+        """Every option by its flat name (tuples kept), as `from_options` takes them."""
+        return {_FLAT_NAME[name, k]: v for name in SECTIONS for k, v in vars(getattr(self, name)).items()}
 
     @property
     def resolved(self) -> bool:
         """True once every option left to charlm (None) has been chosen (`charlm.training.autosize.resolve`)."""
-        return None not in (self.hidden_size, self.dropout, self.batch_size, self.lr) and all(
-            getattr(self, name) is not None for name in LEVEL_FIELDS
-        )
+        m, t = self.model, self.task
+        if None in (m.hidden_size, m.dropout, t.batch_size, self.optim.lr):
+            return False
+        given = self.options()
+        return all(given[name] is not None for name in LEVEL_FIELDS)
 
     def with_level_defaults(self) -> TrainConfig:
         """Options left open that depend only on the level filled in (`LEVEL_DEFAULTS`); a word
         embedding takes the hidden width once that is known. Explicit options are kept."""
-        fill = {k: v for k, v in LEVEL_DEFAULTS[self.level].items() if getattr(self, k) is None}
-        c = replace(self, **fill) if fill else self
-        if c.emb_size is None and c.hidden_size is not None:  # levels without a fixed embedding size: the width
-            c = replace(c, emb_size=c.hidden_size)
+        given = self.options()
+        fill = {k: v for k, v in LEVEL_DEFAULTS[self.tokenizer.level].items() if given[k] is None}
+        c = self.replace(**fill) if fill else self
+        if c.model.emb_size is None and c.model.hidden_size is not None:  # no fixed embedding size: the width
+            c = c.replace(emb_size=c.model.hidden_size)
         return c
 
     def model_config(self, vocab_size: int, check_only: bool = False) -> ModelConfig:
@@ -222,81 +189,88 @@ class TrainConfig:
             raise ValueError(
                 "the options left to charlm are not chosen yet; call charlm.training.autosize.resolve first"
             )
-        if c.adaptive_softmax and c.adaptive_cutoffs is None and not check_only:
+        m = c.model
+        if m.adaptive_softmax and m.adaptive_cutoffs is None and not check_only:
             raise ValueError(
                 "adaptive softmax cutoffs are not chosen yet; call charlm.training.autosize.output_layer first"
             )
         return ModelConfig(
             vocab_size=vocab_size,
-            cell=c.cell,
-            num_layers=c.num_layers,
-            hidden_size=c.hidden_size or 1,
-            emb_size=c.emb_size or 1,
-            dropout=c.dropout or 0.0,
-            dropout_input=c.dropout_input or 0.0,
-            dropout_embed=c.dropout_embed or 0.0,
-            weight_drop=c.weight_drop or 0.0,
-            locked_dropout=c.locked_dropout,
-            tie_weights=bool(c.tie_weights),
-            adaptive_cutoffs=c.adaptive_cutoffs if c.adaptive_softmax and not check_only else None,
+            cell=m.cell,
+            num_layers=m.num_layers,
+            hidden_size=m.hidden_size or 1,
+            emb_size=m.emb_size or 1,
+            dropout=m.dropout or 0.0,
+            dropout_input=m.dropout_input or 0.0,
+            dropout_embed=m.dropout_embed or 0.0,
+            weight_drop=m.weight_drop or 0.0,
+            locked_dropout=m.locked_dropout,
+            tie_weights=bool(m.tie_weights),
+            adaptive_cutoffs=m.adaptive_cutoffs if m.adaptive_softmax and not check_only else None,
         )
 
     @property
     def ngram_order(self) -> int:
         """The order of a Kneser-Ney run: --order, else the level's default."""
-        return self.order if self.order is not None else DEFAULT_ORDER[self.level]
-
-    def tokenizer_options(self) -> dict[str, Any]:
-        if self.level == "word":
-            min_freq = self.min_freq or (2 if self.pretokenize == "punct" else 1)
-            max_size = self.max_vocab or WORD_MAX_VOCAB
-            return {"min_freq": min_freq, "max_size": max_size, "pretokenize": self.pretokenize}
-        if self.level == "subword":
-            return {"vocab_size": self.subword_vocab_size, "model_type": self.subword_model}
-        return {}
+        return self.model.order if self.model.order is not None else DEFAULT_ORDER[self.tokenizer.level]
 
     @property
     def out_dir(self) -> Path:
         """--out, or checkpoints/<name of the first corpus path> ("." is named after the directory it is)."""
-        if self.out:
-            return Path(self.out)
-        first = Path(self.corpus[0])
+        if self.run.out:
+            return Path(self.run.out)
+        first = Path(self.data.corpus[0])
         name = first.stem if first.suffix else first.name
         if name in ("", ".", ".."):
             name = first.resolve().name or "corpus"
         return Path("checkpoints") / name
 
-    @property
-    def limits(self) -> tuple[float | None, int | None, float | None]:
-        """(epochs, max_steps, time_budget) with the default budget when none is set."""
-        if self.epochs is None and self.max_steps is None and self.time_budget is None:
-            return None, None, DEFAULT_TIME_BUDGET
-        return self.epochs, self.max_steps, self.time_budget
-
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["corpus"], d["valid"] = list(self.corpus), list(self.valid)
-        return d
+        """The sections as JSON data (checkpoint.json's "train"), tuples as lists."""
+        return {name: {k: _listed(v) for k, v in asdict(getattr(self, name)).items()} for name in SECTIONS}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Rebuild from `to_dict` data; unknown keys are refused, as `ModelConfig.from_dict` does."""
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(
-                f"unknown training options {sorted(unknown)}; was this checkpoint made by a newer charlm?"
-            )
-        d = dict(d)
-        d["corpus"], d["valid"] = tuple(d.get("corpus", ())), tuple(d.get("valid", ()))
-        d.setdefault("adaptive_softmax", False)  # runs that predate it have a full softmax
-        if d.get("adaptive_cutoffs") is not None:
-            d["adaptive_cutoffs"] = tuple(d["adaptive_cutoffs"])
-        return cls(**d)
+        """Rebuild from `to_dict` data, or from the flat dict of runs written before the sections; unknown
+        keys are refused, as `ModelConfig.from_dict` does."""
+        given = flat_options(d)
+        given.setdefault("adaptive_softmax", False)  # runs that predate it have a full softmax
+        return cls.from_options(**{"corpus": (), **given})
 
     def explicit_options(self) -> dict[str, Any]:
         """The options that differ from the defaults: what a library caller set (corpus and out always count)."""
-        defaults = {f.name: f.default for f in fields(self) if f.name != "corpus"}
-        return {k: v for k, v in self.to_dict().items() if k in ("corpus", "out") or v != _listed(defaults.get(k))}
+        return {k: v for k, v in self.options().items() if k in ("corpus", "out") or v != DEFAULTS.get(k)}
+
+
+def flat_options(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of checkpoint.json's "train" by flat name, from either form it takes: sections (a dict
+    per section) or the flat dict of earlier runs. A key no option has is a ConfigError."""
+    if any(isinstance(v, Mapping) for v in d.values()):  # sectioned: no flat option's value is a mapping
+        flat: dict[str, Any] = {}
+        unknown = [k for k, v in d.items() if k not in SECTIONS or not isinstance(v, Mapping)]
+        for name, values in d.items():
+            if name in SECTIONS and isinstance(values, Mapping):
+                unknown += [f"{name}.{k}" for k in values if (name, k) not in _FLAT_NAME]
+                flat.update((_FLAT_NAME[name, k], v) for k, v in values.items() if (name, k) in _FLAT_NAME)
+    else:
+        flat, unknown = dict(d), [k for k in d if k not in OPTIONS]
+    if unknown:
+        raise ConfigError(f"unknown training options {sorted(unknown)}; was this checkpoint made by a newer charlm?")
+    return flat
+
+
+def _route(options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flat options grouped by section: {section: {field: value}}, JSON lists back to tuples; an unknown
+    name is a one-line ConfigError with the closest option."""
+    by_section: dict[str, dict[str, Any]] = {}
+    for name, value in options.items():
+        if name not in OPTIONS:
+            close = difflib.get_close_matches(name, list(OPTIONS), n=1)
+            hint = f"did you mean {close[0]}?" if close else f"the training options are {', '.join(sorted(OPTIONS))}"
+            raise ConfigError(f"unknown training option {name!r}; {hint}")
+        section, key = OPTIONS[name]
+        by_section.setdefault(section, {})[key] = tuple(value) if name in _TUPLES and value is not None else value
+    return by_section
 
 
 def check_ngram_options(given: Mapping[str, Any], flag_names: Mapping[str, str] | None = None) -> None:
@@ -318,16 +292,18 @@ def resumed_config(
 ) -> TrainConfig:
     """The options of a resumed run: the run's own, with the changes a resume may make.
 
-    `given` holds only the options the caller set explicitly (the command line's,
-    or `TrainConfig.explicit_options()` for a library call). Options in RESUMABLE
-    take the given value; the limits change only as a group (naming one replaces
-    all three); any other option must equal the run's own value (restating it is
-    fine), else a one-line ConfigError names the flags (`flag_names` maps option
-    names to the flags shown).
+    `stored` is checkpoint.json's "train" (either form `TrainConfig.from_dict` reads);
+    `given` holds only the options the caller set explicitly, by flat name (the
+    command line's, or `TrainConfig.explicit_options()` for a library call). Options
+    in RESUMABLE take the given value; the limits change only as a group (naming one
+    replaces all three); any other option must equal the run's own value (restating
+    it is fine), else a one-line ConfigError names the flags (`flag_names` maps
+    option names to the flags shown).
     """
     run = TrainConfig.from_dict(stored)
+    own = run.options()
     names = flag_names or {}
-    fixed = sorted(k for k, v in given.items() if k not in RESUMABLE and _listed(getattr(run, k, v)) != _listed(v))
+    fixed = sorted(k for k, v in given.items() if k not in RESUMABLE and _listed(own.get(k, v)) != _listed(v))
     if fixed:
         flags = ", ".join(names.get(k, "--" + k.replace("_", "-")) for k in fixed)
         raise ConfigError(
@@ -337,8 +313,4 @@ def resumed_config(
     changes = {k: v for k, v in given.items() if k in RESUMABLE}
     if changes.keys() & set(LIMITS):
         changes = {**dict.fromkeys(LIMITS), **changes}
-    if "valid" in changes:
-        changes["valid"] = tuple(changes["valid"])
-    if "corpus" in changes:
-        changes["corpus"] = tuple(changes["corpus"])
-    return replace(run, **changes)
+    return run.replace(**changes)

@@ -41,7 +41,7 @@ class Guards:
                 "less regularisation (--dropout 0.1 --weight-drop 0), or a lower --lr"
             )
         assert s.best_valid is not None  # record_validation set it
-        stop_allowed = self.config.patience is None and not self.ending
+        stop_allowed = self.config.run.patience is None and not self.ending
         verdict = baselines.overfit_verdict(s.bad_evals, loss, s.best_valid, stop_allowed)
         at = f" at step {s.best_step}" if s.best_step is not None else ""
         rose = (

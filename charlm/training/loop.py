@@ -69,9 +69,9 @@ class Loop:
         self._elapsed_before = 0.0  # seconds earlier sessions of the run trained
         self._tokens_at_start = 0
         self._synced_elapsed = 0.0
-        assert self.config.lr is not None, "resolve the options first"
-        self.lr = self.config.lr
-        epochs, max_steps, budget = self.config.limits
+        assert self.config.optim.lr is not None, "resolve the options first"
+        self.lr = self.config.optim.lr
+        epochs, max_steps, budget = self.config.run.limits
         self.limits = Limits(epochs, max_steps, budget, t.columns)
 
     def begin(self, seconds: float) -> None:
@@ -88,7 +88,7 @@ class Loop:
         if self.dctx.active:
             # Ranks share the weights (DDP broadcasts rank 0's) but not dropout masks. A resumed
             # multi-process run restarts the carried state from zero: the checkpoint holds rank 0's only.
-            torch.manual_seed(self.config.seed + 7919 * (self.dctx.rank + 1) + self.state.step)
+            torch.manual_seed(self.config.run.seed + 7919 * (self.dctx.rank + 1) + self.state.step)
         if self.writer is not None:
             ckpt.truncate_metrics(info.path, self.state.step)
             self.writer.continue_run(info, self.config.to_dict())
@@ -106,9 +106,9 @@ class Loop:
         with StopSignals() as signals:
             while not (status := self.stop_reason(signals, stop_after)):
                 self.step()
-                if self.state.step % self.config.log_interval == 0:
+                if self.state.step % self.config.run.log_interval == 0:
                     self.log()
-                if self.state.step % self.config.eval_interval == 0 and (stop := self.validate_and_save()):
+                if self.state.step % self.config.run.eval_interval == 0 and (stop := self.validate_and_save()):
                     status = stop
                     break
             self.finish(status)
@@ -120,7 +120,7 @@ class Loop:
         self.set_lr(batch.lr_scale)
         with autocast(self.device, self.amp_dtype):
             loss, objective = self.task.loss(self.net, batch)
-        apply_gradients(self.optimizer, self.scaler, objective, self.config.clip)
+        apply_gradients(self.optimizer, self.scaler, objective, self.config.optim.clip)
         self.meter.add(loss, batch.size)
         s = self.state
         s.step, s.tokens = s.step + 1, s.tokens + batch.size
@@ -135,7 +135,7 @@ class Loop:
         out_of_time = self.limits.out_of_time(self.elapsed() + self.eval_cost)
         asked = bool(signals.received) or (stop_after is not None and stop_after(s.step))
         if self.dctx.active:  # no step waits on a collective for this
-            if s.step % self.config.log_interval:
+            if s.step % self.config.run.log_interval:
                 return None
             out_of_time, asked, self._synced_elapsed = agree_to_stop(
                 self.dctx, self.device, out_of_time, asked, self.elapsed()
@@ -237,7 +237,7 @@ class Loop:
         """The task's baselines, measured once per run on rank 0 (a resume shows the stored ones).
 
         Their seconds count against the run's budget, as choosing the model does."""
-        if not self.config.baselines or self.state.baselines is not None:
+        if not self.config.run.baselines or self.state.baselines is not None:
             return
         b = share_json(self.dctx, self.device, self.task.baselines)
         self.state.baselines = b
@@ -267,7 +267,7 @@ class Loop:
     def start_info(self) -> dict[str, Any]:
         """What the observer's start-up lines show: the run's, then the task's own."""
         task = self.task.describe()
-        epochs, max_steps, budget = self.config.limits
+        epochs, max_steps, budget = self.config.run.limits
         return task | {
             "out": str(self.config.out_dir),
             "resumed_from": self.resumed_from,

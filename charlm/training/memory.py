@@ -162,25 +162,27 @@ def check_training(config: TrainConfig, vocab_size: int, device: torch.device | 
     """
     device = torch.device(device)
     c = config.with_level_defaults()
-    if c.hidden_size is None or c.bptt is None:
+    if c.model.hidden_size is None or c.task.bptt is None:
         return
     shape = c.model_config(vocab_size, check_only=True)
-    if c.adaptive_softmax and c.adaptive_cutoffs is not None:
-        shape = replace(shape, adaptive_cutoffs=c.adaptive_cutoffs)
-    batch = c.batch_size or default_batch(device.type)
-    scored = c.adaptive_softmax is False or c.adaptive_cutoffs is not None or c.level != "word"
-    streams = min(c.eval_streams, max(1, c.eval_tokens // DEFAULT_WARMUP)) if c.eval_tokens else c.eval_streams
-    need = training_need(shape, batch, c.bptt, c.optimizer, c.momentum, streams, scored)
+    if c.model.adaptive_softmax and c.model.adaptive_cutoffs is not None:
+        shape = replace(shape, adaptive_cutoffs=c.model.adaptive_cutoffs)
+    batch = c.task.batch_size or default_batch(device.type)
+    scored = c.model.adaptive_softmax is False or c.model.adaptive_cutoffs is not None or c.tokenizer.level != "word"
+    run = c.run
+    streams = min(run.eval_streams, max(1, run.eval_tokens // DEFAULT_WARMUP)) if run.eval_tokens else run.eval_streams
+    need = training_need(shape, batch, c.task.bptt, c.optim.optimizer, c.optim.momentum, streams, scored)
     processes = world if device.type != "cuda" else 1
-    state = {"adamw": "AdamW state", "sgd": "SGD momentum" if c.momentum > 0 else ""}[c.optimizer]
+    state = {"adamw": "AdamW state", "sgd": "SGD momentum" if c.optim.momentum > 0 else ""}[c.optim.optimizer]
     counted = ", ".join(x for x in ("weights", "gradients", state) if x)
-    what = f"one {batch}x{c.bptt} window" if need.window >= need.validation else f"validation on {streams:,} streams"
+    bptt = c.task.bptt
+    what = f"one {batch}x{bptt} window" if need.window >= need.validation else f"validation on {streams:,} streams"
     each = f", for each of {processes} processes" if processes > 1 else ""
     require(
         processes * need.total,
         device,
-        f"training a {c.num_layers}x{c.hidden_size} {c.cell.upper()}",
-        _training_fix(need, shape, c.level),
+        f"training a {c.model.num_layers}x{c.model.hidden_size} {c.model.cell.upper()}",
+        _training_fix(need, shape, c.tokenizer.level),
         f"{counted} and {what}{each}",
     )
 

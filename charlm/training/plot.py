@@ -98,7 +98,10 @@ def _series(records: Iterable[dict[str, Any]], key: str) -> Series:
 
 def _title(info: CheckpointInfo) -> str:
     """'tinyshakespeare: char level, 2 x 384 LSTM, vocabulary 65'."""
-    level = info.train_config.get("level") or (info.meta.get("tokenizer") or {}).get("kind")
+    train = info.train_config  # sectioned, or flat as runs before the sections wrote it
+    section = train.get("tokenizer")
+    level = (section if isinstance(section, dict) else train).get("level")
+    level = level or (info.meta.get("tokenizer") or {}).get("kind")
     model = info.model_config
     parts = [f"{level} level"] if level else []
     parts.append(f"{model.summary()}, vocabulary {model.vocab_size:,}")  # '2 x 384 LSTM', 'Kneser-Ney 5-gram'

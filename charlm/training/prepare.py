@@ -81,7 +81,7 @@ def token_counts(ids: np.ndarray, vocab: int, chunk: int = 1 << 24) -> np.ndarra
 
 def cache_dir(config: TrainConfig) -> Path:
     """--cache-dir, else $CHARLM_CACHE_DIR, else the user's cache (~/.cache/charlm/tokens)."""
-    return Path(config.cache_dir or os.environ.get("CHARLM_CACHE_DIR") or default_cache_dir())
+    return Path(config.data.cache_dir or os.environ.get("CHARLM_CACHE_DIR") or default_cache_dir())
 
 
 def prepare_data(
@@ -94,13 +94,13 @@ def prepare_data(
     output directory is never read as corpus.
     """
     tc = tokenized_corpus(
-        config.corpus,
-        valid=config.valid,
-        valid_fraction=config.valid_fraction,
-        level=config.level,
-        tokenizer_options=config.tokenizer_options(),
+        config.data.corpus,
+        valid=config.data.valid,
+        valid_fraction=config.data.valid_fraction,
+        level=config.tokenizer.level,
+        tokenizer_options=config.tokenizer.for_tokenizer(),
         tokenizer=tokenizer,
-        encoding_errors=config.encoding_errors,
+        encoding_errors=config.data.encoding_errors,
         cache_dir=cache_dir(config),
         exclude=[config.out_dir],
         progress=progress,

@@ -59,8 +59,8 @@ def train(
     Raises `CharlmError` subclasses for bad input, `DivergedError` when the loss
     becomes non-finite or explodes (the checkpoint on disk is left as it was).
     """
-    if config.model in ESTIMATORS:  # counted, not trained: see charlm.training.tasks.ngram
-        return ESTIMATORS[config.model](config, resume, overwrite, observer)
+    if config.model.kind in ESTIMATORS:  # counted, not trained: see charlm.training.tasks.ngram
+        return ESTIMATORS[config.model.kind](config, resume, overwrite, observer)
     check_resume_or_overwrite(resume, overwrite)
     if resume:
         return resume_run(config, observer, stop_after)
@@ -76,7 +76,7 @@ def new_run(
         check_out_dir(config.out_dir, resume=False, overwrite=overwrite)
 
     def session(device: torch.device) -> TrainResult:
-        opened = TASKS[config.model](config, dctx, device, _progress(observer, dctx), None)
+        opened = TASKS[config.model.kind](config, dctx, device, _progress(observer, dctx), None)
         with _writer(config, dctx) as writer:  # every option is known good: now the directory changes
             loop = Loop(opened, device, dctx, writer, observer if dctx.is_main else None)
             loop.begin(opened.seconds)  # choosing the model is part of the budget
@@ -91,13 +91,13 @@ def resume_run(config: TrainConfig, observer: TrainObserver | None = None, stop_
     if dctx.is_main:
         check_out_dir(config.out_dir, resume=True, overwrite=False)
     config = resumed_config(ckpt.open_checkpoint(config.out_dir).train_config, config.explicit_options())
-    if config.model in ESTIMATORS:
+    if config.model.kind in ESTIMATORS:
         raise ConfigError(ngram.NO_RESUME)
 
     def session(device: torch.device) -> TrainResult:
         with _writer(config, dctx) as writer:
             info = ckpt.open_checkpoint(config.out_dir)  # read under the lock, after RunWriter finished a killed run
-            opened = TASKS[config.model](config, dctx, device, _progress(observer, dctx), info)
+            opened = TASKS[config.model.kind](config, dctx, device, _progress(observer, dctx), info)
             loop = Loop(opened, device, dctx, writer, observer if dctx.is_main else None)
             loop.restore(info)
             return loop.run(stop_after)
@@ -117,8 +117,8 @@ def _writer(config: TrainConfig, dctx: DistContext) -> contextlib.AbstractContex
 
 def _in_processes(config: TrainConfig, dctx: DistContext, session: Session) -> TrainResult:
     """Run `session` on the run's device, in the torchrun job's process group if any, and shut it down after."""
-    device = resolve_device(config.device)
-    resolve_precision(config.precision, device, config.cell)  # an impossible precision fails before any work
+    device = resolve_device(config.run.device)
+    resolve_precision(config.run.precision, device, config.model.cell)  # an impossible precision fails before any work
     device = dctx.setup(device)
     try:
         result = session(device)

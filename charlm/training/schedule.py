@@ -20,17 +20,17 @@ def lr_factor(config: TrainConfig, step: int, progress: float, plateau_scale: fl
     warm-up is `warmup_steps` long, or (None) WARMUP_FRACTION of the run, so a
     one-minute run on a slow CPU does not spend itself warming up.
     """
-    if config.warmup_steps is None:  # follows the run: from a tenth of the peak, at the peak 2% of the way in
+    if config.optim.warmup_steps is None:  # follows the run: from a tenth of the peak, at the peak 2% of the way in
         warm = min(1.0, 0.1 + 0.9 * progress / WARMUP_FRACTION)
     else:
-        warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+        warm = min(1.0, (step + 1) / config.optim.warmup_steps) if config.optim.warmup_steps else 1.0
     p = min(max(progress, 0.0), 1.0)
-    lo = config.min_lr_ratio
-    if config.schedule == "cosine":
+    lo = config.optim.min_lr_ratio
+    if config.optim.schedule == "cosine":
         decay = lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * p))
-    elif config.schedule == "linear":
+    elif config.optim.schedule == "linear":
         decay = lo + (1 - lo) * (1 - p)
-    elif config.schedule == "plateau":
+    elif config.optim.schedule == "plateau":
         decay = plateau_scale
     else:
         decay = 1.0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -40,16 +39,16 @@ def measure_speed(config: TrainConfig, vocab: int, device: torch.device, steps: 
 
     The global random state is left as it was, so measuring changes no run.
     """
-    assert config.batch_size is not None and config.bptt is not None
-    amp_dtype = resolve_precision(config.precision, device, config.cell)
+    assert config.task.batch_size is not None and config.task.bptt is not None
+    amp_dtype = resolve_precision(config.run.precision, device, config.model.cell)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = RNNLanguageModel(config.model_config(vocab)).to(device)
         optimizer = make_optimizer(config, model)
         # ids drawn as word frequencies fall (Zipf: p ~ 1/rank; ids are frequency-ordered), so an
         # adaptive softmax meets as many tail targets as on real text; other layers cost the same for any ids
         zipf = 1.0 / torch.arange(1, vocab + 1, dtype=torch.float64)
-        x = torch.multinomial(zipf, config.batch_size * config.bptt, replacement=True)
-        x = x.view(config.batch_size, config.bptt).to(device)
+        x = torch.multinomial(zipf, config.task.batch_size * config.task.bptt, replacement=True)
+        x = x.view(config.task.batch_size, config.task.bptt).to(device)
         loss, hidden = train_step(model, optimizer, None, x, x, None, config, amp_dtype)
         float(loss)  # waits for the device
         times: list[float] = []
@@ -72,17 +71,17 @@ def learning_losses(
     between the precisions' losses comes from the precision alone. The global
     random state is left as it was.
     """
-    assert config.batch_size is not None and config.bptt is not None and config.lr is not None
-    peak = config.lr
-    trial = replace(config, dropout=0.0, dropout_input=0.0, dropout_embed=0.0, weight_drop=0.0, ar=0.0, tar=0.0)
-    need = config.batch_size * (config.bptt * steps + 1)
-    rows = batchify(np.asarray(ids[: min(len(ids), need)]).astype(np.int64), config.batch_size)
-    windows = max(1, num_windows(rows, config.bptt))
+    assert config.task.batch_size is not None and config.task.bptt is not None and config.optim.lr is not None
+    peak = config.optim.lr
+    trial = config.replace(dropout=0.0, dropout_input=0.0, dropout_embed=0.0, weight_drop=0.0, ar=0.0, tar=0.0)
+    need = config.task.batch_size * (config.task.bptt * steps + 1)
+    rows = batchify(np.asarray(ids[: min(len(ids), need)]).astype(np.int64), config.task.batch_size)
+    windows = max(1, num_windows(rows, config.task.bptt))
     losses: dict[str, list[float]] = {}
     for precision in precisions:
-        amp_dtype = resolve_precision(precision, device, config.cell)
+        amp_dtype = resolve_precision(precision, device, config.model.cell)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(config.seed)
+            torch.manual_seed(config.run.seed)
             model = RNNLanguageModel(trial.model_config(vocab)).to(device)
             optimizer = make_optimizer(trial, model)
             hidden: State | None = None
@@ -90,7 +89,7 @@ def learning_losses(
             for step in range(steps):
                 for g in optimizer.param_groups:
                     g["lr"] = peak * (0.1 + 0.9 * step / max(1, steps - 1))
-                x, y = get_batch(rows, (step % windows) * config.bptt, config.bptt)
+                x, y = get_batch(rows, (step % windows) * config.task.bptt, config.task.bptt)
                 loss, hidden = train_step(model, optimizer, None, x.to(device), y.to(device), hidden, trial, amp_dtype)
                 run.append(loss)
             losses[precision] = [float(v) for v in torch.stack(run).cpu()]
@@ -107,20 +106,20 @@ def choose(
     keeps bf16 where this machine can run it (no new measurement, so a resume on
     the same machine continues exactly), and trains in fp32 where it cannot.
     """
-    _, max_steps, _ = config.limits
+    _, max_steps, _ = config.run.limits
     bf16 = (
-        config.precision == "auto"
+        config.run.precision == "auto"
         and device.type == "cpu"
         and (max_steps is None or max_steps >= MIN_STEPS_TO_MEASURE)  # measuring costs ~6 steps: a short run
-        and cpu_bf16_candidate(config.cell)  # would not earn them back, and starts at once in fp32
+        and cpu_bf16_candidate(config.model.cell)  # would not earn them back, and starts at once in fp32
     )
     if kept is not None:
-        name = "bf16" if bf16 and kept == "bf16" else config.precision
-        return config, "", 0.0, resolve_precision(name, device, config.cell)
+        name = "bf16" if bf16 and kept == "bf16" else config.run.precision
+        return config, "", 0.0, resolve_precision(name, device, config.model.cell)
     config = config.with_level_defaults()
-    layer_open = config.adaptive_softmax is not False and config.adaptive_cutoffs is None
+    layer_open = config.model.adaptive_softmax is not False and config.model.adaptive_cutoffs is None
     if config.resolved and not bf16 and not layer_open:
-        return config, "", 0.0, resolve_precision(config.precision, device, config.cell)
+        return config, "", 0.0, resolve_precision(config.run.precision, device, config.model.cell)
 
     def on_main() -> dict[str, object]:
         vocab = data.tokenizer.vocab_size
@@ -140,8 +139,8 @@ def choose(
         )
         why = "; ".join(w for w in (choice.reason, layer_why) if w)
         return {"config": choice.config.to_dict(), "why": why, "seconds": choice.seconds,
-                "precision": choice.precision or config.precision}  # fmt: skip
+                "precision": choice.precision or config.run.precision}  # fmt: skip
 
     chosen = share_json(dctx, device, on_main)
     config = TrainConfig.from_dict(chosen["config"])
-    return config, chosen["why"], chosen["seconds"], resolve_precision(chosen["precision"], device, config.cell)
+    return config, chosen["why"], chosen["seconds"], resolve_precision(chosen["precision"], device, config.model.cell)

@@ -61,10 +61,10 @@ def record_validation(state: RunState, loss: float, config: TrainConfig) -> tupl
     else:
         state.bad_evals += 1
         state.plateau_bad += 1
-        if config.schedule == "plateau" and state.plateau_bad > config.plateau_patience:
-            state.plateau_scale *= config.plateau_factor
+        if config.optim.schedule == "plateau" and state.plateau_bad > config.optim.plateau_patience:
+            state.plateau_scale *= config.optim.plateau_factor
             state.plateau_bad = 0
-    return improved, config.patience is not None and state.bad_evals >= config.patience
+    return improved, config.run.patience is not None and state.bad_evals >= config.run.patience
 
 
 @dataclass

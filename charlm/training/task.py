@@ -32,7 +32,7 @@ no second trainer:
    the next batch starts.
 2. an opener, `open_task(config, dctx, device, progress, info) -> OpenedTask`: read
    and check the data (with its labels), choose what the user left open, then
-   build the task after `torch.manual_seed(config.seed)`. `info` is the checkpoint
+   build the task after `torch.manual_seed(config.run.seed)`. `info` is the checkpoint
    of a resumed run (its tokenizer and tag set), None for a new one.
 3. a line in `charlm.training.tasks.TASKS` under its `--model` name.
 """

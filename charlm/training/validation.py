@@ -50,10 +50,10 @@ def validation_sample(
     of successive validations (and of any model kind) are comparable and training's
     random state is untouched.
     """
-    length = SAMPLE_LENGTH.get(tok.kind, 60) if config.sample_length is None else config.sample_length
+    length = SAMPLE_LENGTH.get(tok.kind, 60) if config.run.sample_length is None else config.run.sample_length
     if length == 0:
         return None
     prompt = sample_prompt(tok.decode(np.asarray(valid_ids[:200]).tolist()))
     options = DecodingOptions(max_new_tokens=length, temperature=0.8, lines=length if tok.eos_id is not None else None)
-    [result] = generate(model, tok, prompt, options, torch.Generator(device).manual_seed(config.seed))
+    [result] = generate(model, tok, prompt, options, torch.Generator(device).manual_seed(config.run.seed))
     return {"prompt": prompt, "text": result.text}

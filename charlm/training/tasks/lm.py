@@ -58,7 +58,7 @@ def lm_objective(
     out = net(x, hidden, with_activations=True, targets=y)
     assert out.loss is not None and out.activations is not None
     dropped, raw = out.activations
-    objective = out.loss + activation_regularisation(dropped, raw, config.ar or 0.0, config.tar or 0.0)
+    objective = out.loss + activation_regularisation(dropped, raw, config.task.ar or 0.0, config.task.tar or 0.0)
     return out.loss, objective, out.state
 
 
@@ -80,7 +80,7 @@ def train_step(
     """
     with autocast(x.device, amp_dtype):
         loss, objective, hidden = lm_objective(net, x, y, hidden, config)
-    apply_gradients(optimizer, scaler, objective, config.clip)
+    apply_gradients(optimizer, scaler, objective, config.optim.clip)
     return loss.detach(), detach_state(hidden)  # cut the graph at the window edge, keep the values
 
 
@@ -95,13 +95,13 @@ class LMTask:
         amp_dtype: torch.dtype | None,
         dctx: DistContext,
     ) -> None:
-        assert config.batch_size is not None and config.bptt is not None, "resolve the options first"
+        assert config.task.batch_size is not None and config.task.bptt is not None, "resolve the options first"
         self.config, self.data, self.device, self.amp_dtype = config, data, device, amp_dtype
         self.model = RNNLanguageModel(config.model_config(data.tokenizer.vocab_size)).to(device)
         self.hidden: State | None = None  # carried from window to window
-        self.bptt = config.bptt
+        self.bptt = config.task.bptt
         part = shard(data.train_ids, dctx.rank, dctx.world)  # this rank's part: a view, no copy
-        self.rows = batchify(part, config.batch_size)  # (B, L), still on disk
+        self.rows = batchify(part, config.task.batch_size)  # (B, L), still on disk
         self.columns = self.rows.shape[1] - 1
         self.fingerprint, self.valid_fingerprint = data.fingerprint, data.valid_fingerprint
         self.diverged_above = 3.0 * math.log(data.tokenizer.vocab_size) + 1.0
@@ -116,11 +116,11 @@ class LMTask:
     def next_batch(self, state: RunState) -> Batch:
         """The next window of the training rows, widened to int64 on the device: inputs and targets (B, T)."""
         c = self.config
-        length = window_length(c.seed, state.step, self.bptt, c.bptt_jitter)
+        length = window_length(c.run.seed, state.step, self.bptt, c.task.bptt_jitter)
         x, y = get_batch(self.rows, state.pos, length)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         # a window shorter or longer than bptt scales the rate (AWD-LSTM)
-        return Batch(x, y, y.numel(), length / self.bptt if c.bptt_jitter else 1.0)
+        return Batch(x, y, y.numel(), length / self.bptt if c.task.bptt_jitter else 1.0)
 
     def loss(self, net: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         loss, objective, hidden = lm_objective(net, batch.inputs, batch.targets, self.hidden, self.config)
@@ -133,13 +133,13 @@ class LMTask:
         state.pos += batch.inputs.size(1)
         if state.pos >= self.columns:
             state.epoch, self.hidden = state.epoch + 1, None
-            state.pos = epoch_offset(self.config.seed, state.epoch, self.bptt)
+            state.pos = epoch_offset(self.config.run.seed, state.epoch, self.bptt)
 
     def validate(self) -> dict[str, Any]:
         # The same function and defaults as `charlm perplexity`, so its figure on the
         # validation text reproduces the loss recorded here.
-        c = self.config
-        score = self.data.score_validation(self.model, c.eval_tokens, streams=c.eval_streams, amp_dtype=self.amp_dtype)
+        r = self.config.run
+        score = self.data.score_validation(self.model, r.eval_tokens, streams=r.eval_streams, amp_dtype=self.amp_dtype)
         return valid_figures(score)
 
     def sample(self) -> dict[str, str] | None:
@@ -173,7 +173,7 @@ class LMTask:
             "parameters": self.model.num_parameters(),
             "train_tokens": len(data.train_ids),
             "valid_tokens": len(data.valid_ids),
-            "valid_scored": min(len(data.valid_ids), c.eval_tokens or len(data.valid_ids)),
+            "valid_scored": min(len(data.valid_ids), c.run.eval_tokens or len(data.valid_ids)),
             "cache": str(data.cache),
             "cache_reused": data.reused,
             "valid_oov_rate": oov_rate,

@@ -26,12 +26,12 @@ from charlm.training.tasks.lm import LMTask
 
 def check_fits(config: TrainConfig, data: PreparedData, world: int = 1) -> None:
     """Refuse a training text too short for one window of every stream (of every process)."""
-    assert config.batch_size is not None and config.bptt is not None
-    need = world * config.batch_size * (config.bptt + 1)
+    assert config.task.batch_size is not None and config.task.bptt is not None
+    need = world * config.task.batch_size * (config.task.bptt + 1)
     if len(data.train_ids) < need:
         raise ConfigError(
             f"the training text has {len(data.train_ids)} tokens, fewer than one window needs "
-            f"(batch size {config.batch_size} x (bptt {config.bptt} + 1) = {need // world}"
+            f"(batch size {config.task.batch_size} x (bptt {config.task.bptt} + 1) = {need // world}"
             f"{f' per process, {world} processes' if world > 1 else ''}); "
             "use a longer corpus or smaller --batch-size/--bptt"
         )
@@ -52,5 +52,5 @@ def open_lm(
         stored = (ckpt.weights_metadata(info.path, "last") or {}).get("trainer")
         kept = str(stored.get("precision") or "fp32") if isinstance(stored, dict) else "fp32"
         config, chosen, seconds, amp_dtype = choose(config, data, device, dctx, kept)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.run.seed)
     return OpenedTask(LMTask(config, data, device, amp_dtype, dctx), config, amp_dtype, chosen, seconds)

@@ -47,7 +47,7 @@ def train_ngram(
         model = KneserNeyModel.estimate(data.train_ids, tok.vocab_size, config.ngram_order)
         writer.begin(model.config, tok, config.to_dict())
         estimated = time.perf_counter() - t0
-        score = data.score_validation(model, config.eval_tokens)
+        score = data.score_validation(model, config.run.eval_tokens)
         rec: dict[str, Any] = {
             "type": "valid",
             "step": 0,
