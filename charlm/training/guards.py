@@ -43,8 +43,10 @@ class Guards:
         assert s.best_valid is not None  # record_validation set it
         stop_allowed = self.config.run.patience is None and not self.ending
         verdict = baselines.overfit_verdict(s.bad_evals, loss, s.best_valid, stop_allowed)
+        if verdict is None:
+            return out, False
         at = f" at step {s.best_step}" if s.best_step is not None else ""
-        rose = (
+        rose = (  # a verdict implies a best above 0 (overfit_verdict)
             f"{s.bad_evals} validations since the best, validation is at {loss:.4f}, "
             f"{100 * (loss / s.best_valid - 1):.0f}% above its best {s.best_valid:.4f}{at}"
         )
