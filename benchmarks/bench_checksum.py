@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from charlm.checkpoint import BEST, _load_tensors, load_for_inference, tensor_digest, write_inference_checkpoint
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
+from charlm.checkpoint import BEST, load_for_inference, write_inference_checkpoint
+from charlm.checkpoint.tensors import load_tensors, tensor_digest
+from charlm.data.tokenizers import fit_tokenizer
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,7 @@ def main() -> None:
         for _ in range(args.repeats):
             verified.append(timed(lambda: load_for_inference(ckpt, verify=True)))
             unverified.append(timed(lambda: load_for_inference(ckpt, verify=False)))
-            tensors, _ = _load_tensors(ckpt / BEST, verify=False)
+            tensors, _ = load_tensors(ckpt / BEST, verify=False)
             digest.append(timed(lambda t=tensors: tensor_digest(t)))
     load_after = os.getloadavg()[0]
 

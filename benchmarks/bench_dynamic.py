@@ -8,7 +8,7 @@ For each of two setups:
 - word: corpora/wikitext-2.valid.txt as training text (its last 10% the run's
   validation text), corpora/wikitext-2.test.txt held out;
 it trains an RNN for --budget seconds (charlm's defaults, width chosen for the
-budget) and KN models of a few orders (`train(TrainConfig(model="kn"))`), then
+budget) and KN models of a few orders (`train(TrainConfig.from_options(corpus, model="kn"))`), then
 scores the held-out text exactly (one stream, `charlm perplexity`'s protocol):
 each model alone; the mixture with the RNN whose weight is chosen on the RNN
 run's validation text (`choose_weight`, as `perplexity --interpolate` does);
@@ -33,18 +33,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's charlm, whatever is installed
 
-from charlm.checkpoint import load_for_inference  # noqa: E402
-from charlm.corpus import corpus_files, split_offset  # noqa: E402
-from charlm.dynamic import (  # noqa: E402
+from charlm.checkpoint.store import load_for_inference  # noqa: E402
+from charlm.data.corpus import corpus_files, split_offset  # noqa: E402
+from charlm.evaluation import choose_weight, context_id, evaluate_file, evaluate_file_mixture  # noqa: E402
+from charlm.evaluation.dynamic import (  # noqa: E402
     RMS_DECAY,
     RMS_TOKENS,
     DynamicOptions,
     evaluate_text_dynamic,
     gradient_rms,
 )
-from charlm.evaluate import choose_weight, context_id, evaluate_file, evaluate_file_mixture  # noqa: E402
-from charlm.model import RNNLanguageModel  # noqa: E402
-from charlm.train import TrainConfig, prepare_data, train  # noqa: E402
+from charlm.models.rnn import RNNLanguageModel  # noqa: E402
+from charlm.training import TrainConfig, prepare_data, train  # noqa: E402
 
 CORPORA = ROOT / "corpora"
 OUT = ROOT / "benchmarks" / "out"
@@ -98,7 +98,7 @@ def run(setup: dict, budget: float, dyn_tokens: int, lrs: list[float], segments:
     name, level = setup["name"], setup["level"]
     rnn_dir = OUT / f"dyn-{name}-rnn"
     t0 = time.perf_counter()
-    cfg = TrainConfig(corpus=(str(setup["corpus"]),), out=str(rnn_dir), level=level, time_budget=budget)
+    cfg = TrainConfig.from_options(corpus=(str(setup["corpus"]),), out=str(rnn_dir), level=level, time_budget=budget)
     result = train(cfg, overwrite=True)
     train_s = time.perf_counter() - t0
     rnn, tok, info = load_for_inference(rnn_dir)
@@ -123,7 +123,9 @@ def run(setup: dict, budget: float, dyn_tokens: int, lrs: list[float], segments:
     for order in setup["orders"]:
         kn_dir = OUT / f"dyn-{name}-kn{order}"
         t = time.perf_counter()
-        cfg = TrainConfig(corpus=(str(setup["corpus"]),), out=str(kn_dir), level=level, model="kn", order=order)
+        cfg = TrainConfig.from_options(
+            corpus=(str(setup["corpus"]),), out=str(kn_dir), level=level, model="kn", order=order
+        )
         train(cfg, overwrite=True)
         est = time.perf_counter() - t
         kn, kn_tok, _ = load_for_inference(kn_dir)
@@ -172,7 +174,7 @@ def sweep(checkpoints: list[Path], chars: int, grid: list[tuple[str, int, float]
         rnn, tok, info = load_for_inference(ckpt)
         assert isinstance(rnn, RNNLanguageModel)
         config = TrainConfig.from_dict(info.train_config)
-        corpus = Path(config.corpus[0])
+        corpus = Path(config.data.corpus[0])
         text = corpus.read_bytes()[split_offset(corpus_files([corpus]), 0.1) :].decode("utf-8")
         text = text[: text.rfind("\n", 0, chars) + 1]
         train_ids = prepare_data(config, tok).train_ids

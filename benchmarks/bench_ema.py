@@ -1,9 +1,9 @@
 """Does an exponential moving average of the weights beat the final weights of a budgeted run?
 
 Issue 10 lists weight averaging (EMA / Polyak) as a lever to measure. This trains
-one run with the library (`charlm.train.train`, the defaults the CLI would use for
+one run with the library (`charlm.training.train`, the defaults the CLI would use for
 the budget) while keeping EMA copies of the weights at several decays alongside
-(wrapping the trainer's `train_step`, so the run itself is unchanged), then scores
+(wrapping the loop's `apply_gradients`, so the run itself is unchanged), then scores
 the run's final weights and each average on the same validation ids with the same
 function validation uses. The comparison is within one run, so machine speed does
 not enter it. Results are appended to benchmarks/results_ema.md.
@@ -24,11 +24,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-import charlm.train as train_mod  # noqa: E402
-from charlm.checkpoint import load_for_inference  # noqa: E402
-from charlm.config import TrainConfig  # noqa: E402
-from charlm.evaluate import evaluate_ids  # noqa: E402
-from charlm.tokenizers import line_start_id  # noqa: E402
+import charlm.training.loop as loop_mod  # noqa: E402
+from charlm.checkpoint.store import load_for_inference  # noqa: E402
+from charlm.data.tokenizers import line_start_id  # noqa: E402
+from charlm.evaluation.scoring import evaluate_ids  # noqa: E402
+from charlm.training import TrainConfig, prepare_data, train  # noqa: E402
 
 DECAYS = (0.99, 0.995, 0.998, 0.999)
 
@@ -48,13 +48,13 @@ def main() -> None:
     out = HERE / "out" / "ema"
     limit = {"max_steps": a.steps, "hidden_size": 256, "batch_size": 16, "lr": 5e-3, "dropout": 0.0} if a.steps else {
         "time_budget": a.budget}  # fmt: skip
-    config = TrainConfig(corpus=(str(ROOT / a.corpus),), out=str(out), **limit)  # type: ignore[arg-type]
+    config = TrainConfig.from_options(corpus=(str(ROOT / a.corpus),), out=str(out), **limit)  # type: ignore[arg-type]
     averages: dict[float, list[torch.Tensor]] = {}
-    real_step = train_mod.train_step
+    real_step = loop_mod.apply_gradients
     owner: list[object] = []
 
-    def step_with_ema(net, optimizer, *args, **kwargs):  # type: ignore[no-untyped-def]
-        result = real_step(net, optimizer, *args, **kwargs)
+    def step_with_ema(optimizer, *args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_step(optimizer, *args, **kwargs)
         params = [p.detach() for g in optimizer.param_groups for p in g["params"]]
         if owner and owner[0] is not optimizer:  # autosize's speed measurement ran first: start again
             averages.clear()
@@ -66,9 +66,9 @@ def main() -> None:
                 torch._foreach_lerp_(averages[d], params, 1 - d)
         return result
 
-    train_mod.train_step = step_with_ema
-    result = train_mod.train(config, overwrite=True)
-    data = train_mod.prepare_data(config)
+    loop_mod.apply_gradients = step_with_ema
+    result = train(config, overwrite=True)
+    data = prepare_data(config)
     model, tok, _ = load_for_inference(out, "last")
     ctx = line_start_id(tok)
     n = len(data.valid_ids)

@@ -33,11 +33,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from charlm import autosize  # noqa: E402
-from charlm.model import RNNLanguageModel  # noqa: E402
+from charlm.data.tokenizers import fit_tokenizer  # noqa: E402
+from charlm.models.rnn import RNNLanguageModel  # noqa: E402
 from charlm.sampling import DecodingOptions, generate, stream  # noqa: E402
-from charlm.tokenizers import fit_tokenizer  # noqa: E402
-from charlm.train import TrainConfig  # noqa: E402
+from charlm.training import TrainConfig, autosize  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 PROMPT = "ROMEO:"
@@ -56,7 +55,8 @@ class FusedStepModel(torch.nn.Module):
 
     @torch.no_grad()
     def step(self, ids, state=None):
-        logits, state = self.inner(ids[:, None], state)  # (B, 1, V)
+        fwd = self.inner(ids[:, None], state)  # (B, 1, V)
+        logits, state = fwd.logits, fwd.state
         return logits[:, 0], state
 
 
@@ -85,9 +85,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     tok = fit_tokenizer("char", CORPUS.read_text(encoding="utf-8"))
     torch.manual_seed(0)
-    # The default char model's shape at width 384. What charlm.autosize leaves open until a run starts is given:
+    # The default char model's shape at width 384. What training.autosize leaves open until a run starts is given:
     # the width, and a CPU run's batch and rate with no dropout, which do not change decoding.
-    train = TrainConfig(
+    train = TrainConfig.from_options(
         corpus=(str(CORPUS),), hidden_size=384, dropout=0.0, batch_size=autosize.default_batch("cpu"), lr=autosize.LR
     )
     cfg = train.model_config(tok.vocab_size)

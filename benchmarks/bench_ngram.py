@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charlm.ngram import CHUNK_TOKENS
+from charlm.models.ngram_estimate import CHUNK_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = ROOT / "corpora"
@@ -58,8 +58,8 @@ def measured(estimate) -> tuple[object, dict]:
 
 # ------------------------------------------------------------------ child tasks (one process each)
 def task_word(words: int) -> dict:
-    from charlm.ngram import KneserNeyModel, token_names
-    from charlm.tokenizers import fit_tokenizer
+    from charlm.data.tokenizers import fit_tokenizer
+    from charlm.models import KneserNeyModel, token_names
 
     text = "".join((CORPORA / f"wikitext-2.{part}.txt").read_text(encoding="utf-8") for part in ("valid", "test"))
     tok = fit_tokenizer("word", text)
@@ -80,7 +80,7 @@ def task_word(words: int) -> dict:
 
 def build_char_corpus(mb: float) -> tuple[Path, int]:
     """benchmarks/out/char{mb}mb.ids: corpora/*.txt repeated to `mb` MB, as uint8 char ids (built once)."""
-    from charlm.tokenizers import fit_tokenizer
+    from charlm.data.tokenizers import fit_tokenizer
 
     texts = [p.read_text(encoding="utf-8") for p in sorted(CORPORA.glob("*.txt"))]
     once = "".join(texts)
@@ -97,7 +97,7 @@ def build_char_corpus(mb: float) -> tuple[Path, int]:
 
 
 def task_char(path: str, vocab: int) -> dict:
-    from charlm.ngram import KneserNeyModel
+    from charlm.models.ngram import KneserNeyModel
 
     ids = np.memmap(path, dtype=np.uint8, mode="r")
     model, stats = measured(lambda: KneserNeyModel.estimate(ids, vocab, 7))
@@ -107,8 +107,8 @@ def task_char(path: str, vocab: int) -> dict:
 def task_ppl() -> dict:
     import torch
 
-    from charlm.ngram import KneserNeyModel
-    from charlm.tokenizers import fit_tokenizer
+    from charlm.data.tokenizers import fit_tokenizer
+    from charlm.models.ngram import KneserNeyModel
 
     torch.set_num_threads(1)
     train = (CORPORA / "wikitext-2.valid.txt").read_text(encoding="utf-8")
@@ -154,7 +154,7 @@ def report(word: dict, char: dict, ppl: dict, char_mb: float, load: tuple[float,
         f"numpy {np.__version__}. Load average {load[0]:.1f} at the start, {load[1]:.1f} at the end: the "
         "machine was shared with other workers, so times are noisy (to be re-run in a quiet session). "
         "Each row ran in its own process. base: its RSS before estimating (Python, numpy, torch, which "
-        "charlm.ngram imports, and the ids); peak: its maximum RSS; growth: peak - base, of which "
+        "charlm.models.ngram imports, and the ids); peak: its maximum RSS; growth: peak - base, of which "
         "'file' is file-backed (the pages of the memmapped ids that were read, freed under memory pressure).",
         "",
         "## Estimation",

@@ -37,12 +37,12 @@ from pathlib import Path
 
 import torch
 
-from charlm.checkpoint import load_for_inference, read_metrics, write_inference_checkpoint
-from charlm.data import split_train_valid
-from charlm.evaluate import DEFAULT_STREAMS, evaluate_text
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
-from charlm.train import TrainConfig, train
+from charlm.checkpoint.store import load_for_inference, read_metrics, write_inference_checkpoint
+from charlm.data.corpus import corpus_files, split_offset
+from charlm.data.tokenizers import fit_tokenizer
+from charlm.evaluation import DEFAULT_STREAMS, evaluate_text
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKES = ROOT / "corpora" / "tinyshakespeare.txt"
@@ -69,7 +69,7 @@ def default_model(ckpt: Path | None, text: str, train_minutes: float, tmp: Path)
     if train_minutes > 0:
         out = tmp / "trained"
         result = train(
-            TrainConfig(
+            TrainConfig.from_options(
                 corpus=(str(SHAKES),), out=str(out), time_budget=60 * train_minutes, device="cpu", precision="fp32"
             )
         )
@@ -86,7 +86,7 @@ def default_model(ckpt: Path | None, text: str, train_minutes: float, tmp: Path)
             out,
             True,
         )
-    train_text, _ = split_train_valid(text, 0.1)
+    train_text, _ = held_out(SHAKES)
     tok = fit_tokenizer("char", train_text)
     torch.manual_seed(0)
     model = RNNLanguageModel(ModelConfig(vocab_size=tok.vocab_size)).eval()
@@ -174,9 +174,16 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def held_out(path: Path, valid_fraction: float = 0.1) -> tuple[str, str]:
+    """(training text, validation text) cut where a training run's token cache cuts the file."""
+    data = path.read_bytes()
+    cut = split_offset(corpus_files([path]), valid_fraction)
+    return data[:cut].decode("utf-8"), data[cut:].decode("utf-8")
+
+
 def run(args: argparse.Namespace, tmp: Path) -> None:
     text = SHAKES.read_text(encoding="utf-8")
-    _, valid = split_train_valid(text, 0.1)
+    _, valid = held_out(SHAKES)
     model, tok, what, ck_default, trained = default_model(args.checkpoint, text, args.train_minutes, tmp)
     print(f"model: {what}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     load_start = os.getloadavg()

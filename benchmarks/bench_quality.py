@@ -66,13 +66,13 @@ def exact_nll(logits_of, ids: list[int], context: int) -> float:
 
 def charlm_on_ref_split(run: Path, corpus: Path) -> float:
     sys.path.insert(0, str(ROOT))
-    from charlm.checkpoint import load_for_inference
+    from charlm.checkpoint.store import load_for_inference
 
     model, tok, _ = load_for_inference(run, "best")
     _, valid = ref_split(corpus)
     ids = tok.encode(valid)
     context = tok.eos_id if tok.kind == "word" else tok.encode("\n")[0]
-    return exact_nll(lambda x, s: model(x, s), ids, context) / len(valid)  # nats per character, any level
+    return exact_nll(lambda x, s: tuple(model(x, s))[::2], ids, context) / len(valid)  # nats per character, any level
 
 
 def ref_on_ref_split(ckpt: Path, corpus: Path) -> float:

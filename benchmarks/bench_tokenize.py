@@ -35,9 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from charlm.corpus import read_corpus  # noqa: E402
-from charlm.tokcache import tokenized_corpus  # noqa: E402
-from charlm.tokenizers import fit_tokenizer, fit_tokenizer_stream  # noqa: E402
+from charlm.data.corpus import read_corpus  # noqa: E402
+from charlm.data.tokcache import tokenized_corpus  # noqa: E402
+from charlm.data.tokenizers import fit_tokenizer, fit_tokenizer_stream  # noqa: E402
 
 CORPORA = ROOT / "corpora"
 OUT = Path(__file__).resolve().parent / "out"

@@ -7,7 +7,7 @@ Measures, in one run:
   linear on 2048x2048 products), the denominator of the utilisation;
 - training tokens/s of the default char model at width 384 on tinyshakespeare
   (`charlm train corpora/tinyshakespeare.txt --hidden 384`: dropout, batch and
-  rate as charlm.autosize chooses them here, measuring fp32; the width is fixed
+  rate as charlm.training.autosize chooses them here, measuring fp32; the width is fixed
   so that runs compare, as autosize's measured choice moves with the machine's
   load) and of a word-level 2x650 LSTM (tied, bptt 35, batch 20, dropout 0.5,
   full softmax) on wikitext-2.valid.txt;
@@ -21,17 +21,17 @@ import argparse
 import datetime
 import platform
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charlm import autosize
-from charlm.data import batchify, get_batch
-from charlm.model import RNNLanguageModel, detach_state
-from charlm.train import TrainConfig, make_optimizer, measure_speed, prepare_data
+from charlm.data.batching import batchify, get_batch
+from charlm.models import RNNLanguageModel, detach_state
+from charlm.training import TrainConfig, autosize, prepare_data
+from charlm.training.optim import make_optimizer
+from charlm.training.speed import measure_speed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,21 +71,22 @@ def train_throughput(config: TrainConfig, steps: int) -> tuple[TrainConfig, dict
     config = choice.config
     if choice.reason:
         print(f"chosen: {choice.reason}")
-    assert config.batch_size is not None and config.bptt is not None
+    assert config.task.batch_size is not None and config.task.bptt is not None
     model = RNNLanguageModel(config.model_config(data.tokenizer.vocab_size))
     opt = make_optimizer(config, model)
-    src = batchify(data.train_ids, config.batch_size)
+    src = batchify(data.train_ids, config.task.batch_size)
     V = model.config.vocab_size
     hidden = None
 
     def step(i: int) -> None:
         nonlocal hidden
-        x, y = get_batch(src, (i * config.bptt) % (src.shape[1] - config.bptt - 1), config.bptt)
-        logits, hidden = model(x, hidden)
+        x, y = get_batch(src, (i * config.task.bptt) % (src.shape[1] - config.task.bptt - 1), config.task.bptt)
+        fwd = model(x, hidden)
+        logits, hidden = fwd.logits, fwd.state
         loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip, foreach=True)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip, foreach=True)
         opt.step()
         hidden = detach_state(hidden)
 
@@ -95,7 +96,7 @@ def train_throughput(config: TrainConfig, steps: int) -> tuple[TrainConfig, dict
     for i in range(steps):
         step(i)
     dt = time.perf_counter() - t
-    tps = steps * config.batch_size * config.bptt / dt
+    tps = steps * config.task.batch_size * config.task.bptt / dt
     return config, {
         "tokens_per_s": tps,
         "flops_per_token": 3 * model.flops_per_token(),
@@ -112,9 +113,8 @@ def main() -> None:
 
     peaks = matmul_peak()
     peak = max(peaks.values())
-    char_cfg = TrainConfig(corpus=(str(ROOT / "corpora" / "tinyshakespeare.txt"),), hidden_size=384)
-    word_cfg = replace(
-        char_cfg,
+    char_cfg = TrainConfig.from_options(corpus=(str(ROOT / "corpora" / "tinyshakespeare.txt"),), hidden_size=384)
+    word_cfg = char_cfg.replace(
         corpus=(str(ROOT / "corpora" / "wikitext-2.valid.txt"),),
         level="word",
         num_layers=2,
@@ -157,9 +157,9 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, cfg, r, achieved in rows:
-        shape = f"{cfg.num_layers}x{cfg.hidden_size} {cfg.cell}, emb {cfg.emb_size}"
+        shape = f"{cfg.model.num_layers}x{cfg.model.hidden_size} {cfg.model.cell}, emb {cfg.model.emb_size}"
         lines.append(
-            f"| {name} | {shape} | {cfg.batch_size}x{cfg.bptt} | {r['vocab']:,} | {r['params'] / 1e6:.2f}M | "
+            f"| {name} | {shape} | {cfg.task.batch_size}x{cfg.task.bptt} | {r['vocab']:,} | {r['params'] / 1e6:.2f}M | "
             f"{r['tokens_per_s']:,.0f} | {achieved:.1f} | {100 * achieved / peak:.1f}% |"
         )
     lines += [

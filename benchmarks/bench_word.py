@@ -4,7 +4,7 @@
                                     [--vs-tree 1cc06ff^ --tree-steps 150 --tree-rounds 3]
                                     [--budget 10m] [--wp] [--no-wikitext] [--out benchmarks/results_word.md]
 
-(a) Throughput, measured in one run: the real training step (`charlm.train.train_step`:
+(a) Throughput, measured in one run: the real training step (`charlm.training.tasks.lm.train_step`:
     forward, loss, backward, clip, AdamW) of the README's word configuration (2x650
     LSTM, embedding 650 tied, bptt 35, batch 20, dropout 0.5) on wikitext-2.valid.txt,
     with the full softmax (today's path) and with the adaptive softmax (clusters from
@@ -54,19 +54,19 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from bench_parity import checkout, cpu_name  # this directory: run as a script
 
-from charlm import autosize
 from charlm.cli.common import parse_duration
-from charlm.data import batchify, get_batch
-from charlm.evaluate import context_id, evaluate_ids
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.train import PreparedData, TrainConfig, make_optimizer, prepare_data, train_step
+from charlm.data.batching import batchify, get_batch
+from charlm.evaluation.scoring import context_id, evaluate_ids
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.training import PreparedData, TrainConfig, autosize, flat_options, prepare_data
+from charlm.training.optim import make_optimizer
+from charlm.training.tasks.lm import train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "corpora" / "wikitext-2.valid.txt"
@@ -77,7 +77,7 @@ OUT = ROOT / "benchmarks" / "out"
 
 def readme_config() -> TrainConfig:
     """The README's word example: 2x650, embedding 650 tied, dropout 0.5, bptt 35, batch 20."""
-    return TrainConfig(
+    return TrainConfig.from_options(
         corpus=(str(TRAIN),), valid=(str(TEST),), level="word", hidden_size=650, emb_size=650, tie_weights=True,
         dropout=0.5, dropout_input=0.0, dropout_embed=0.0, weight_drop=0.0, ar=0.0, tar=0.0,
         bptt=35, batch_size=20, lr=1e-3, adaptive_softmax=False,
@@ -87,11 +87,11 @@ def readme_config() -> TrainConfig:
 def throughput(full: TrainConfig, data: PreparedData, steps: int, rounds: int, quality_steps: int) -> dict:
     """Tokens/s of full and adaptive softmax taking turns on the same windows; optionally ppl after N steps each."""
     counts = np.bincount(np.asarray(data.train_ids), minlength=data.tokenizer.vocab_size)
-    adaptive, _ = autosize.output_layer(replace(full, adaptive_softmax=True), counts)
+    adaptive, _ = autosize.output_layer(full.replace(adaptive_softmax=True), counts)
     configs = {"full softmax": full, "adaptive softmax": adaptive}
     vocab = data.tokenizer.vocab_size
-    rows = batchify(np.asarray(data.train_ids), full.batch_size or 20)
-    bptt = full.bptt or 35
+    rows = batchify(np.asarray(data.train_ids), full.task.batch_size or 20)
+    bptt = full.task.bptt or 35
     runs = {}
     for name, c in configs.items():
         torch.manual_seed(0)
@@ -115,8 +115,8 @@ def throughput(full: TrainConfig, data: PreparedData, steps: int, rounds: int, q
     for name, run in runs.items():
         med = statistics.median(run["times"])
         out[name] = {
-            "tokens_per_s": steps * (full.batch_size or 20) * bptt / med,
-            "cutoffs": run["config"].adaptive_cutoffs,
+            "tokens_per_s": steps * (full.task.batch_size or 20) * bptt / med,
+            "cutoffs": run["config"].model.adaptive_cutoffs,
         }
     if quality_steps:
         test_ids = data.tokenizer.encode_array(TEST.read_text(encoding="utf-8")[:150_000])[:20_000]
@@ -129,7 +129,7 @@ def throughput(full: TrainConfig, data: PreparedData, steps: int, rounds: int, q
                 _, hidden = train_step(model, opt, None, x, y, hidden, c, None)
             score = evaluate_ids(model.eval(), test_ids, context_id(data.tokenizer), chars=0, nbytes=0, oov=0)
             out[name]["ppl"] = math.exp(score.loss)
-            out[name]["tokens_seen"] = quality_steps * (full.batch_size or 20) * bptt
+            out[name]["tokens_seen"] = quality_steps * (full.task.batch_size or 20) * bptt
     return out
 
 
@@ -202,7 +202,7 @@ def quality(name: str, train: Path, dev: Path, test: Path, extra: list[str], bud
     mixed = json.loads(charlm("perplexity", str(rnn), str(test), "--which", "last", "--interpolate", str(kn), "--json"))
     return {
         "model": meta["model"],
-        "train": {k: meta["train"][k] for k in keys},
+        "train": {k: flat_options(meta["train"])[k] for k in keys},
         "steps": max((m.get("step", 0) for m in metrics), default=0),
         "tokens_per_s": train_recs[-1]["tokens_per_s"] if train_recs else 0.0,
         "wall_s": wall,

@@ -3,7 +3,7 @@
 Issue 20: about one run in seven of this command ended with rank 1 printing
 "terminate called without an active exception" (SIGABRT) and torchrun reporting
 the job FAILED, after the checkpoint was written. The cause and the fix are in
-`charlm.distributed.DistContext._hold`; tests/test_distributed.py checks the
+`charlm.runtime.distributed.DistContext._hold`; tests/test_distributed.py checks the
 mechanism, and this loop the behaviour (the shape of
 tests/test_distributed.py::test_torchrun_two_processes_train_and_resume), the
 train-and-resume test itself included. Figures go to benchmarks/results_ddp_exit.md.

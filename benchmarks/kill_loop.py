@@ -62,7 +62,7 @@ def charlm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def check(run: Path, corpus: Path) -> str:
     """What a user relies on after a kill; '' when all holds, else what failed."""
     sys.path.insert(0, str(ROOT))
-    from charlm import checkpoint as ckpt
+    from charlm.checkpoint import store as ckpt
 
     if not ckpt.holds_run(run):
         return ""  # killed before the first save of a new run: nothing to lose (the next round starts anew)

@@ -3,7 +3,7 @@
     python benchmarks/search_defaults.py --budget 10m [--only NAME ...]            # wall-clock mode
     python benchmarks/search_defaults.py --budget 10m --steps-mode [--threads 1] [--only NAME]
 
-Each candidate is a full `charlm.train.train` run on corpora/tinyshakespeare.txt
+Each candidate is a full `charlm.training.train` run on corpora/tinyshakespeare.txt
 (90/10 split, the defaults of TrainConfig plus the candidate's overrides). The
 lowest validation loss reached within the budget decides. Results are appended
 to benchmarks/results_search.jsonl and summarised in benchmarks/results_search.md.
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from charlm.cli.common import parse_duration
-from charlm.train import TrainConfig, train
+from charlm.training import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,36 +48,40 @@ def measure_tps(overrides: dict, bursts: int = 3, steps: int = 12) -> float:
     """Best-of-`bursts` training tokens/s for a candidate (2 threads, real training step)."""
     import time
 
-    from charlm.data import batchify, get_batch
-    from charlm.model import RNNLanguageModel, detach_state
-    from charlm.train import make_optimizer, prepare_data
+    from charlm.data.batching import batchify, get_batch
+    from charlm.models import RNNLanguageModel, detach_state
+    from charlm.training import prepare_data
+    from charlm.training.optim import make_optimizer
 
-    cfg = TrainConfig(corpus=(str(ROOT / "corpora" / "tinyshakespeare.txt"),), **overrides)
+    cfg = TrainConfig.from_options(corpus=(str(ROOT / "corpora" / "tinyshakespeare.txt"),), **overrides)
     data = prepare_data(cfg)
     model = RNNLanguageModel(cfg.model_config(data.tokenizer.vocab_size)).train()
     opt = make_optimizer(cfg, model)
-    src = batchify(data.train_ids, cfg.batch_size)
+    src = batchify(data.train_ids, cfg.task.batch_size)
     V, hidden, best = model.config.vocab_size, None, 0.0
     for b in range(bursts + 1):
         t = time.perf_counter()
         for i in range(steps):
-            x, y = get_batch(src, i * cfg.bptt, cfg.bptt)
-            logits, hidden = model(x, hidden)
+            x, y = get_batch(src, i * cfg.task.bptt, cfg.task.bptt)
+            fwd = model(x, hidden)
+            logits, hidden = fwd.logits, fwd.state
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip, foreach=True)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip, foreach=True)
             opt.step()
             hidden = detach_state(hidden)
         if b > 0:  # the first burst warms up
-            best = max(best, steps * cfg.batch_size * cfg.bptt / (time.perf_counter() - t))
+            best = max(best, steps * cfg.task.batch_size * cfg.task.bptt / (time.perf_counter() - t))
     return best
 
 
 def run(name: str, overrides: dict, budget: float, max_steps: int | None = None, tps: float | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         limit = {"max_steps": max_steps} if max_steps else {"time_budget": budget}
-        cfg = TrainConfig(corpus=(str(ROOT / "corpora" / "tinyshakespeare.txt"),), out=tmp, **limit, **overrides)
+        cfg = TrainConfig.from_options(
+            corpus=(str(ROOT / "corpora" / "tinyshakespeare.txt"),), out=tmp, **limit, **overrides
+        )
         res = train(cfg)
     valids = [(r["elapsed"], r["valid_loss"]) for r in res.history if r["type"] == "valid"]
     return {
@@ -149,8 +153,8 @@ def main() -> None:
     for name, overrides in chosen.items():
         steps = None
         if args.steps_mode:
-            cfg = TrainConfig(corpus=("x",), **overrides)
-            steps = int(budget * tps[name] / (cfg.batch_size * cfg.bptt))
+            cfg = TrainConfig.from_options(corpus=("x",), **overrides)
+            steps = int(budget * tps[name] / (cfg.task.batch_size * cfg.task.bptt))
         r = run(name, overrides, budget, steps, tps[name])
         print(
             f"{name}: best valid {r['best_valid_loss']:.4f} nats/char ({r['best_valid_bpc']:.3f} "

@@ -30,3 +30,12 @@ class DivergedError(CharlmError):
 class StorageError(CharlmError):
     """A file could not be written or a directory is in use: disk full, no
     permission, a read-only file system, another process training into it."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason  # the system's words for a failed file operation, for a caller that rephrases it
+
+
+def one_line(s: str) -> str:
+    """`s` with every run of whitespace (newlines included) as one space: a message that stays on one line."""
+    return " ".join(s.split())

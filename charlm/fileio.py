@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from charlm.errors import StorageError
 
@@ -30,7 +31,8 @@ except ImportError:  # pragma: no cover - Windows
 LOCK_FILE = ".lock"
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask, which decides the permissions of what `open()` and `mkdir()` create."""
     umask = os.umask(0)  # the umask can only be read by setting it
     os.umask(umask)
     return umask
@@ -45,23 +47,25 @@ def storage_error(exc: OSError, path: Path, what: str = "write") -> StorageError
         13: "check the permissions",  # EACCES
         30: "choose a writable location",  # EROFS
     }.get(exc.errno or 0, "check the disk and the permissions")
-    return StorageError(f"cannot {what} {path}: {reason}; {fix} (the previous file is kept)")
+    return StorageError(f"cannot {what} {path}: {reason}; {fix} (the previous file is kept)", reason)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Run `write(tmp_name)` to fill a temporary file beside `path`, then make it `path` atomically.
+@contextmanager
+def _replacing(path: Path) -> Iterator[str]:
+    """The name of a fresh temporary file beside `path`; once the block has filled it, it becomes `path`.
 
-    The file gets the permissions a plain `open()` would give (not mkstemp's 0600).
+    The file gets the permissions a plain `open()` would give (not mkstemp's 0600). It is
+    fsynced, renamed over `path` and the directory fsynced; on any error it is removed, and
+    an OSError becomes a one-line StorageError.
     """
-    path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise storage_error(exc, path) from None
     try:
         os.close(fd)
-        os.chmod(tmp, 0o666 & ~_umask())
-        write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -72,6 +76,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Run `write(tmp_name)` to fill a temporary file beside `path`, then make it `path` atomically."""
+    with _replacing(Path(path)) as tmp:
+        write(tmp)
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """A binary file to write in pieces; when the block ends without an error it atomically becomes `path`."""
+    with _replacing(Path(path)) as tmp, open(tmp, "wb") as f:
+        yield f
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -140,7 +157,7 @@ class DirectoryLock:
             return self
         path = self.directory / LOCK_FILE
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
         except OSError as exc:
             raise storage_error(exc, path, "create") from None
         try:

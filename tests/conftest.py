@@ -46,7 +46,7 @@ def out_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def held_out_text():
     """f(path, valid_fraction=0.1): the validation text the token cache holds out of one corpus file."""
-    from charlm.corpus import corpus_files, split_offset
+    from charlm.data.corpus import corpus_files, split_offset
 
     def held_out(path: Path, valid_fraction: float = 0.1) -> str:
         cut = split_offset(corpus_files([path]), valid_fraction)

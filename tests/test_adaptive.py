@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from charlm import autosize
-from charlm import checkpoint as ckpt
-from charlm.config import TrainConfig
+from charlm.checkpoint import store as ckpt
 from charlm.errors import ConfigError
-from charlm.evaluate import evaluate_ids
-from charlm.model import ModelConfig, RNNLanguageModel
+from charlm.evaluation.scoring import evaluate_ids
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.training import autosize
+from charlm.training.config import TrainConfig
 
 V, CUTS = 23, (5, 11)
 
@@ -34,7 +34,7 @@ def tiny(seed: int = 0, **kw) -> RNNLanguageModel:
 @pytest.mark.parametrize("tie", [True, False])
 def test_the_distribution_covers_the_vocabulary_and_sums_to_one(tie):
     model = tiny(tie_weights=tie, emb_size=4)
-    logp, _ = model(torch.randint(0, V, (3, 7)))
+    logp = model(torch.randint(0, V, (3, 7))).logits
     assert logp.shape == (3, 7, V)
     assert torch.allclose(logp.exp().sum(-1), torch.ones(3, 7), atol=1e-5)
     step_logp, _ = model.step(torch.randint(0, V, (4,)))
@@ -44,7 +44,7 @@ def test_the_distribution_covers_the_vocabulary_and_sums_to_one(tie):
 def test_step_equals_forward():
     model = tiny()
     ids = torch.randint(0, V, (2, 5))
-    whole, _ = model(ids)
+    whole = model(ids).logits
     state = None
     for t in range(5):
         one, state = model.step(ids[:, t], state)
@@ -55,9 +55,9 @@ def test_step_equals_forward():
 def test_the_training_loss_is_the_nll_of_the_log_probs(cuts):
     model = tiny(adaptive_cutoffs=cuts)
     x, y = torch.randint(0, V, (3, 8)), torch.randint(0, V, (3, 8))
-    logp, _ = model(x)
+    logp = model(x).logits
     expected = F.cross_entropy(logp.reshape(-1, V), y.reshape(-1))  # log-probs as logits: the NLL
-    loss, _ = model(x, targets=y)
+    loss = model(x, targets=y).loss
     assert loss.shape == () and loss.item() == pytest.approx(expected.item(), rel=1e-5)
     by_hand = -logp.gather(-1, y[..., None]).mean() if cuts else expected
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
@@ -68,7 +68,7 @@ def test_perplexity_through_evaluate_equals_the_full_vocabulary_computation():
     ids = np.random.default_rng(0).integers(0, V, 200)
     score = evaluate_ids(model, ids, 1, chars=len(ids), nbytes=len(ids), oov=0, exact=True)
     x = torch.from_numpy(np.concatenate([[1], ids[:-1]]))[None]
-    logp = torch.log_softmax(model(x)[0][0].double(), -1)  # a full softmax over the same probabilities
+    logp = torch.log_softmax(model(x).logits[0].double(), -1)  # a full softmax over the same probabilities
     nll = -logp.gather(1, torch.from_numpy(ids)[:, None]).mean().item()
     assert score.tokens == len(ids) and score.loss == pytest.approx(nll, rel=1e-5)
     assert score.perplexity == pytest.approx(math.exp(nll), rel=1e-4)
@@ -84,9 +84,9 @@ def test_the_training_paths_gradients_equal_the_log_probs_ones(cuts):
         torch.manual_seed(1)
         x, y = torch.randint(0, V, (3, 8)), torch.randint(0, V, (3, 8))
         if targets:
-            loss = model(x, targets=y)[0]
+            loss = model(x, targets=y).loss
         else:
-            loss = F.cross_entropy(model(x)[0].reshape(-1, V), y.reshape(-1))  # log-probs or logits
+            loss = F.cross_entropy(model(x).logits.reshape(-1, V), y.reshape(-1))  # log-probs or logits
         loss.backward()
         assert all(p.grad is not None and not p.grad.is_sparse for p in model.parameters())
         grads.append({n: p.grad for n, p in model.named_parameters()})
@@ -130,16 +130,13 @@ def test_config_and_weights_round_trip_and_old_configs_load_as_full_softmax(tmp_
     fresh = RNNLanguageModel(config).eval()
     ckpt.load_model_tensors(fresh, load_file(tmp_path / "w.safetensors"), tmp_path / "w.safetensors")
     ids = torch.randint(0, V, (2, 4))
-    assert torch.equal(fresh(ids)[0], model(ids)[0])
+    assert torch.equal(fresh(ids).logits, model(ids).logits)
     old = {k: v for k, v in model.config.to_dict().items() if k != "adaptive_cutoffs"}
     assert ModelConfig.from_dict(old).adaptive_cutoffs is None
-    assert (
-        TrainConfig.from_dict(TrainConfig(corpus=("x",)).to_dict() | {"adaptive_softmax": None}).adaptive_softmax
-        is None
-    )
-    stored = TrainConfig(corpus=("x",)).to_dict()
-    del stored["adaptive_softmax"]
-    assert TrainConfig.from_dict(stored).adaptive_softmax is False  # a run that predates it
+    flat = TrainConfig.from_options(corpus=("x",)).options()  # checkpoint.json's "train" before the sections
+    assert TrainConfig.from_dict(flat).model.adaptive_softmax is None
+    del flat["adaptive_softmax"]
+    assert TrainConfig.from_dict(flat).model.adaptive_softmax is False  # a run that predates it
 
 
 @pytest.mark.parametrize("cuts", [(), (0, 4), (5, 5), (5, V)])
@@ -153,23 +150,25 @@ def test_clusters_are_chosen_from_frequencies_and_only_where_they_pay():
     cuts = autosize.choose_cutoffs(zipf)
     assert cuts is not None and list(cuts) == sorted(cuts) and cuts[-1] < len(zipf)
     assert autosize.choose_cutoffs(zipf[:300]) is None  # too small to gain
-    word = TrainConfig(corpus=("x",), level="word")
+    word = TrainConfig.from_options(corpus=("x",), level="word")
     on, why = autosize.output_layer(word, zipf)
-    assert on.adaptive_softmax and on.adaptive_cutoffs == cuts and "adaptive softmax" in why
-    assert autosize.output_layer(word, zipf[:2000])[0].adaptive_softmax is False  # below ADAPTIVE_MIN_VOCAB
-    assert autosize.output_layer(TrainConfig(corpus=("x",)), zipf)[0].adaptive_softmax is False  # char level
+    assert on.model.adaptive_softmax and on.model.adaptive_cutoffs == cuts and "adaptive softmax" in why
+    assert autosize.output_layer(word, zipf[:2000])[0].model.adaptive_softmax is False  # below ADAPTIVE_MIN_VOCAB
+    assert (
+        autosize.output_layer(TrainConfig.from_options(corpus=("x",)), zipf)[0].model.adaptive_softmax is False
+    )  # char level
     with pytest.raises(ConfigError, match="too small for an adaptive softmax"):
-        autosize.output_layer(TrainConfig(corpus=("x",), adaptive_softmax=True), zipf[:100])
+        autosize.output_layer(TrainConfig.from_options(corpus=("x",), adaptive_softmax=True), zipf[:100])
 
 
 def test_a_word_run_with_an_adaptive_softmax_checkpoints_evaluates_and_generates(tmp_path, tiny_corpus):
-    from charlm.checkpoint import load_for_inference
-    from charlm.evaluate import evaluate_text
+    from charlm.checkpoint.store import load_for_inference
+    from charlm.evaluation.scoring import evaluate_text
     from charlm.sampling import DecodingOptions, generate
-    from charlm.train import train
+    from charlm.training import train
 
     out = tmp_path / "run"
-    c = TrainConfig(
+    c = TrainConfig.from_options(
         corpus=(str(tiny_corpus),), out=str(out), level="word", hidden_size=8, dropout=0.0, batch_size=2, lr=1e-2,
         max_steps=6, eval_interval=3, adaptive_softmax=True, adaptive_cutoffs=(4, 9),
     )  # fmt: skip

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
-from charlm import autosize
-from charlm.config import TrainConfig
+from charlm.training import autosize
+from charlm.training.config import TrainConfig
 
 
 def speeds(table: dict[int, float]):
@@ -15,7 +13,7 @@ def speeds(table: dict[int, float]):
     measured: list[int] = []
 
     def measure(config_or_width):
-        width = config_or_width if isinstance(config_or_width, int) else config_or_width.hidden_size
+        width = config_or_width if isinstance(config_or_width, int) else config_or_width.model.hidden_size
         measured.append(width)
         return table[width]
 
@@ -46,7 +44,7 @@ def test_dropout_follows_the_passes_over_the_text(epochs, expected):
 
 def test_resolve_fills_only_what_was_left_open(monkeypatch):
     measure, measured = speeds(dict.fromkeys(autosize.WIDTHS, 1e9))
-    c = TrainConfig(corpus=("x",), hidden_size=100, dropout=0.3, batch_size=7, lr=1e-3, time_budget=60)
+    c = TrainConfig.from_options(corpus=("x",), hidden_size=100, dropout=0.3, batch_size=7, lr=1e-3, time_budget=60)
     choice = autosize.resolve(c, 10**6, "cpu", measure)
     assert choice.config == c.with_level_defaults() and measured == [] and choice.reason == ""
 
@@ -54,21 +52,21 @@ def test_resolve_fills_only_what_was_left_open(monkeypatch):
 def test_resolve_with_a_budget_measures_and_says_why():
     table = {128: 60_000, 192: 40_000, 256: 30_000, 384: 10_000}
     measure, measured = speeds(table)
-    choice = autosize.resolve(TrainConfig(corpus=("x",), time_budget=100), 1_000_000, "cpu", measure)
+    choice = autosize.resolve(TrainConfig.from_options(corpus=("x",), time_budget=100), 1_000_000, "cpu", measure)
     c = choice.config
-    assert (c.hidden_size, c.batch_size, c.lr) == (256, 16, autosize.LR)
-    assert c.dropout == 0.1  # 30,000 tokens/s x 100 s = 3.0M tokens: 3 passes over 1.0M
+    assert (c.model.hidden_size, c.task.batch_size, c.optim.lr) == (256, 16, autosize.LR)
+    assert c.model.dropout == 0.1  # 30,000 tokens/s x 100 s = 3.0M tokens: 3 passes over 1.0M
     assert measured == [128, 192, 256, 384]  # the speed found while choosing serves the dropout too
     assert "2x256" in choice.reason and "dropout" in choice.reason and c.resolved
 
 
 def test_resolve_without_a_budget_sizes_by_the_corpus_and_measures_nothing():
     measure, measured = speeds({})
-    small = autosize.resolve(TrainConfig(corpus=("x",), max_steps=100), 100_000, "cpu", measure).config
-    big = autosize.resolve(TrainConfig(corpus=("x",), epochs=1.0), 100_000_000, "cuda", measure).config
-    assert small.hidden_size < big.hidden_size and measured == []
-    assert small.batch_size == 16 and big.batch_size == 64
-    assert big.dropout == 0.0  # one pass over the text
+    small = autosize.resolve(TrainConfig.from_options(corpus=("x",), max_steps=100), 100_000, "cpu", measure).config
+    big = autosize.resolve(TrainConfig.from_options(corpus=("x",), epochs=1.0), 100_000_000, "cuda", measure).config
+    assert small.model.hidden_size < big.model.hidden_size and measured == []
+    assert small.task.batch_size == 16 and big.task.batch_size == 64
+    assert big.model.dropout == 0.0  # one pass over the text
 
 
 def test_bf16_is_used_only_when_measured_enough_faster():
@@ -84,63 +82,74 @@ def test_auto_precision_is_measured_per_width_and_the_width_uses_the_faster(monk
     seen = []
 
     def measure(c):
-        seen.append((c.precision, c.hidden_size))
-        return table[(c.precision, c.hidden_size)]
+        seen.append((c.run.precision, c.model.hidden_size))
+        return table[(c.run.precision, c.model.hidden_size)]
 
     monkeypatch.setattr(autosize, "WIDTHS", (128, 256, 384, 512))
-    config = TrainConfig(corpus=("x",), time_budget=100.0, batch_size=16)
+    config = TrainConfig.from_options(corpus=("x",), time_budget=100.0, batch_size=16)
     choice = autosize.resolve(config, 10_000_000, "cpu", measure, bf16=True)
-    assert (choice.config.hidden_size, choice.precision) == (384, "bf16")
+    assert (choice.config.model.hidden_size, choice.precision) == (384, "bf16")
     assert "bf16" in choice.reason
-    assert choice.config.precision == "auto"  # a resume elsewhere decides again
+    assert choice.config.run.precision == "auto"  # a resume elsewhere decides again
     assert all(p in ("fp32", "bf16") for p, _ in seen)
     seen.clear()
     plain = autosize.resolve(config, 10_000_000, "cpu", measure, bf16=False)
-    assert plain.precision is None and plain.config.hidden_size == 256
+    assert plain.precision is None and plain.config.model.hidden_size == 256
     assert {p for p, _ in seen} == {"fp32"}  # without bf16, auto is measured as fp32
-    explicit = autosize.resolve(TrainConfig(corpus=("x",), hidden_size=512, time_budget=100.0), 1, "cpu",
+    explicit = autosize.resolve(TrainConfig.from_options(corpus=("x",), hidden_size=512, time_budget=100.0), 1, "cpu",
                                 measure, bf16=True)  # fmt: skip
-    assert explicit.precision == "bf16" and explicit.config.hidden_size == 512
+    assert explicit.precision == "bf16" and explicit.config.model.hidden_size == 512
 
 
 def test_a_resume_keeps_the_precision_the_run_trained_in_without_measuring(monkeypatch):
     """Re-measuring on resume could flip fp32/bf16 on noise and break resume == one long run."""
     import torch
 
-    import charlm.train as train_mod
+    from charlm.training import speed
 
-    monkeypatch.setattr(train_mod, "resolve_precision", lambda name, device, cell: name)
-    resolved = TrainConfig(corpus=("x",), hidden_size=8, dropout=0.0, batch_size=2, lr=1e-3)
+    monkeypatch.setattr(speed, "resolve_precision", lambda name, device, cell: name)
+    resolved = TrainConfig.from_options(corpus=("x",), hidden_size=8, dropout=0.0, batch_size=2, lr=1e-3)
     cpu = torch.device("cpu")
     for candidate, kept, expected in [(True, "bf16", "bf16"), (True, "fp32", "auto"), (False, "bf16", "auto")]:
-        monkeypatch.setattr(train_mod, "cpu_bf16_candidate", lambda cell, c=candidate: c)
-        config, why, seconds, precision = train_mod._choose(resolved, None, cpu, None, kept)  # type: ignore[arg-type]
+        monkeypatch.setattr(speed, "cpu_bf16_candidate", lambda cell, c=candidate: c)
+        config, why, seconds, precision = speed.choose(resolved, None, cpu, None, kept)  # type: ignore[arg-type]
         assert (precision, why, seconds) == (expected, "", 0.0)  # auto without bf16 is fp32 on a CPU
 
 
 def test_char_level_keeps_its_measured_defaults():
-    c = autosize.resolve(TrainConfig(corpus=("x",), max_steps=100), 100_000, "cpu", speeds({})[0]).config
-    assert (c.emb_size, c.bptt, c.tie_weights, c.adaptive_softmax) == (64, 100, False, False)
-    assert (c.dropout_input, c.dropout_embed, c.weight_drop, c.ar, c.tar) == (0.0, 0.0, 0.0, 0.0, 0.0)
+    c = autosize.resolve(TrainConfig.from_options(corpus=("x",), max_steps=100), 100_000, "cpu", speeds({})[0]).config
+    assert (c.model.emb_size, c.task.bptt, c.model.tie_weights, c.model.adaptive_softmax) == (64, 100, False, False)
+    assert (c.model.dropout_input, c.model.dropout_embed, c.model.weight_drop, c.task.ar, c.task.tar) == (
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    )
 
 
 def test_word_level_defaults_tie_a_hidden_wide_embedding_and_regularise_by_passes():
     table = {128: 60_000, 192: 40_000, 256: 30_000, 384: 10_000, 512: 1_000}
     measure, measured = speeds(table)
-    word = TrainConfig(corpus=("x",), level="word", time_budget=100)
+    word = TrainConfig.from_options(corpus=("x",), level="word", time_budget=100)
     choice = autosize.resolve(word, 200_000, "cpu", measure)
     c = choice.config
-    assert c.resolved and (c.emb_size, c.tie_weights, c.bptt, c.lr) == (c.hidden_size, True, 50, autosize.WORD_LR)
-    passes = 100 * table[c.hidden_size] / 200_000
-    assert passes > 5 and c.dropout == autosize.word_regularisers(passes)["dropout"] > 0.3
-    assert c.weight_drop > 0 and c.dropout_embed > 0 and c.ar > 0
+    assert c.resolved and (c.model.emb_size, c.model.tie_weights, c.task.bptt, c.optim.lr) == (
+        c.model.hidden_size,
+        True,
+        50,
+        autosize.WORD_LR,
+    )
+    passes = 100 * table[c.model.hidden_size] / 200_000
+    assert passes > 5 and c.model.dropout == autosize.word_regularisers(passes)["dropout"] > 0.3
+    assert c.model.weight_drop > 0 and c.model.dropout_embed > 0 and c.task.ar > 0
     assert "embedding" in choice.reason and "weight drop" in choice.reason
-    few = autosize.resolve(replace(word, time_budget=1), 200_000, "cpu", speeds(table)[0]).config
-    assert few.dropout < c.dropout and few.weight_drop == 0.0  # under one pass: light regularisation
-    mine = autosize.resolve(replace(word, emb_size=100, dropout=0.5, bptt=35), 200_000, "cpu", measure).config
-    assert (mine.emb_size, mine.dropout, mine.bptt) == (100, 0.5, 35)  # explicit options win
-    untied = autosize.resolve(replace(word, tie_weights=False), 200_000, "cpu", measure).config
-    assert untied.resolved and untied.emb_size == untied.hidden_size and untied.tie_weights is False
+    few = autosize.resolve(word.replace(time_budget=1), 200_000, "cpu", speeds(table)[0]).config
+    assert few.model.dropout < c.model.dropout and few.model.weight_drop == 0.0  # under one pass: light regularisation
+    mine = autosize.resolve(word.replace(emb_size=100, dropout=0.5, bptt=35), 200_000, "cpu", measure).config
+    assert (mine.model.emb_size, mine.model.dropout, mine.task.bptt) == (100, 0.5, 35)  # explicit options win
+    untied = autosize.resolve(word.replace(tie_weights=False), 200_000, "cpu", measure).config
+    assert untied.resolved and untied.model.emb_size == untied.model.hidden_size and untied.model.tie_weights is False
 
 
 def _bf16_table(monkeypatch):
@@ -148,7 +157,7 @@ def _bf16_table(monkeypatch):
     table = {("fp32", 128): 90_000, ("bf16", 128): 80_000, ("fp32", 256): 30_000, ("bf16", 256): 35_000,
              ("fp32", 384): 14_000, ("bf16", 384): 28_000, ("fp32", 512): 8_000, ("bf16", 512): 16_000}  # fmt: skip
     monkeypatch.setattr(autosize, "WIDTHS", (128, 256, 384, 512))
-    return lambda c: table[(c.precision, c.hidden_size)]
+    return lambda c: table[(c.run.precision, c.model.hidden_size)]
 
 
 @pytest.mark.parametrize("bf16_gap, expected", [(0.0, (384, "bf16")), (0.01, (384, "bf16")), (0.5, (256, "fp32"))])
@@ -159,17 +168,17 @@ def test_bf16_is_kept_only_where_it_learns_as_fp32_does(monkeypatch, bf16_gap, e
     trials = []
 
     def learns(c):
-        trials.append(c.hidden_size)
+        trials.append(c.model.hidden_size)
         fp32 = [3.0 - 0.05 * i for i in range(autosize.BF16_CHECK_STEPS)]
         return {"fp32": fp32, "bf16": [fp32[0], *[v + bf16_gap for v in fp32[1:]]]}  # one start
 
-    config = TrainConfig(corpus=("x",), time_budget=100.0, batch_size=16)
+    config = TrainConfig.from_options(corpus=("x",), time_budget=100.0, batch_size=16)
     choice = autosize.resolve(config, 10_000_000, "cpu", measure, bf16=True, learns=learns)
-    assert (choice.config.hidden_size, choice.precision) == expected
+    assert (choice.config.model.hidden_size, choice.precision) == expected
     assert trials == [384]  # one trial, of the width bf16's speed chose
     monkeypatch.setattr(autosize, "BF16_MAX_WIDTH", 256)  # above it, bf16 is neither measured nor tried
     capped = autosize.resolve(config, 10_000_000, "cpu", measure, bf16=True, learns=learns)
-    assert (capped.config.hidden_size, capped.precision) == (256, "fp32" if bf16_gap == 0.5 else "bf16")
+    assert (capped.config.model.hidden_size, capped.precision) == (256, "fp32" if bf16_gap == 0.5 else "bf16")
     assert ("learns worse" in choice.reason) == (expected[1] == "fp32")
     fp32 = [3.0, 2.5, 2.0, 2.0, 2.0, 2.0]  # progress: 1.0
     just = 1.0 - (autosize.BF16_KEEP - autosize.BF16_LOSS_SLACK)  # bf16 ends here at the least progress allowed
@@ -180,12 +189,14 @@ def test_bf16_is_kept_only_where_it_learns_as_fp32_does(monkeypatch, bf16_gap, e
 def test_validation_time_counts_against_the_steps_the_budget_promises():
     # 16 x 100 tokens a step: 1,500 steps in 100 s need 24,000 tokens/s without validation
     table = {128: 90_000, 192: 50_000, 256: 30_000, 384: 20_000, 512: 9_000}
-    config = TrainConfig(corpus=("x",), time_budget=100, eval_tokens=0)  # validation scores the whole text
+    config = TrainConfig.from_options(corpus=("x",), time_budget=100, eval_tokens=0)  # validation scores the whole text
     alone = autosize.resolve(config, 10**7, "cpu", speeds(table)[0])
     # a validation text that takes as long to score as 250 steps take to train
     heavy = int(250 * 1600 * autosize.EVAL_SPEEDUP)
     busy = autosize.resolve(config, 10**7, "cpu", speeds(table)[0], valid_tokens=heavy)
-    assert alone.config.hidden_size == 256 and busy.config.hidden_size == 192  # 2 x 1,600 tokens a step: 48k/s
+    assert (
+        alone.config.model.hidden_size == 256 and busy.config.model.hidden_size == 192
+    )  # 2 x 1,600 tokens a step: 48k/s
     assert autosize.step_tokens(1600, heavy, 250) == 3200
 
 
@@ -194,14 +205,17 @@ def test_a_small_text_gets_a_narrower_model_whatever_the_machine(level):
     fast = dict.fromkeys(autosize.WIDTHS, 1e9)  # a machine fast enough for any width
     widths = []
     for tokens in (50_000, 200_000, 1_000_000, 10_000_000):
-        c = autosize.resolve(TrainConfig(corpus=("x",), level=level, time_budget=600), tokens, "cpu", speeds(fast)[0])
-        widths.append(c.config.hidden_size)
-        assert c.config.hidden_size <= autosize.max_width(level, tokens)
-        assert f"at most {c.config.hidden_size}" in c.reason
+        c = autosize.resolve(
+            TrainConfig.from_options(corpus=("x",), level=level, time_budget=600), tokens, "cpu", speeds(fast)[0]
+        )
+        widths.append(c.config.model.hidden_size)
+        assert c.config.model.hidden_size <= autosize.max_width(level, tokens)
+        assert f"at most {c.config.model.hidden_size}" in c.reason
     assert widths == sorted(widths) and widths[0] < widths[-1] == max(autosize.WIDTHS)
-    char = [autosize.resolve(TrainConfig(corpus=("x",), time_budget=600), n, "cpu", speeds(fast)[0]).config
+    char = [autosize.resolve(TrainConfig.from_options(corpus=("x",), time_budget=600), n, "cpu", speeds(fast)[0]).config
             for n in (100_000, 10**9)]  # fmt: skip
-    assert char[0].hidden_size < char[1].hidden_size == max(autosize.WIDTHS)  # characters too, from fewer tokens
+    narrow, wide = (c.model.hidden_size for c in char)
+    assert narrow < wide == max(autosize.WIDTHS)  # characters too, from fewer tokens
 
 
 @pytest.mark.parametrize("level", ["char", "word"])
@@ -210,10 +224,19 @@ def test_a_budget_that_would_only_buy_memorising_stops_at_max_passes(level):
     an explicit step or epoch limit is the user's."""
     fast = dict.fromkeys(autosize.WIDTHS, 50_000.0)
     most = autosize.MAX_PASSES[level]
-    small = autosize.resolve(TrainConfig(corpus=("x",), level=level, time_budget=600), 50_000, "cpu", speeds(fast)[0])
-    assert small.config.epochs == most and small.config.time_budget == 600
-    assert f"stop after {most:g} passes" in small.reason
-    big = autosize.resolve(TrainConfig(corpus=("x",), level=level), 10**9, "cpu", speeds(fast)[0])
-    assert big.config.epochs is None and "stop after" not in big.reason
-    mine = TrainConfig(corpus=("x",), level=level, max_steps=100_000)
-    assert autosize.resolve(mine, 50_000, "cpu", speeds(fast)[0]).config.epochs is None
+    small = autosize.resolve(
+        TrainConfig.from_options(corpus=("x",), level=level, time_budget=600), 1_000_000, "cpu", speeds(fast)[0]
+    )  # 50k tokens/s x 600 s: 30 passes
+    assert small.config.run.epochs == most and small.config.run.time_budget == 600
+    assert f"stop after {most:.3g} passes" in small.reason
+    # ... but a tiny text still gets MIN_CAPPED_STEPS steps: 500 x 16 x 100 char tokens over 50,000 is 16 passes
+    tiny = autosize.resolve(
+        TrainConfig.from_options(corpus=("x",), level=level, time_budget=600), 50_000, "cpu", speeds(fast)[0]
+    )
+    t = tiny.config.task
+    assert tiny.config.run.epochs == max(most, autosize.MIN_CAPPED_STEPS * t.batch_size * t.bptt / 50_000)
+    assert tiny.config.run.epochs * 50_000 >= autosize.MIN_CAPPED_STEPS * t.batch_size * t.bptt
+    big = autosize.resolve(TrainConfig.from_options(corpus=("x",), level=level), 10**9, "cpu", speeds(fast)[0])
+    assert big.config.run.epochs is None and "stop after" not in big.reason
+    mine = TrainConfig.from_options(corpus=("x",), level=level, max_steps=100_000)
+    assert autosize.resolve(mine, 50_000, "cpu", speeds(fast)[0]).config.run.epochs is None

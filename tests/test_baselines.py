@@ -9,14 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from charlm import baselines
-from charlm import checkpoint as ckpt
-from charlm import train as train_mod
+from charlm.checkpoint import store as ckpt
 from charlm.cli import main
-from charlm.evaluate import context_id, evaluate_ids
-from charlm.ngram import KneserNeyModel
-from charlm.ngram_train import train_ngram
-from charlm.train import TrainConfig, prepare_data, train
+from charlm.evaluation.scoring import context_id, evaluate_ids
+from charlm.models.ngram import KneserNeyModel
+from charlm.training import TrainConfig, baselines, loop, prepare_data, train, train_ngram
 
 TINY = ["--hidden", "16", "--emb", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
 
@@ -28,7 +25,7 @@ def config(corpus: Path, out: Path, **kw) -> TrainConfig:
         max_steps=8, eval_interval=2, log_interval=2, eval_streams=4, warmup_steps=2, device="cpu", seed=3,
         sample_length=0,
     )  # fmt: skip
-    return TrainConfig(**(base | kw))
+    return TrainConfig.from_options(**(base | kw))
 
 
 def invoke(*args: str | Path) -> Result:
@@ -70,7 +67,9 @@ def test_the_kn_baseline_is_what_train_model_kn_reports(tiny_corpus, tmp_path):
         oov=data.valid_oov, max_tokens=100,
     )  # fmt: skip
     assert b["kn_order"] == 7 and b["kn"]["loss"] == score.loss and b["tokens"] == score.tokens == 100
-    _, rec = train_ngram(TrainConfig(corpus=(str(tiny_corpus),), out=str(tmp_path / "kn"), model="kn", eval_tokens=100))
+    _, rec = train_ngram(
+        TrainConfig.from_options(corpus=(str(tiny_corpus),), out=str(tmp_path / "kn"), model="kn", eval_tokens=100)
+    )
     assert b["kn"]["loss"] == pytest.approx(rec["valid_loss"], rel=1e-12)
 
 
@@ -163,7 +162,7 @@ def scripted(monkeypatch, losses: list[float]) -> None:
         return {"type": "valid", "step": self.state.step, "epoch": 0, "valid_loss": loss,
                 "valid_ppl": math.exp(loss), "valid_bpc": loss, "valid_tokens": 1, "valid_oov": 0}  # fmt: skip
 
-    monkeypatch.setattr(train_mod.Trainer, "validate", validate)
+    monkeypatch.setattr(loop.Loop, "validate", validate)
 
 
 OVERFIT = [2.0, 1.5, 1.52, 1.55, 1.58, 1.6, 1.63, 1.66, 1.7, 1.75, 1.8]  # best at the 2nd, then rising

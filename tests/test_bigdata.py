@@ -9,18 +9,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charlm import checkpoint as ckpt
-from charlm import train as train_mod
+from charlm.checkpoint import store as ckpt
 from charlm.cli import main
-from charlm.data import batchify, epoch_offset, get_batch, window_length
-from charlm.train import TrainConfig, train
+from charlm.data.batching import batchify, epoch_offset, get_batch, window_length
+from charlm.training import TrainConfig, train
+from charlm.training import prepare as train_mod
 
 TINY = dict(hidden_size=12, emb_size=6, num_layers=1, batch_size=4, bptt=16, eval_interval=4, log_interval=2,
             eval_streams=2, device="cpu", seed=3)  # fmt: skip
 
 
 def config(corpus, out, **kw) -> TrainConfig:
-    return TrainConfig(**(dict(corpus=(str(corpus),), out=str(out), max_steps=8) | TINY | kw))
+    return TrainConfig.from_options(**(dict(corpus=(str(corpus),), out=str(out), max_steps=8) | TINY | kw))
 
 
 def losses(history):

@@ -12,11 +12,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm import checkpoint as ckpt
+from charlm.checkpoint import loading
+from charlm.checkpoint import store as ckpt
+from charlm.checkpoint import tensors as tensors_mod
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import CheckpointError, StorageError
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
-from charlm.train import TrainConfig, train
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def trained_run(tmp_path_factory, tiny_text) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("ckpt")
     corpus = base / "tiny.txt"
     corpus.write_text(tiny_text, encoding="utf-8")
-    cfg = TrainConfig(
+    cfg = TrainConfig.from_options(
         corpus=(str(corpus),),
         out=str(base / "run"),
         hidden_size=8,
@@ -53,7 +55,7 @@ def run_dir(trained_run, tmp_path) -> Path:
 
 def resume_config(run_dir: Path, corpus: Path) -> TrainConfig:
     stored = TrainConfig.from_dict(ckpt.open_checkpoint(run_dir).train_config)
-    return TrainConfig.from_dict(stored.to_dict() | {"out": str(run_dir), "corpus": [str(corpus)], "max_steps": 6})
+    return stored.replace(out=str(run_dir), corpus=[str(corpus)], max_steps=6)
 
 
 def one_line_checkpoint_error(excinfo) -> str:
@@ -75,9 +77,9 @@ def test_load_for_inference_rebuilds_the_same_model(tmp_path, tiny_text):
     assert tok2 == tok and info.model_config == model.config and not loaded.training
     assert loaded.decoder.weight is loaded.embedding.weight  # tying survives the round trip
     ids = torch.randint(0, tok.vocab_size, (2, 7))
-    torch.testing.assert_close(loaded(ids)[0], model(ids)[0])
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
     # The tied matrix is stored once.
-    tensors, _ = ckpt._load_tensors(tmp_path / "exp" / ckpt.BEST)
+    tensors, _ = tensors_mod.load_tensors(tmp_path / "exp" / ckpt.BEST)
     assert "model/decoder.weight" not in tensors and "model/embedding.weight" in tensors
 
 
@@ -249,7 +251,7 @@ def flip_middle_bytes(path: Path) -> None:
 
 def test_every_weights_file_records_the_digest_of_its_tensors(run_dir):
     for name in (ckpt.BEST, ckpt.LAST):
-        tensors, metadata = ckpt._load_tensors(run_dir / name)
+        tensors, metadata = tensors_mod.load_tensors(run_dir / name)
         assert metadata[ckpt.DIGEST_KEY] == ckpt.tensor_digest(tensors)
 
 
@@ -297,7 +299,7 @@ def test_a_damaged_best_does_not_stop_a_resume(run_dir, trained_run):
 def test_a_file_written_before_digests_loads_as_before(run_dir):
     from safetensors.torch import save_file
 
-    tensors, metadata = ckpt._load_tensors(run_dir / ckpt.BEST)
+    tensors, metadata = tensors_mod.load_tensors(run_dir / ckpt.BEST)
     del metadata[ckpt.DIGEST_KEY]
     save_file(tensors, str(run_dir / ckpt.BEST), metadata=metadata)
     flip_middle_bytes(run_dir / ckpt.BEST)  # nothing to check it against
@@ -331,8 +333,8 @@ def test_any_tensors_round_trip_with_a_digest_that_catches_a_flipped_bit(tmp_pat
         g = torch.Generator().manual_seed(seed)
         tensors[name] = (torch.randn(shape, generator=g) * 100).to(dtype)
     path = tmp_path_factory.mktemp("rt") / "t.safetensors"
-    ckpt._atomic_save_tensors(path, tensors, {"charlm": "{}"})
-    loaded, _ = ckpt._load_tensors(path)
+    ckpt.save_tensors(path, tensors, {"charlm": "{}"})
+    loaded, _ = tensors_mod.load_tensors(path)
     assert loaded.keys() == tensors.keys()
     for name, t in tensors.items():
         assert torch.equal(loaded[name], t)
@@ -341,7 +343,7 @@ def test_any_tensors_round_trip_with_a_digest_that_catches_a_flipped_bit(tmp_pat
         data[-1] ^= 0x01 if data[-1] not in (0, 1) else 0x40  # the data section's last byte, bool or not
         path.write_bytes(bytes(data))
         with pytest.raises(CheckpointError, match="is damaged"):
-            ckpt._load_tensors(path)
+            tensors_mod.load_tensors(path)
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -369,7 +371,7 @@ def test_a_failing_tensor_write_leaves_the_previous_file_intact(run_dir, monkeyp
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ckpt, "save_file", half_then_fail)
-    model, _ = ckpt.build_model(ckpt.open_checkpoint(run_dir), "last")
+    model, _ = loading.build_model(ckpt.open_checkpoint(run_dir), "last")
     opt = torch.optim.AdamW(model.parameters())
     with pytest.raises(StorageError, match="No space left on device; free some disk space") as exc:
         ckpt.save_training_state(run_dir, model, opt, {"step": 99}, {})

@@ -19,6 +19,7 @@ import torch
 from click.testing import CliRunner
 
 from charlm.cli import main
+from charlm.training import LIMITS, SECTIONS, flat_options
 
 V1 = Path(__file__).parent / "fixtures" / "v1"
 ROOT = Path(__file__).parent.parent
@@ -82,6 +83,14 @@ def test_old_checkpoints_resume(name: str, tmp_path: Path) -> None:
     invoke(["train", str(corpus_of(name)), "--out", str(run), "--resume", "--max-steps", str(steps_before + 10),
             "--quiet", "--no-baselines"])  # fmt: skip
     assert steps_before == 30 and last_valid_step(run) == steps_before + 10
+    # the flat "train" of the old run is written back in sections, with the same options
+    old, new = (json.loads((d / "checkpoint.json").read_text())["train"] for d in (V1 / name, run))
+    assert set(new) == set(SECTIONS) and "hidden_size" in old
+
+    def kept(options: dict) -> dict:
+        return {k: v for k, v in options.items() if k not in ("corpus", "out", *LIMITS)}
+
+    assert kept(flat_options(new)) == kept(old) and flat_options(new)["max_steps"] == steps_before + 10
 
 
 def test_old_kn_checkpoint_scores_as_it_did() -> None:

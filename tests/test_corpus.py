@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm.corpus import (
+from charlm.data.corpus import (
     CorpusFile,
     corpus_files,
     iter_corpus_chunks,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from charlm.data import batchify, get_batch, num_windows, to_tensor
+from charlm.data.batching import batchify, get_batch, num_windows, to_tensor
 from charlm.errors import ConfigError
 
 

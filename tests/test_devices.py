@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
-import charlm.train as training
-from charlm.config import TrainConfig
-from charlm.devices import glibc, retain_freed_memory
+from charlm.runtime.devices import glibc, retain_freed_memory
+from charlm.training import loop, train
+from charlm.training.config import TrainConfig
 
 # 30 allocations of 64 MiB, each written and freed, as a training step's tensors are: the page
 # faults of the last 10 (the first ones grow the heap until a freed block fits the aligned request)
 PROBE = """
 import resource, sys, torch
-from charlm.devices import retain_freed_memory
+from charlm.runtime.devices import retain_freed_memory
 applied = retain_freed_memory() if sys.argv[1] == "retain" else False
 for i in range(30):
     if i == 20:
@@ -53,10 +53,10 @@ def test_the_users_malloc_tunables_win(monkeypatch):
 
 def test_a_cpu_run_asks_for_freed_memory_to_be_retained(tiny_corpus, out_dir, monkeypatch):
     calls: list[bool] = []
-    monkeypatch.setattr(training, "retain_freed_memory", lambda: calls.append(True) or False)
-    config = TrainConfig(
+    monkeypatch.setattr(loop, "retain_freed_memory", lambda: calls.append(True) or False)
+    config = TrainConfig.from_options(
         corpus=(str(tiny_corpus),), out=str(out_dir), hidden_size=8, emb_size=4, num_layers=1, batch_size=2,
         bptt=8, max_steps=2, eval_interval=2, device="cpu",
     )  # fmt: skip
-    assert training.train(config).step == 2
+    assert train(config).step == 2
     assert len(calls) == 1

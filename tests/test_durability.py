@@ -22,13 +22,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charlm import checkpoint as ckpt
-from charlm import train as train_mod
+from charlm.checkpoint import store as ckpt
 from charlm.cli import main
-from charlm.devices import cpu_bf16_supported, resolve_precision
 from charlm.errors import ConfigError, StorageError
-from charlm.evaluate import evaluate_text
-from charlm.train import TrainConfig, train
+from charlm.evaluation.scoring import evaluate_text
+from charlm.runtime.devices import cpu_bf16_supported, resolve_precision
+from charlm.training import TrainConfig, loop, prepare, train
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the crash tests fork")
 
@@ -51,7 +50,7 @@ def config(corpus: Path, out: Path, **kw) -> TrainConfig:
         device="cpu",
         seed=3,
     )
-    return TrainConfig(**(base | kw))
+    return TrainConfig.from_options(**(base | kw))
 
 
 def invoke(*args) -> object:
@@ -164,10 +163,10 @@ def test_a_kill_between_best_and_last_never_lets_a_worse_model_overwrite_best(ti
     """best written at step N, last still at N-1: the resumed run compares with best's own loss."""
     out = tmp_path / "run"
     losses = iter([3.0, 2.0, 2.5, 2.4, 2.3])
-    from charlm.evaluate import TextScore
+    from charlm.evaluation.scoring import TextScore
 
-    monkeypatch.setattr(train_mod, "evaluate_ids", lambda *a, **k: TextScore(100, next(losses) * 100, 100, 100, 0))
-    monkeypatch.setattr(train_mod.Trainer, "measure_baselines", lambda self: None)  # they score the same way
+    monkeypatch.setattr(prepare, "evaluate_ids", lambda *a, **k: TextScore(100, next(losses) * 100, 100, 100, 0))
+    monkeypatch.setattr(loop.Loop, "measure_baselines", lambda self: None)  # they score the same way
     train(config(tiny_corpus, out, max_steps=2, eval_interval=2))  # best 3.0 at step 2
     real_save = ckpt.save_training_state
     monkeypatch.setattr(ckpt, "save_training_state", lambda *a, **k: (_ for _ in ()).throw(StorageError("killed")))
@@ -185,7 +184,7 @@ def test_a_kill_between_best_and_last_never_lets_a_worse_model_overwrite_best(ti
 def test_overwrite_keeps_the_old_run_until_the_new_one_saves(tiny_corpus, out_dir, monkeypatch):
     train(config(tiny_corpus, out_dir))
     before = {p.name: p.read_bytes() for p in out_dir.iterdir() if p.is_file() and p.name != ".lock"}
-    monkeypatch.setattr(train_mod, "lr_factor", lambda *a: 1e6)  # the new run diverges before its first save
+    monkeypatch.setattr(loop, "lr_factor", lambda *a: 1e6)  # the new run diverges before its first save
     with pytest.raises(Exception, match="diverged"):
         train(config(tiny_corpus, out_dir, max_steps=20, eval_interval=10, log_interval=1), overwrite=True)
     monkeypatch.undo()
@@ -210,7 +209,7 @@ def test_overwrite_interrupted_before_any_validation_replaces_the_old_run_whole(
 
 
 def test_bf16_on_a_cpu_without_it_is_refused_before_anything_is_written(tiny_corpus, out_dir, monkeypatch):
-    monkeypatch.setattr("charlm.devices.cpu_bf16_supported", lambda cell: False)
+    monkeypatch.setattr("charlm.runtime.devices.cpu_bf16_supported", lambda cell: False)
     result = invoke(tiny_corpus, "--out", out_dir, *TINY, "--precision", "bf16", "--device", "cpu", "--max-steps", "2")
     line = one_line_error(result)
     assert "--precision bf16" in line and "CPU lacks" in line
@@ -240,21 +239,19 @@ def test_precision_auto_on_cuda_follows_the_devices_native_support(monkeypatch):
 
 
 def test_the_loss_scalers_state_is_saved_and_restored(tiny_corpus, out_dir, monkeypatch):
-    monkeypatch.setattr(
-        train_mod, "make_scaler", lambda amp_dtype, device: torch.amp.GradScaler("cpu", init_scale=2.0**10)
-    )
+    monkeypatch.setattr(loop, "make_scaler", lambda amp_dtype, device: torch.amp.GradScaler("cpu", init_scale=2.0**10))
     train(config(tiny_corpus, out_dir, max_steps=2))
     _, saved = ckpt.load_training_state(out_dir)
     scale = saved["trainer"]["scaler"]["scale"]
     assert scale == 2.0**10
     seen = []
-    real = train_mod.Trainer.restore
+    real = loop.Loop.restore
 
     def spy(self, info):
         real(self, info)
         seen.append(self.scaler.get_scale())
 
-    monkeypatch.setattr(train_mod.Trainer, "restore", spy)
+    monkeypatch.setattr(loop.Loop, "restore", spy)
     train(config(tiny_corpus, out_dir, max_steps=3), resume=True)
     assert seen == [scale]
 
@@ -279,7 +276,7 @@ def test_sigterm_and_sighup_save_like_ctrl_c(tiny_corpus, out_dir, sig):
 
 
 def test_the_cli_exits_128_plus_the_signal_after_saving(tiny_corpus, out_dir, monkeypatch):
-    real_log = train_mod.Trainer.log
+    real_log = loop.Loop.log
     sent = []
 
     def log_and_term(self):
@@ -288,7 +285,7 @@ def test_the_cli_exits_128_plus_the_signal_after_saving(tiny_corpus, out_dir, mo
             sent.append(1)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(train_mod.Trainer, "log", log_and_term)
+    monkeypatch.setattr(loop.Loop, "log", log_and_term)
     result = invoke(tiny_corpus, "--out", out_dir, *TINY, "--max-steps", "50", "--log-interval", "1")
     assert result.exit_code == 128 + signal.SIGTERM, result.output
     assert "stopped by SIGTERM at step 2" in result.output
@@ -348,7 +345,7 @@ def test_resume_records_its_limits_and_a_finished_run_says_there_is_nothing_to_d
         == 0
     )
     assert invoke(tiny_corpus, "--out", out_dir, "--resume", "--max-steps", "8", "--quiet").exit_code == 0
-    assert json.loads((out_dir / "checkpoint.json").read_text())["train"]["max_steps"] == 8
+    assert json.loads((out_dir / "checkpoint.json").read_text())["train"]["run"]["max_steps"] == 8
     result = invoke(tiny_corpus, "--out", out_dir, "--resume", "--quiet")
     assert result.exit_code == 0 and "already reached its limit at step 8" in result.stderr
     assert ckpt.load_training_state(out_dir)[1]["trainer"]["step"] == 8
@@ -358,7 +355,9 @@ def test_resume_records_its_limits_and_a_finished_run_says_there_is_nothing_to_d
 
 def test_the_library_resume_keeps_the_runs_own_limits(tiny_corpus, out_dir):
     train(config(tiny_corpus, out_dir, max_steps=4))
-    r = train(TrainConfig(corpus=(str(tiny_corpus),), out=str(out_dir)), resume=True)  # no limit given: the run's own
+    r = train(
+        TrainConfig.from_options(corpus=(str(tiny_corpus),), out=str(out_dir)), resume=True
+    )  # no limit given: the run's own
     assert r.step == 4 and r.resumed_from == 4
 
 
@@ -406,8 +405,8 @@ def test_the_default_output_of_a_dot_corpus_is_named_after_the_directory(tmp_pat
     corpus = tmp_path / "mytexts"
     corpus.mkdir()
     monkeypatch.chdir(corpus)
-    assert TrainConfig(corpus=(".",)).out_dir == Path("checkpoints") / "mytexts"
-    assert TrainConfig(corpus=("./",)).out_dir == Path("checkpoints") / "mytexts"
+    assert TrainConfig.from_options(corpus=(".",)).out_dir == Path("checkpoints") / "mytexts"
+    assert TrainConfig.from_options(corpus=("./",)).out_dir == Path("checkpoints") / "mytexts"
 
 
 def test_the_library_resume_refuses_a_changed_model_option(tiny_corpus, out_dir):

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from charlm.checkpoint import load_for_inference, write_inference_checkpoint
+from charlm.checkpoint.store import load_for_inference, write_inference_checkpoint
 from charlm.cli import main
-from charlm.dynamic import DynamicOptions, evaluate_file_dynamic, evaluate_text_dynamic, gradient_rms
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import ConfigError
-from charlm.evaluate import evaluate_text
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
+from charlm.evaluation.dynamic import DynamicOptions, evaluate_file_dynamic, evaluate_text_dynamic, gradient_rms
+from charlm.evaluation.scoring import evaluate_text
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
 
 TEXT = "abcabd abcabd\n" * 30  # repetitive: a model that adapts to it gains a lot
 
@@ -45,9 +45,10 @@ def dynamic_by_hand(model, tok, text: str, lr: float, segment: int) -> float:
     for i in range(0, len(ids) - 1, segment):
         x, y = ids[None, i : min(i + segment, len(ids) - 1)], ids[i + 1 : i + segment + 1]
         with torch.no_grad():
-            logits, _ = model(x, state)
+            logits = model(x, state).logits
             nll += F.cross_entropy(logits[0].double(), y, reduction="sum").item()
-        logits, new_state = model(x, state)
+        fwd = model(x, state)
+        logits, new_state = fwd.logits, fwd.state
         model.zero_grad()
         F.cross_entropy(logits[0], y).backward()
         with torch.no_grad():

@@ -12,12 +12,22 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm import evaluate as ev
-from charlm.devices import cpu_bf16_supported
+from charlm.data import token_safe_pieces
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import CorpusError
-from charlm.evaluate import TextScore, evaluate_file, evaluate_text, score_stream, token_safe_pieces, total
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
+from charlm.evaluation import (
+    TextScore,
+    choose_weight,
+    evaluate_file,
+    evaluate_text,
+    score_stream,
+    stream_logprobs,
+    total,
+)
+from charlm.evaluation import scoring as ev
+from charlm.evaluation.mixture import MixtureScorer
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.runtime.devices import cpu_bf16_supported
 
 LN2 = math.log(2.0)
 
@@ -41,7 +51,8 @@ def hand_nll(model: RNNLanguageModel, ids: list[int], state=None) -> float:
     total_nll = 0.0
     with torch.no_grad():
         for prev, nxt in zip(ids[:-1], ids[1:]):
-            logits, state = model(torch.tensor([[prev]]), state)  # (1, 1, V)
+            fwd = model(torch.tensor([[prev]]), state)  # (1, 1, V)
+            logits, state = fwd.logits, fwd.state
             total_nll -= F.log_softmax(logits[0, 0].double(), -1)[nxt].item()
     return total_nll
 
@@ -59,7 +70,7 @@ def trained_char_model(text: str, steps: int = 60, seed: int = 0):
         starts = torch.randint(0, len(ids) - T - 1, (B,), generator=g)
         x = torch.stack([ids[s : s + T] for s in starts])  # (B, T)
         y = torch.stack([ids[s + 1 : s + T + 1] for s in starts])  # (B, T)
-        logits, _ = model(x)
+        logits = model(x).logits
         loss = F.cross_entropy(logits.reshape(-1, tok.vocab_size), y.reshape(-1))
         opt.zero_grad()
         loss.backward()
@@ -106,14 +117,14 @@ def naive_parallel(model, ids: list[int], streams: int, warmup: int) -> float:
     if r:
         nll += hand_nll(model, ids[: r + 1])
         with torch.no_grad():
-            _, state = model(torch.tensor([ids[:r]]))
+            state = model(torch.tensor([ids[:r]])).state
     for row in range(s):
         start = r + row * seg
         if row == 0:
             nll += hand_nll(model, ids[start : start + seg + 1], state)
         else:
             with torch.no_grad():
-                _, warm = model(torch.tensor([ids[start - warmup : start]]))
+                warm = model(torch.tensor([ids[start - warmup : start]])).state
             nll += hand_nll(model, ids[start : start + seg + 1], warm)
     return nll
 
@@ -140,8 +151,8 @@ def test_pieces_overlapping_by_one_token_continue_the_stream(streams):
     else:
         # the returned state is the last row's: the second piece continues that row's stream
         with torch.no_grad():
-            _, warm = model(ids[None, 120 - 40 - 10 : 120 - 40])  # last row starts at 80, warmed on 70..79
-            _, st = model(ids[None, 80:120], warm)
+            warm = model(ids[None, 120 - 40 - 10 : 120 - 40]).state  # last row starts at 80, warmed on 70..79
+            st = model(ids[None, 80:120], warm).state
         assert second.nll == pytest.approx(hand_nll(model, ids[120:].tolist(), st), rel=1e-5)
 
 
@@ -220,7 +231,7 @@ def test_chunked_file_equals_whole_text(tmp_path, trained, exact):
     assert chunked.nll == pytest.approx(whole.nll, rel=1e-9)
     assert len(seen) > 10 and sum(seen) == len(text.encode())
     if not exact:
-        assert ev._StreamScorer(model, 0, ev.Scoring(streams=4, window=8, warmup=16, segment=100)).block < len(text)
+        assert ev.StreamScorer(model, 0, ev.Scoring(streams=4, window=8, warmup=16, segment=100)).block < len(text)
 
 
 def test_totals_are_token_weighted_not_a_mean_of_means(tmp_path, trained):
@@ -324,7 +335,7 @@ def test_amp_autocast_scores_close_to_fp32():
 
 def test_streaming_memory_is_bounded_by_the_block(trained):
     model, tok = trained
-    scorer = ev._StreamScorer(model, 0, ev.Scoring(streams=4, window=8, warmup=8, segment=16))
+    scorer = ev.StreamScorer(model, 0, ev.Scoring(streams=4, window=8, warmup=8, segment=16))
     peak = 0
     for _ in range(200):
         scorer.feed(np.ones(10, dtype=np.int64))
@@ -390,8 +401,8 @@ def test_sampled_validation_equals_its_segments_scored_by_hand():
     with torch.no_grad():
         for t in starts:
             warm = torch.from_numpy(full[max(0, t - 20) : t])[None]
-            state = model(warm)[1] if t else None
-            logits, _ = model(torch.from_numpy(full[t : t + 100])[None], state)
+            state = model(warm).state if t else None
+            logits = model(torch.from_numpy(full[t : t + 100])[None], state).logits
             expected += F.cross_entropy(logits[0].double(), torch.from_numpy(full[t + 1 : t + 101])).item() * 100
     assert nll == pytest.approx(expected, rel=1e-5)
     whole = ev.evaluate_ids(model, ids, 3, chars=2000, nbytes=2000, oov=0, exact=True)
@@ -408,8 +419,8 @@ def mixture_token_by_token(a, b, ids: list[int], weights: list[float]) -> list[f
     sa = sb = None
     with torch.no_grad():
         for prev, nxt in zip(ids[:-1], ids[1:]):
-            la, sa = a(torch.tensor([[prev]]), sa)  # (1, 1, V)
-            lb, sb = b(torch.tensor([[prev]]), sb)
+            fa, fb = a(torch.tensor([[prev]]), sa), b(torch.tensor([[prev]]), sb)
+            la, sa, lb, sb = fa.logits, fa.state, fb.logits, fb.state  # (1, 1, V)
             pa = F.softmax(la[0, 0].double(), -1)[nxt].item()
             pb = F.softmax(lb[0, 0].double(), -1)[nxt].item()
             for i, p in enumerate([pa, pb] + [(1 - w) * pa + w * pb for w in weights]):
@@ -421,7 +432,7 @@ def test_mixture_in_one_stream_equals_the_token_by_token_reference():
     a, b = tiny(seed=0), tiny(seed=1)
     ids = torch.randint(0, 7, (300,), generator=torch.Generator().manual_seed(5)).tolist()
     weights = [0.0, 0.3, 1.0]
-    scorer = ev.MixtureScorer(a, b, ids[0], weights)  # exact: one stream per model
+    scorer = MixtureScorer(a, b, ids[0], weights)  # exact: one stream per model
     scorer.feed(np.array(ids[1:]))
     nll, tokens = scorer.finish()
     assert tokens == len(ids) - 1
@@ -433,13 +444,13 @@ def test_parallel_mixture_columns_are_each_models_parallel_figure(block):
     a, b = tiny(seed=0), tiny(seed=1)
     ids = torch.randint(0, 7, (400,), generator=torch.Generator().manual_seed(6))
     scoring = ev.Scoring(streams=4, window=5, warmup=6, segment=20)
-    scorer = ev.MixtureScorer(a, b, int(ids[0]), [0.0, 0.5, 1.0], scoring)
+    scorer = MixtureScorer(a, b, int(ids[0]), [0.0, 0.5, 1.0], scoring)
     if block:
         scorer.block = block
     scorer.feed(ids[1:].numpy())
     nll, tokens = scorer.finish()
     for model, column in ((a, 0), (b, 1)):
-        plain = ev._StreamScorer(model, int(ids[0]), scoring)
+        plain = ev.StreamScorer(model, int(ids[0]), scoring)
         if block:
             plain.block = block
         plain.feed(ids[1:].numpy())
@@ -452,7 +463,7 @@ def test_parallel_mixture_columns_are_each_models_parallel_figure(block):
 def test_stream_logprobs_are_the_per_token_terms_of_score_stream(streams):
     model = tiny()
     ids = torch.randint(0, 7, (203,), generator=torch.Generator().manual_seed(7))
-    lp, state = ev.stream_logprobs(model, ids, streams=streams, window=5, warmup=6)
+    lp, state = stream_logprobs(model, ids, streams=streams, window=5, warmup=6)
     out = score_stream(model, ids, streams=streams, window=5, warmup=6)
     assert lp.shape == (202,) and lp.dtype == torch.float64
     assert -float(lp.sum()) == pytest.approx(out.nll, rel=1e-9)
@@ -467,7 +478,7 @@ def test_stream_logprobs_are_the_per_token_terms_of_score_stream(streams):
 def test_choose_weight_in_parallel_streams_picks_the_exact_weight():
     a, b = tiny(seed=0), tiny(seed=1)  # two different near-uniform guesses: the best mixture lies between
     ids = torch.randint(0, 7, (1500,), generator=torch.Generator().manual_seed(8)).numpy()
-    w_exact, losses_exact = ev.choose_weight(a, b, ids, 0)
-    w_par, losses_par = ev.choose_weight(a, b, ids, 0, streams=4, warmup=64, exact=False)
+    w_exact, losses_exact = choose_weight(a, b, ids, 0)
+    w_par, losses_par = choose_weight(a, b, ids, 0, streams=4, warmup=64, exact=False)
     assert w_par == w_exact and 0.0 < w_exact < 1.0
     np.testing.assert_allclose(losses_par, losses_exact, rtol=1e-3)

@@ -10,13 +10,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import charlm
 import charlm.cli.generate_cmd as generate_cmd
 import charlm.cli.repl as repl_mod
-from charlm.checkpoint import load_for_inference, write_inference_checkpoint
+from charlm.api import LanguageModel
+from charlm.checkpoint.store import load_for_inference, write_inference_checkpoint
 from charlm.cli import main
-from charlm.model import ModelConfig, RNNLanguageModel
+from charlm.data.tokenizers import fit_tokenizer
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
 from charlm.sampling import DecodingOptions, generate
-from charlm.tokenizers import fit_tokenizer
 
 TEXT = "ROMEO: the cat sat on the mat.\nJULIET: the dog sat on the log.\n" * 4
 
@@ -265,7 +267,7 @@ def test_corrupt_checkpoint(char_ckpt, tmp_path, damage):
 def test_damaged_weights_are_refused_in_one_line_and_no_verify_loads_them(char_ckpt, tmp_path):
     import shutil
 
-    from charlm.checkpoint import BEST
+    from charlm.checkpoint.store import BEST
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(char_ckpt, ckpt)
@@ -371,43 +373,43 @@ def test_repl_ends_at_end_of_input_and_accepts_slash_prompts(char_ckpt):
     assert ok(char_ckpt, "-i", input="").stdout == ""
 
 
+class _Interrupted:
+    """A stream that yields `pieces` pieces of the real one, then raises KeyboardInterrupt (Ctrl-C while printing)."""
+
+    def __init__(self, real, pieces: int) -> None:
+        self._real, self._pieces = real, pieces
+        self.warning, self.result, self.closed = real.warning, None, False
+
+    def __iter__(self):
+        inner = iter(self._real)
+        for _ in range(self._pieces):
+            yield next(inner)
+        raise KeyboardInterrupt
+
+    def close(self) -> None:
+        self.closed = True
+        self._real.close()
+
+
 def test_repl_ctrl_c_stops_the_continuation_not_the_session(char_ckpt, monkeypatch):
-    real_stream = generate_cmd.stream
-    calls = []
+    real_stream = LanguageModel.stream
+    made = []
 
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        inner = iter(real_stream(*args, **kwargs))
-        if len(calls) == 1:  # the first continuation is interrupted after two pieces
+    def interrupted(self, *args, **kwargs):
+        s = real_stream(self, *args, **kwargs)
+        made.append(_Interrupted(s, 2) if not made else s)  # the first continuation is interrupted after two pieces
+        return made[-1]
 
-            def gen():
-                yield next(inner)
-                yield next(inner)
-                raise KeyboardInterrupt
-
-            class S:
-                result = None
-
-                def __iter__(self):
-                    return gen()
-
-                def close(self):
-                    pass
-
-            return S()
-        return real_stream(*args, **kwargs)
-
-    monkeypatch.setattr(generate_cmd, "stream", interrupted)
+    monkeypatch.setattr(LanguageModel, "stream", interrupted)
     result = ok(char_ckpt, "-i", "-n", "8", "--temperature", "0", input="the\nthe\n")
     assert "[stopped]" in result.stderr
     [expected] = library(char_ckpt, "the", DecodingOptions(strategy="greedy", max_new_tokens=8))
     assert result.stdout.split("\n")[0] == expected.text[:2]
     assert expected.text.rstrip("\n") in result.stdout  # the second prompt ran in full
-    assert len(calls) == 2
+    assert len(made) == 2 and made[0].closed  # the interrupted stream was closed: the model has its mode back
 
 
 def test_repl_ctrl_c_at_the_prompt_keeps_the_session(char_ckpt):
-    model, tok, _ = load_for_inference(char_ckpt)
     lines = iter([KeyboardInterrupt(), "/length 3", "/quit", "not reached"])
 
     def read(_prompt: str) -> str:
@@ -416,34 +418,27 @@ def test_repl_ctrl_c_at_the_prompt_keeps_the_session(char_ckpt):
             raise item
         return item
 
-    repl = repl_mod.Repl(model, tok, DecodingOptions(max_new_tokens=9), 0, torch.device("cpu"))
+    repl = repl_mod.Repl(charlm.load(char_ckpt, device="cpu"), DecodingOptions(max_new_tokens=9), 0)
     repl.run(read=read)
     assert repl.options.max_new_tokens == 3  # the line after Ctrl-C was read
     assert next(lines) == "not reached"
 
 
 def test_ctrl_c_in_one_shot_keeps_the_text_so_far(char_ckpt, monkeypatch):
-    real_stream = generate_cmd.stream
+    real_stream = LanguageModel.stream
+    made = []
 
-    class Interrupted:
-        result = None
+    def interrupted(self, *args, **kwargs):
+        made.append(_Interrupted(real_stream(self, *args, **kwargs), 1))
+        return made[-1]
 
-        def __init__(self, *args, **kwargs):
-            self._inner = iter(real_stream(*args, **kwargs))
-
-        def __iter__(self):
-            yield next(self._inner)
-            raise KeyboardInterrupt
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(generate_cmd, "stream", Interrupted)
+    monkeypatch.setattr(LanguageModel, "stream", interrupted)
     result = run(char_ckpt, "-p", "the", "-n", "50", "--temperature", "0")
     assert result.exit_code == 130
     [expected] = library(char_ckpt, "the", DecodingOptions(strategy="greedy", max_new_tokens=50))
     assert result.stdout == "the" + expected.text[:1] + "\n"
     assert "[stopped]" in result.stderr and "Traceback" not in result.output
+    assert made[0].closed
 
 
 def test_device_and_weights_choice(char_ckpt):

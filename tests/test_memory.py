@@ -1,4 +1,4 @@
-"""charlm.memory: the parameter count against real models, the memory a machine has (cgroup limits
+"""charlm.training.memory: the parameter count against real models, the memory a machine has (cgroup limits
 included), and the one-line refusals of train, generate and perplexity for jobs that cannot fit."""
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from charlm import memory
-from charlm.checkpoint import write_inference_checkpoint
+from charlm.checkpoint.store import write_inference_checkpoint
 from charlm.cli import main
-from charlm.config import TrainConfig
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import ConfigError
-from charlm.model import ModelConfig, RNNLanguageModel
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.runtime import memory as machine
 from charlm.sampling import DecodingOptions, generate
-from charlm.tokenizers import fit_tokenizer
+from charlm.training import memory
+from charlm.training.config import TrainConfig
 
 GiB = 2**30
 
@@ -63,15 +64,19 @@ def test_adaptive_softmax_holds_fewer_scores_than_the_full_one():
 
 
 def test_the_defaults_are_accepted():
-    memory.check_training(TrainConfig(corpus=("x",)), 65, "cpu")  # width still open: autosize's to choose
-    memory.check_training(TrainConfig(corpus=("x",), hidden_size=512, batch_size=16, lr=5e-3, dropout=0.0), 65, "cpu")
-    resolved = TrainConfig(corpus=("x",), level="word", hidden_size=650, batch_size=16, lr=3e-3, dropout=0.1)
+    memory.check_training(TrainConfig.from_options(corpus=("x",)), 65, "cpu")  # width still open: autosize's to choose
+    memory.check_training(
+        TrainConfig.from_options(corpus=("x",), hidden_size=512, batch_size=16, lr=5e-3, dropout=0.0), 65, "cpu"
+    )
+    resolved = TrainConfig.from_options(
+        corpus=("x",), level="word", hidden_size=650, batch_size=16, lr=3e-3, dropout=0.1
+    )
     memory.check_training(resolved, 50_000, "cpu")
 
 
 def test_a_huge_width_is_refused_naming_the_figures_and_hidden():
     with pytest.raises(ConfigError) as exc:
-        memory.check_training(TrainConfig(corpus=("x",), hidden_size=100_000_000), 65, "cpu")
+        memory.check_training(TrainConfig.from_options(corpus=("x",), hidden_size=100_000_000), 65, "cpu")
     message = str(exc.value)
     assert "\n" not in message
     assert message.startswith("training a 2x100000000 LSTM needs about ")
@@ -79,19 +84,23 @@ def test_a_huge_width_is_refused_naming_the_figures_and_hidden():
 
 
 def test_the_option_that_weighs_most_is_named_first(monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 1 * GiB)
+    monkeypatch.setattr(machine, "available_bytes", lambda device="cpu": 1 * GiB)
     with pytest.raises(ConfigError, match=r"use a smaller --batch-size or --bptt"):
-        memory.check_training(TrainConfig(corpus=("x",), hidden_size=256, batch_size=4096, bptt=200), 65, "cpu")
+        memory.check_training(
+            TrainConfig.from_options(corpus=("x",), hidden_size=256, batch_size=4096, bptt=200), 65, "cpu"
+        )
     with pytest.raises(ConfigError, match=r"use fewer --eval-streams"):
-        memory.check_training(TrainConfig(corpus=("x",), hidden_size=64, eval_streams=10**6, eval_tokens=0), 65, "cpu")
+        memory.check_training(
+            TrainConfig.from_options(corpus=("x",), hidden_size=64, eval_streams=10**6, eval_tokens=0), 65, "cpu"
+        )
     with pytest.raises(ConfigError, match=r"--max-vocab"):
-        memory.check_training(TrainConfig(corpus=("x",), level="word", hidden_size=2048), 10**6, "cpu")
+        memory.check_training(TrainConfig.from_options(corpus=("x",), level="word", hidden_size=2048), 10**6, "cpu")
 
 
 def test_validation_streams_are_bounded_by_the_tokens_it_scores(monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 2 * GiB)
+    monkeypatch.setattr(machine, "available_bytes", lambda device="cpu": 2 * GiB)
     # --eval-tokens 262,144 (the default) scores at most 1,024 warm-up-long segments, whatever --eval-streams says
-    memory.check_training(TrainConfig(corpus=("x",), hidden_size=64, eval_streams=10**6), 65, "cpu")
+    memory.check_training(TrainConfig.from_options(corpus=("x",), hidden_size=64, eval_streams=10**6), 65, "cpu")
 
 
 def test_train_refuses_a_huge_hidden_in_one_line_before_creating_the_directory(tiny_corpus, out_dir):
@@ -111,7 +120,7 @@ def test_train_overwrite_with_a_huge_hidden_leaves_the_previous_run(tiny_corpus,
 
 
 def test_available_memory_is_positive():
-    assert memory.available_bytes("cpu") > 0
+    assert machine.available_bytes("cpu") > 0
 
 
 def _fake_proc(tmp_path: Path, monkeypatch, cgroup_line: str, mem_available_kb: int = 64 * 2**20) -> Path:
@@ -121,9 +130,9 @@ def _fake_proc(tmp_path: Path, monkeypatch, cgroup_line: str, mem_available_kb: 
     (proc / "cgroup").write_text(cgroup_line + "\n")
     root = tmp_path / "cgroup"
     root.mkdir()
-    monkeypatch.setattr(memory, "PROC_MEMINFO", proc / "meminfo")
-    monkeypatch.setattr(memory, "PROC_CGROUP", proc / "cgroup")
-    monkeypatch.setattr(memory, "CGROUP_ROOT", root)
+    monkeypatch.setattr(machine, "PROC_MEMINFO", proc / "meminfo")
+    monkeypatch.setattr(machine, "PROC_CGROUP", proc / "cgroup")
+    monkeypatch.setattr(machine, "CGROUP_ROOT", root)
     return root
 
 
@@ -136,8 +145,8 @@ def test_a_cgroup_v2_limit_lowers_the_available_memory(tmp_path, monkeypatch):
     (root / "job" / "memory.stat").write_text(f"anon 1\ninactive_file {GiB // 2}\n")  # cache the kernel can drop
     (root / "job" / "step" / "memory.max").write_text("max\n")
     (root / "job" / "step" / "memory.current").write_text(f"{1 * GiB}\n")
-    assert memory.host_available_bytes() == 4 * GiB - GiB + GiB // 2
-    assert memory.available_bytes("cpu") == 4 * GiB - GiB + GiB // 2
+    assert machine.host_available_bytes() == 4 * GiB - GiB + GiB // 2
+    assert machine.available_bytes("cpu") == 4 * GiB - GiB + GiB // 2
 
 
 def test_a_cgroup_v1_limit_lowers_the_available_memory(tmp_path, monkeypatch):
@@ -148,15 +157,15 @@ def test_a_cgroup_v1_limit_lowers_the_available_memory(tmp_path, monkeypatch):
     (group / "memory.usage_in_bytes").write_text(f"{GiB // 4}\n")
     (root / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # the root: no limit
     (root / "memory" / "memory.usage_in_bytes").write_text(f"{GiB}\n")
-    assert memory.host_available_bytes() == 2 * GiB - GiB // 4
+    assert machine.host_available_bytes() == 2 * GiB - GiB // 4
 
 
 def test_without_a_limit_meminfo_decides_and_without_proc_the_machine_size(tmp_path, monkeypatch):
     _fake_proc(tmp_path, monkeypatch, "0::/", mem_available_kb=3 * 2**20)
-    assert memory.host_available_bytes() == 3 * GiB
-    monkeypatch.setattr(memory, "PROC_MEMINFO", tmp_path / "missing")
-    monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "missing")
-    assert memory.host_available_bytes() > 0
+    assert machine.host_available_bytes() == 3 * GiB
+    monkeypatch.setattr(machine, "PROC_MEMINFO", tmp_path / "missing")
+    monkeypatch.setattr(machine, "PROC_CGROUP", tmp_path / "missing")
+    assert machine.host_available_bytes() > 0
 
 
 # ------------------------------------------------------------------ generate and perplexity
@@ -171,7 +180,7 @@ def ckpt(tmp_path_factory) -> Path:
 @pytest.fixture
 def small_machine(monkeypatch):
     """A machine with 1 GiB free, whatever this one has."""
-    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 1 * GiB)
+    monkeypatch.setattr(machine, "available_bytes", lambda device="cpu": 1 * GiB)
 
 
 def test_generate_refuses_many_long_samples_naming_the_options(ckpt, small_machine):
@@ -186,7 +195,7 @@ def test_generate_refuses_a_wide_long_beam(ckpt, small_machine):
 
 
 def test_streaming_one_long_text_is_not_refused(ckpt, small_machine):
-    from charlm.checkpoint import load_for_inference
+    from charlm.checkpoint.store import load_for_inference
     from charlm.sampling.decode import check_memory
 
     model, tok, _ = load_for_inference(ckpt)
@@ -196,7 +205,7 @@ def test_streaming_one_long_text_is_not_refused(ckpt, small_machine):
 
 
 def test_perplexity_refuses_streams_a_long_file_would_really_use(ckpt, tmp_path, monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 256 * 2**20)
+    monkeypatch.setattr(machine, "available_bytes", lambda device="cpu": 256 * 2**20)
     text = tmp_path / "long.txt"
     text.write_text("the cat sat on the mat.\n" * 20_000)  # 480 kB: up to 1,875 warm-up-long streams
     result = CliRunner().invoke(main, ["perplexity", str(ckpt), str(text), "--streams", "1000000"])
@@ -212,7 +221,7 @@ def test_perplexity_takes_huge_streams_on_a_short_file(ckpt, tmp_path, small_mac
 
 
 def test_perplexity_refuses_a_dynamic_segment_too_long_to_hold(ckpt, tmp_path, monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 64 * 2**20)
+    monkeypatch.setattr(machine, "available_bytes", lambda device="cpu": 64 * 2**20)
     text = tmp_path / "long.txt"
     text.write_text("the cat sat on the mat.\n" * 20_000)
     args = ["perplexity", str(ckpt), str(text), "--dynamic", "--dynamic-segment", "10000000", "--streams", "1"]

@@ -10,13 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from charlm.errors import ConfigError
-from charlm.model import (
-    CELLS,
-    ModelConfig,
-    RNNLanguageModel,
-    detach_state,
-    reorder_state,
-)
+from charlm.models import CELLS, ModelConfig, RNNLanguageModel, detach_state, reorder_state
 
 
 def tiny(cell: str = "lstm", dtype: torch.dtype = torch.float32, seed: int = 0, **kw) -> RNNLanguageModel:
@@ -53,7 +47,7 @@ def test_weight_tying_shares_the_matrix_and_projects_when_sizes_differ(hidden, e
     m = tiny(tie_weights=True, hidden_size=hidden, emb_size=emb)
     assert m.decoder.weight is m.embedding.weight
     assert (m.projection is None) == (hidden == emb)
-    logits, _ = m(torch.randint(0, 7, (2, 3)))
+    logits = m(torch.randint(0, 7, (2, 3))).logits
     assert logits.shape == (2, 3, 7)
     untied = tiny(tie_weights=False, hidden_size=hidden, emb_size=emb)
     assert untied.decoder.weight is not untied.embedding.weight and untied.projection is None
@@ -66,7 +60,8 @@ def _loss_fn(model: RNNLanguageModel, ids: torch.Tensor, targets: torch.Tensor, 
     def f(*inputs):
         params = dict(zip(names, inputs[:n]))
         state = tuple(inputs[n:])
-        logits, new_state = functional_call(model, params, (ids, state))  # (B, T, V)
+        fwd = functional_call(model, params, (ids, state))  # (B, T, V)
+        logits, new_state = fwd.logits, fwd.state
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         # Include the final state so the gradient through it is checked too.
         return loss + 0.1 * sum(s.sum() for s in new_state)
@@ -96,14 +91,14 @@ def test_tied_gradient_is_the_sum_of_embedding_and_decoder_uses(cell):
     """With tying, the shared matrix gets gradient from both its uses (decoder and embedding)."""
     model = tiny(cell, torch.float64, tie_weights=True, hidden_size=4, emb_size=3)
     ids = torch.randint(0, 7, (2, 4))
-    logits, _ = model(ids)
+    logits = model(ids).logits
     logits.pow(2).sum().backward()
     g_tied = model.embedding.weight.grad.clone()
     # Same computation with the two uses as separate leaves.
     emb = model.embedding.weight.detach().clone().requires_grad_(True)
     dec = model.embedding.weight.detach().clone().requires_grad_(True)
     params = {"embedding.weight": emb, "decoder.weight": dec}
-    out, _ = functional_call(model, params, (ids,), tie_weights=False)
+    out = functional_call(model, params, (ids,), tie_weights=False).logits
     out.pow(2).sum().backward()
     torch.testing.assert_close(g_tied, emb.grad + dec.grad)
     assert dec.grad.abs().sum() > 0 and emb.grad.abs().sum() > 0
@@ -137,7 +132,8 @@ def test_forward_equals_a_naive_python_loop(cell, tie):
     model = tiny(cell, torch.float64, tie_weights=tie).eval()
     ids = torch.randint(0, 7, (3, 6))
     state0 = random_state(model, 3, torch.float64)
-    logits, state = model(ids, state0)
+    fwd = model(ids, state0)
+    logits, state = fwd.logits, fwd.state
     with torch.no_grad():
         layer_states = [tuple(s[i] for s in state0) for i in range(model.config.num_layers)]
         outs = []
@@ -158,17 +154,19 @@ def test_forward_equals_a_naive_python_loop(cell, tie):
 def test_chunked_forward_with_carried_state_equals_full_forward(cell):
     model = tiny(cell).eval()
     ids = torch.randint(0, 7, (3, 10))
-    full, full_state = model(ids)
+    fwd = model(ids)
+    full, full_state = fwd.logits, fwd.state
     state, parts = None, []
     for a, b in [(0, 3), (3, 4), (4, 10)]:
-        logits, state = model(ids[:, a:b], state)
+        fwd = model(ids[:, a:b], state)
+        logits, state = fwd.logits, fwd.state
         state = detach_state(state)
         parts.append(logits)
     torch.testing.assert_close(torch.cat(parts, 1), full)
     for s, f in zip(state, full_state):
         torch.testing.assert_close(s, f)
     # Not carrying the state must change the second chunk's logits (so the test above means something).
-    fresh, _ = model(ids[:, 3:4])
+    fresh = model(ids[:, 3:4]).logits
     assert not torch.allclose(fresh, full[:, 3:4])
 
 
@@ -177,7 +175,8 @@ def test_chunked_forward_with_carried_state_equals_full_forward(cell):
 def test_step_equals_forward_one_token_at_a_time(cell, tie):
     model = tiny(cell, tie_weights=tie).eval()
     ids = torch.randint(0, 7, (4, 6))
-    full, full_state = model(ids)
+    fwd = model(ids)
+    full, full_state = fwd.logits, fwd.state
     state = None
     for t in range(ids.size(1)):
         logits, state = model.step(ids[:, t], state)
@@ -192,7 +191,7 @@ def test_step_equals_forward_one_token_at_a_time(cell, tie):
 @pytest.mark.parametrize("cell", CELLS)
 def test_detached_state_has_no_graph_and_same_values(cell):
     model = tiny(cell)
-    _, state = model(torch.randint(0, 7, (2, 4)))
+    state = model(torch.randint(0, 7, (2, 4))).state
     assert all(s.requires_grad and s.grad_fn is not None for s in state)
     detached = detach_state(state)
     assert len(detached) == len(state)
@@ -200,7 +199,7 @@ def test_detached_state_has_no_graph_and_same_values(cell):
         assert not d.requires_grad and d.grad_fn is None
         assert torch.equal(d, s)
     # A window started from a detached state back-propagates into this window only.
-    logits, _ = model(torch.randint(0, 7, (2, 4)), detached)
+    logits = model(torch.randint(0, 7, (2, 4)), detached).logits
     logits.sum().backward()
     assert all(d.grad is None for d in detached)
 
@@ -213,7 +212,7 @@ def test_init_state_shapes(cell):
     for s in state:
         assert s.shape == (3, 5, 6) and s.dtype == torch.float32 and not s.any()
     assert model.init_state(2, dtype=torch.float64)[0].dtype == torch.float64
-    _, out_state = model(torch.randint(0, 7, (5, 2)))
+    out_state = model(torch.randint(0, 7, (5, 2))).state
     assert [s.shape for s in out_state] == [s.shape for s in state]
 
 
@@ -221,7 +220,7 @@ def test_init_state_shapes(cell):
 def test_reorder_state_follows_the_index(cell):
     model = tiny(cell).eval()
     ids = torch.randint(0, 7, (3, 4))
-    _, state = model(ids)
+    state = model(ids).state
     index = torch.tensor([2, 0, 0, 1])
     reordered = reorder_state(state, index)
     for r, s in zip(reordered, state):
@@ -229,8 +228,8 @@ def test_reorder_state_follows_the_index(cell):
         torch.testing.assert_close(r, s[:, index])
     # Continuing the reordered batch equals continuing the original and reordering the outputs.
     nxt = torch.randint(0, 7, (3, 2))
-    a, _ = model(nxt[index], reordered)
-    b, _ = model(nxt, state)
+    a = model(nxt[index], reordered).logits
+    b = model(nxt, state).logits
     torch.testing.assert_close(a, b[index])
 
 
@@ -242,7 +241,7 @@ def test_loss_at_initialisation_is_close_to_ln_vocab(cell, tie):
     model = RNNLanguageModel(ModelConfig(vocab_size=65, cell=cell, tie_weights=tie, hidden_size=128))
     ids = torch.randint(0, 65, (4, 32))
     with torch.no_grad():
-        logits, _ = model(ids)
+        logits = model(ids).logits
     loss = F.cross_entropy(logits.reshape(-1, 65), ids.reshape(-1)).item()
     assert abs(loss - math.log(65)) < 0.1  # near the uniform prediction
 
@@ -252,7 +251,7 @@ def test_loss_at_initialisation_with_the_default_model():
     model = RNNLanguageModel(ModelConfig(vocab_size=65))  # the default 2x512 LSTM
     ids = torch.randint(0, 65, (2, 16))
     with torch.no_grad():
-        logits, _ = model(ids)
+        logits = model(ids).logits
     loss = F.cross_entropy(logits.reshape(-1, 65), ids.reshape(-1)).item()
     assert abs(loss - math.log(65)) < 0.1
 
@@ -272,10 +271,10 @@ def test_dropout_makes_training_stochastic_and_eval_deterministic():
     model = tiny("lstm", dropout=0.5, dropout_input=0.3)
     ids = torch.randint(0, 7, (2, 5))
     model.train()
-    a, _ = model(ids)
-    b, _ = model(ids)
+    a = model(ids).logits
+    b = model(ids).logits
     assert not torch.allclose(a, b)
     model.eval()
-    c, _ = model(ids)
-    d, _ = model(ids)
+    c = model(ids).logits
+    d = model(ids).logits
     assert torch.equal(c, d)

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from charlm import ngram
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import CheckpointError, ConfigError
-from charlm.evaluate import score_stream
-from charlm.ngram import KneserNeyModel, kn_discounts, token_names
+from charlm.evaluation.scoring import score_stream
+from charlm.models import KneserNeyModel, ngram_estimate, token_names
+from charlm.models.ngram_estimate import kn_discounts
 from charlm.sampling import DecodingOptions, generate
-from charlm.tokenizers import fit_tokenizer
 
 LN10 = math.log(10.0)
 CORPORA = Path(__file__).resolve().parent.parent / "corpora"
@@ -219,11 +219,11 @@ def test_sorted_lookups_match_plain_binary_search() -> None:
     keys = np.unique(rng.integers(0, 1 << 40, size=40_000))
     q = np.concatenate([keys[rng.integers(0, len(keys), 30_000)], rng.integers(0, 1 << 40, size=10_000)])
     pos = np.searchsorted(keys, q).clip(max=len(keys) - 1)
-    np.testing.assert_array_equal(ngram._find(keys, q), np.where(keys[pos] == q, pos, -1))
+    np.testing.assert_array_equal(ngram_estimate.find(keys, q), np.where(keys[pos] == q, pos, -1))
     for big in (False, True):  # values too large to pack with their positions fall back to argsort
         values = rng.integers(0, 1 << 62 if big else 1 << 30, size=1000)
         order = rng.permutation(1000)
-        sorted_values, moved = ngram._sort_by_key(values.copy(), order)
+        sorted_values, moved = ngram_estimate.sort_by_key(values.copy(), order)
         np.testing.assert_array_equal(sorted_values, np.sort(values))
         np.testing.assert_array_equal(values[np.argsort(order)][moved], sorted_values)
 
@@ -239,10 +239,13 @@ def test_forward_step_and_token_logprobs_agree(char_model: KneserNeyModel, char_
     tok, ids = char_data
     x = torch.from_numpy(ids[100:163].astype(np.int64)).reshape(3, 21)  # (B, T)
     x[1, 4] = 0  # an <unk> in the middle of a row
-    logits, state = char_model(x)  # (B, T, V)
+    fwd = char_model(x)  # (B, T, V)
+    logits, state = fwd.logits, fwd.state
     assert logits.shape == (3, 21, tok.vocab_size) and logits.dtype == torch.float32
-    a, s1 = char_model(x[:, :8])  # the same rows in two calls, state carried
-    b, s2 = char_model(x[:, 8:], s1)
+    fwd = char_model(x[:, :8])
+    a, s1 = fwd.logits, fwd.state  # the same rows in two calls, state carried
+    fwd = char_model(x[:, 8:], s1)
+    b, s2 = fwd.logits, fwd.state
     torch.testing.assert_close(torch.cat([a, b], 1), logits, rtol=0, atol=0)
     assert torch.equal(s2[0], state[0]) and state[0].shape == (1, 3, 3)
     st = char_model.init_state(3)
@@ -262,7 +265,7 @@ def test_forward_step_and_token_logprobs_agree(char_model: KneserNeyModel, char_
 
 def test_state_is_batch_on_dim_one_and_reorders(char_model: KneserNeyModel) -> None:
     x = torch.tensor([[5, 6, 7], [8, 9, 10]])
-    _, state = char_model(x)
+    state = char_model(x).state
     swapped = tuple(s.index_select(1, torch.tensor([1, 0, 0])) for s in state)  # what beam search does
     logits, _ = char_model.step(torch.tensor([3, 3, 3]), swapped)
     alone, _ = char_model.step(torch.tensor([3]), tuple(s.index_select(1, torch.tensor([1])) for s in state))
@@ -281,7 +284,7 @@ def test_engine_generates_and_scores_with_it(char_model: KneserNeyModel, char_da
     tok, ids = char_data
     greedy = generate(char_model, tok, "ROMEO:", DecodingOptions(strategy="greedy", max_new_tokens=12))[0]
     prompt = torch.tensor([tok.encode("\nROMEO:")])
-    logits, _ = char_model(prompt)
+    logits = char_model(prompt).logits
     assert greedy.ids[0] == int(logits[0, -1].argmax())
     beams = generate(char_model, tok, "ROMEO:", DecodingOptions(strategy="beam", beam_width=4, max_new_tokens=8))
     assert len(beams) == 4 and beams[0].score >= beams[-1].score

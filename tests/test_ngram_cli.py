@@ -11,13 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from charlm import checkpoint as ckpt
+from charlm.checkpoint import store as ckpt
 from charlm.cli import main
-from charlm.evaluate import context_id
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.ngram import KneserNeyModel
+from charlm.data.tokenizers import fit_tokenizer
+from charlm.evaluation.scoring import context_id
+from charlm.models.ngram import KneserNeyModel
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
 from charlm.sampling import DecodingOptions, generate
-from charlm.tokenizers import fit_tokenizer
 
 TEXT = (
     "the cat sat on the mat.\nthe dog sat on the log.\na cat and a dog met on a mat.\nthe end of the tale is near.\n"
@@ -79,7 +79,7 @@ def test_kn_run_is_a_checkpoint_directory_with_arpa_and_no_weights(kn_ckpt: Path
     assert {"checkpoint.json", "tokenizer.json", "metrics.jsonl", ckpt.ARPA} <= names
     assert not names & {ckpt.BEST, ckpt.LAST, ".staging", ".swap.json"}
     meta = json.loads((kn_ckpt / "checkpoint.json").read_text())
-    assert meta["model_kind"] == "kn" and meta["model"]["order"] == 3 and meta["train"]["model"] == "kn"
+    assert meta["model_kind"] == "kn" and meta["model"]["order"] == 3 and meta["train"]["model"]["kind"] == "kn"
     model, tok, info = ckpt.load_for_inference(kn_ckpt)
     assert isinstance(model, KneserNeyModel) and info.model_kind == "kn" and model.order == 3
     # the validation figure of metrics.jsonl is `charlm perplexity`'s on the held-out text

@@ -12,12 +12,12 @@ import torch
 from click.testing import CliRunner
 
 import charlm.cli.perplexity_cmd  # noqa: F401  (registers the command on `main`)
-from charlm.checkpoint import load_for_inference, read_metrics, write_inference_checkpoint
+from charlm.checkpoint.store import load_for_inference, read_metrics, write_inference_checkpoint
 from charlm.cli import main
-from charlm.evaluate import evaluate_file, evaluate_text
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
-from charlm.train import TrainConfig, train
+from charlm.data.tokenizers import fit_tokenizer
+from charlm.evaluation.scoring import evaluate_file, evaluate_text
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.training import TrainConfig, train
 
 TEXT = (
     "the cat sat on the mat.\nthe dog sat on the log.\na cat and a dog met on a mat.\nthe end of the tale is near.\n"
@@ -183,7 +183,7 @@ def test_missing_or_corrupt_checkpoint_is_a_one_line_error(tmp_path, ckpt, files
 def test_damaged_weights_are_refused_in_one_line_and_no_verify_scores_them(tmp_path, ckpt, files):
     import shutil
 
-    from charlm.checkpoint import BEST
+    from charlm.checkpoint.store import BEST
 
     target = tmp_path / "ck"
     shutil.copytree(ckpt, target)
@@ -215,7 +215,7 @@ def test_unavailable_device_is_a_one_line_error(ckpt, files):
 def test_reproduces_the_validation_loss_recorded_by_training(tmp_path, held_out_text):
     corpus = tmp_path / "tales.txt"
     corpus.write_text(TEXT * 32, encoding="utf-8")  # 40k characters, the last 4k held out
-    config = TrainConfig(
+    config = TrainConfig.from_options(
         corpus=(str(corpus),),
         out=str(tmp_path / "run"),
         hidden_size=48,
@@ -234,7 +234,7 @@ def test_reproduces_the_validation_loss_recorded_by_training(tmp_path, held_out_
     )
     train(config)
     valid = tmp_path / "valid.txt"
-    valid.write_text(held_out_text(Path(config.corpus[0]), config.valid_fraction), encoding="utf-8")
+    valid.write_text(held_out_text(Path(config.data.corpus[0]), config.data.valid_fraction), encoding="utf-8")
     recorded = min(r["valid_loss"] for r in read_metrics(tmp_path / "run") if r.get("type") == "valid")
     assert recorded < 0.5 * math.log(21)  # trained: agreement with a flat model would prove nothing
     for flags in ([], ["--exact"]):

@@ -14,12 +14,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from charlm import checkpoint as ckpt
-from charlm import plot
+from charlm.checkpoint import store as ckpt
 from charlm.cli.plot_cmd import plot_command
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import CheckpointError, StorageError
-from charlm.model import ModelConfig, RNNLanguageModel
-from charlm.tokenizers import fit_tokenizer
+from charlm.models.rnn import ModelConfig, RNNLanguageModel
+from charlm.training import plot
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_SIZE = (round(plot.FIGSIZE[0] * plot.DPI), round(plot.FIGSIZE[1] * plot.DPI))  # (width, height) in pixels
@@ -159,7 +159,7 @@ def test_a_directory_that_is_not_a_checkpoint_is_a_checkpoint_error(tmp_path):
 
 # ---------------------------------------------------------------- PNG
 def test_importing_the_module_does_not_import_matplotlib():
-    code = "import sys, charlm.plot, charlm.cli.plot_cmd; print('matplotlib' in sys.modules)"
+    code = "import sys, charlm.training.plot, charlm.cli.plot_cmd; print('matplotlib' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -14,8 +14,9 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from charlm.data.tokenizers import CharTokenizer, WordTokenizer, fit_tokenizer
 from charlm.errors import ConfigError, TokenizerError
-from charlm.model import ModelConfig, RNNLanguageModel
+from charlm.models import LMOutput, ModelConfig, RNNLanguageModel
 from charlm.sampling import (
     DecodingOptions,
     Prompt,
@@ -33,7 +34,6 @@ from charlm.sampling import (
     top_p_filter,
     warm_up,
 )
-from charlm.tokenizers import CharTokenizer, WordTokenizer, fit_tokenizer
 
 NEG = float("-inf")
 
@@ -74,6 +74,13 @@ class ScriptedModel(nn.Module):
             self.prefixes.append(prefix)
         return self.codes[prefix]
 
+    state_floats = 0
+    device = torch.device("cpu")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab
+
     def init_state(self, batch: int):
         return (torch.zeros(1, batch, 1, dtype=torch.float64),)
 
@@ -90,7 +97,7 @@ class ScriptedModel(nn.Module):
         for t in range(ids.size(1)):
             logits, state = self._advance(ids[:, t], state)
             out.append(logits)
-        return torch.stack(out, 1), state  # (B, T, V)
+        return LMOutput(torch.stack(out, 1), None, state)  # (B, T, V)
 
     def step(self, ids: torch.Tensor, state=None):
         self.step_batches.append(ids.size(0))
@@ -239,14 +246,16 @@ def test_top_p_sampling_never_leaves_the_nucleus():
 def _hand_greedy(model, prompt_ids: list[int], n: int, eos: int | None = None) -> list[int]:
     """Argmax unrolled by hand through `forward` (not `step`), one token at a time."""
     with torch.no_grad():
-        logits, state = model(torch.tensor([prompt_ids]), None)
+        fwd = model(torch.tensor([prompt_ids]), None)
+        logits, state = fwd.logits, fwd.state
         out = []
         for _ in range(n):
             nxt = int(logits[0, -1].argmax())
             out.append(nxt)
             if nxt == eos:
                 break
-            logits, state = model(torch.tensor([[nxt]]), state)
+            fwd = model(torch.tensor([[nxt]]), state)
+            logits, state = fwd.logits, fwd.state
     return out
 
 
@@ -261,7 +270,7 @@ def test_greedy_equals_hand_unrolled_argmax(char_tok, char_model):
     assert r.finish_reason == "length" and r.num_tokens == 40
     # log-prob is the sum of the model's log-probs of the chosen ids
     with torch.no_grad():
-        logits, _ = char_model(torch.tensor([prompt_ids + ids]))
+        logits = char_model(torch.tensor([prompt_ids + ids])).logits
     lp = logits[0, len(prompt_ids) - 1 : -1].log_softmax(-1).gather(1, torch.tensor(ids)[:, None]).sum().item()
     assert r.logprob == pytest.approx(lp, abs=1e-3)
 
@@ -298,10 +307,11 @@ def test_state_carried_across_steps_equals_rerunning_the_prefix(cell):
     g = seeded(5)
     seq = torch.randint(0, 11, (2, 12), generator=g)  # two sequences as a batch
     logits, state = warm_up(model, seq[0, :4].tolist())
-    logits_b, state_b = model(seq[:, :4])  # the batched version of the same warm-up
+    fwd = model(seq[:, :4])
+    logits_b, state_b = fwd.logits, fwd.state  # the batched version of the same warm-up
     logits, state = logits_b[:, -1], state_b
     for t in range(4, 12):
-        full, _ = model(seq[:, : t + 1])  # (2, t+1, V) from scratch
+        full = model(seq[:, : t + 1]).logits  # (2, t+1, V) from scratch
         logits, state = model.step(seq[:, t], state)
         assert torch.allclose(logits, full[:, -1], atol=1e-5), t
 
@@ -356,7 +366,7 @@ def _brute_force(model, prompt: list[int], V: int, L: int, alpha: float, eos: in
     scored = []
     for s in seqs:
         with torch.no_grad():
-            logits, _ = model(torch.tensor([prompt + list(s)]))
+            logits = model(torch.tensor([prompt + list(s)])).logits
         lp = logits[0, len(prompt) - 1 : -1].double().log_softmax(-1).gather(1, torch.tensor(s)[:, None]).sum().item()
         scored.append((lp / len(s) ** alpha, lp, list(s)))
     scored.sort(key=lambda x: -x[0])
@@ -672,7 +682,7 @@ def test_unrepresentable_prompt_is_an_error():
 
 
 def test_prompts_are_read_after_a_line_end_like_evaluation(char_tok):
-    from charlm.evaluate import context_id
+    from charlm.evaluation.scoring import context_id
 
     assert encode_prompt(char_tok, "").ids == tuple(char_tok.encode("\n"))
     assert encode_prompt(char_tok, "ab").ids == tuple(char_tok.encode("\nab"))

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlm import tokcache
-from charlm.corpus import corpus_files, iter_corpus_chunks, read_corpus, split_offset
+from charlm.data.corpus import corpus_files, iter_corpus_chunks, read_corpus, split_offset
+from charlm.data.tokcache import TokenizedCorpus, shard, tokenized_corpus
+from charlm.data.tokcache import build as cache_build
+from charlm.data.tokenizers import fit_tokenizer
 from charlm.errors import ConfigError, CorpusError
-from charlm.tokcache import shard, tokenized_corpus
-from charlm.tokenizers import fit_tokenizer
 
 CORPORA = Path(__file__).parent.parent / "corpora"
 
@@ -31,13 +31,13 @@ def corpus(tmp_path: Path) -> Path:
 def fits(monkeypatch) -> list[str]:
     """The kinds fitted so far: a reused entry fits nothing."""
     calls: list[str] = []
-    real = tokcache.fit_tokenizer_stream
+    real = cache_build.fit_tokenizer_stream
 
     def counting(kind, chunks, **kw):
         calls.append(kind)
         return real(kind, chunks, **kw)
 
-    monkeypatch.setattr(tokcache, "fit_tokenizer_stream", counting)
+    monkeypatch.setattr(cache_build, "fit_tokenizer_stream", counting)
     return calls
 
 
@@ -57,13 +57,17 @@ def _parts(paths: list[Path], fraction: float) -> tuple[str, str]:
 )
 def test_ids_equal_encoding_the_split_text_and_a_rerun_reuses_them(tmp_path, corpus, fits, level, options):
     events: list[tuple[str, int, int]] = []
-    tc = tokenized_corpus(
-        [corpus],
-        level=level,
-        tokenizer_options=options,
-        cache_dir=tmp_path / "cache",
-        progress=lambda *e: events.append(e),
-    )
+
+    def cached() -> TokenizedCorpus:
+        return tokenized_corpus(
+            [corpus],
+            level=level,
+            tokenizer_options=options,
+            cache_dir=tmp_path / "cache",
+            progress=lambda *e: events.append(e),
+        )
+
+    tc = cached()
     train_text, valid_text = _parts([corpus], 0.1)
     assert train_text + valid_text == read_corpus(corpus) and train_text.endswith("\n")
     assert tc.tokenizer == fit_tokenizer(level, train_text, **options)  # fitted on the training part only
@@ -76,13 +80,7 @@ def test_ids_equal_encoding_the_split_text_and_a_rerun_reuses_them(tmp_path, cor
     assert {e[0] for e in events} == {"fitting", "encoding"} and events[-1][1] == events[-1][2] == corpus.stat().st_size
 
     n_events = len(events)
-    again = tokenized_corpus(
-        [corpus],
-        level=level,
-        tokenizer_options=options,
-        cache_dir=tmp_path / "cache",
-        progress=lambda *e: events.append(e),
-    )
+    again = cached()
     assert again.reused and fits == [level] and len(events) == n_events  # no refit, no progress
     assert again.path == tc.path and again.tokenizer == tc.tokenizer
     assert (again.fingerprint, again.valid_fingerprint) == (tc.fingerprint, tc.valid_fingerprint)
@@ -289,3 +287,10 @@ def test_shard_is_a_contiguous_view(tmp_path, corpus):
     assert all(np.shares_memory(p, tc.train) for p in parts)
     with pytest.raises(ValueError, match="rank"):
         shard(tc.train, 3, 3)
+
+
+def test_each_rank_reads_its_own_contiguous_shard():
+    ids = np.arange(11)
+    assert shard(ids, 0, 2).tolist() == [0, 1, 2, 3, 4]
+    assert shard(ids, 1, 2).tolist() == [5, 6, 7, 8, 9]  # the remainder is dropped: equal parts
+    assert shard(ids, 0, 1).tolist() == ids.tolist()  # a single process reads everything

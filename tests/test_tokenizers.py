@@ -13,11 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm import tokenizers
-from charlm.corpus import read_corpus
-from charlm.errors import TokenizerError
-from charlm.tokenizers import (
-    _SPACES,
+from charlm.data.corpus import read_corpus
+from charlm.data.tokenizers import (
     CharTokenizer,
     SubwordTokenizer,
     Tokenizer,
@@ -28,7 +25,12 @@ from charlm.tokenizers import (
     load_tokenizer,
     token_safe_pieces,
     tokenizer_from_dict,
+    wordtable,
 )
+from charlm.data.tokenizers import subword as subword_module
+from charlm.data.tokenizers.wordscan import SPACES, scan_words
+from charlm.data.tokenizers.wordtable import WordTable
+from charlm.errors import TokenizerError
 
 CORPORA = Path(__file__).parent.parent / "corpora"
 FAST = settings(max_examples=60, deadline=None)
@@ -213,7 +215,7 @@ def word_toks(shakespeare) -> dict[str, WordTokenizer]:
 
 
 def test_the_fast_path_knows_every_character_str_split_splits_on():
-    assert "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()) == _SPACES
+    assert "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()) == SPACES
 
 
 @FAST
@@ -236,7 +238,7 @@ def test_word_encode_array_equals_encode(word_toks, text, chunk, mode):
 
 
 @FAST
-@given(text=st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]) | st.sampled_from(_SPACES + "'<>")))
+@given(text=st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]) | st.sampled_from(SPACES + "'<>")))
 def test_word_encode_array_equals_encode_on_any_text(word_toks, text):
     for tok in word_toks.values():
         assert tok.encode_array(text).tolist() == tok.encode(text)
@@ -244,12 +246,12 @@ def test_word_encode_array_equals_encode_on_any_text(word_toks, text):
 
 def test_word_fast_path_is_exact_when_every_word_hashes_alike(monkeypatch, word_toks, shakespeare):
     # all hashes equal: every lookup probes past other words, and only the byte comparison decides
-    real = tokenizers._hash_spans
+    real = wordtable.hash_spans
 
     def all_alike(view, starts, lens):
         return np.zeros(len(starts), np.uint64), real(view, starts, lens)[1]
 
-    monkeypatch.setattr(tokenizers, "_hash_spans", all_alike)
+    monkeypatch.setattr(wordtable, "hash_spans", all_alike)
     for mode in ("whitespace", "punct"):
         tok = WordTokenizer(word_toks[mode].to_dict()["vocab"][:300], mode)
         text = shakespeare[:5000] + f" {_LONG} {_LONG}y abcdefghi abcdefgh"
@@ -257,11 +259,11 @@ def test_word_fast_path_is_exact_when_every_word_hashes_alike(monkeypatch, word_
 
 
 def test_word_table_grows_and_finds_every_word():
-    table = tokenizers._WordTable()
+    table = WordTable()
     words = [f"w{i}".encode() * (i % 60 + 1) for i in range(3000)]  # 2 to 300 bytes: 1 to 32 blocks, and longer
     for start in range(0, len(words), 700):
         table.add(words[start : start + 700])
-    spans = tokenizers._scan_words(b" ".join(words).decode(), punct=False)
+    spans = scan_words(b" ".join(words).decode(), punct=False)
     assert table.lookup(spans).tolist() == list(range(len(words)))
     assert table.find(words[2999]) == 2999
     assert table.find(b"absent") == -1 and table.find(words[5] + b"x") == -1
@@ -397,7 +399,7 @@ def test_subword_fit_on_chunks_equals_fit_on_the_text(shakespeare, monkeypatch):
     for cuts in ([], [1, 2, 9000], list(range(0, 20_000, 777))):
         assert fit_tokenizer_stream("subword", _cut(text, cuts), size=size, vocab_size=340) == whole
     # past MAX_SUBWORD_TRAIN_CHARS only every k-th line is trained on, k chosen from the size given
-    monkeypatch.setattr(tokenizers, "MAX_SUBWORD_TRAIN_CHARS", 5_000)
+    monkeypatch.setattr(subword_module, "MAX_SUBWORD_TRAIN_CHARS", 5_000)
     sampled = fit_tokenizer("subword", text, vocab_size=340, model_type="bpe")
     assert sampled != fit_tokenizer("subword", text[:5000], vocab_size=340, model_type="bpe")
     streamed = fit_tokenizer_stream("subword", _cut(text, [3, 7000]), size=size, vocab_size=340, model_type="bpe")
@@ -407,7 +409,7 @@ def test_subword_fit_on_chunks_equals_fit_on_the_text(shakespeare, monkeypatch):
 
 
 def test_subword_vocab_check_sees_characters_of_unsampled_lines(monkeypatch):
-    monkeypatch.setattr(tokenizers, "MAX_SUBWORD_TRAIN_CHARS", 10)
+    monkeypatch.setattr(subword_module, "MAX_SUBWORD_TRAIN_CHARS", 10)
     text = "ab\n" * 20 + "c\n"  # every 7th line is sampled, so "c" is not; the check still counts it
     with pytest.raises(TokenizerError, match="need 262"):
         fit_tokenizer_stream("subword", [text], size=len(text), vocab_size=261)
@@ -553,7 +555,7 @@ def test_fit_tokenizer_dispatch_and_option_errors():
 
 
 def test_tokenizers_and_corpus_do_not_import_torch():
-    code = "import sys, charlm.tokenizers, charlm.corpus; print('torch' in sys.modules)"
+    code = "import sys, charlm.data.tokenizers, charlm.data.corpus; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

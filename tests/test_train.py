@@ -14,13 +14,16 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from charlm import checkpoint as ckpt
-from charlm import train as train_mod
-from charlm.data import batchify, epoch_offset, get_batch, num_windows
+from charlm.checkpoint import store as ckpt
+from charlm.data.batching import batchify, epoch_offset, get_batch, num_windows
 from charlm.errors import CheckpointError, ConfigError, CorpusError, DivergedError
-from charlm.evaluate import TextScore
-from charlm.model import RNNLanguageModel
-from charlm.train import TrainConfig, lr_factor, train
+from charlm.evaluation.scoring import TextScore
+from charlm.models.rnn import RNNLanguageModel
+from charlm.training import TrainConfig, loop, prepare, prepare_data, train
+from charlm.training.optim import LossMeter, make_optimizer
+from charlm.training.schedule import Limits, lr_factor
+from charlm.training.state import RunState, record_validation
+from charlm.training.tasks.lm import activation_regularisation, train_step
 
 
 def config(corpus: Path, out: Path, **kw) -> TrainConfig:
@@ -41,7 +44,7 @@ def config(corpus: Path, out: Path, **kw) -> TrainConfig:
         device="cpu",
         seed=3,
     )
-    return TrainConfig(**(base | kw))
+    return TrainConfig.from_options(**(base | kw))
 
 
 def losses(history: list[dict]) -> list[tuple]:
@@ -72,9 +75,9 @@ def test_train_config_refuses_out_of_range_values(tiny_corpus):
         dict(clip=-1),
     ):
         with pytest.raises(ConfigError):
-            TrainConfig(corpus=(str(tiny_corpus),), **bad)
+            TrainConfig.from_options(corpus=(str(tiny_corpus),), **bad)
     with pytest.raises(ConfigError, match="no corpus"):
-        TrainConfig(corpus=())
+        TrainConfig.from_options(corpus=())
 
 
 def test_train_config_round_trips_through_json_dict(tiny_corpus, out_dir):
@@ -83,12 +86,12 @@ def test_train_config_round_trips_through_json_dict(tiny_corpus, out_dir):
 
 
 def test_lr_schedule_warms_up_then_decays():
-    c = TrainConfig(corpus=("x",), warmup_steps=4, schedule="cosine", min_lr_ratio=0.1)
+    c = TrainConfig.from_options(corpus=("x",), warmup_steps=4, schedule="cosine", min_lr_ratio=0.1)
     assert lr_factor(c, 0, 0.0, 1.0) == pytest.approx(0.25)
     assert lr_factor(c, 3, 0.0, 1.0) == pytest.approx(1.0)
     assert lr_factor(c, 100, 0.5, 1.0) == pytest.approx(0.55)
     assert lr_factor(c, 100, 1.0, 1.0) == pytest.approx(0.1)
-    const = TrainConfig(corpus=("x",), warmup_steps=0, schedule="constant")
+    const = TrainConfig.from_options(corpus=("x",), warmup_steps=0, schedule="constant")
     assert lr_factor(const, 7, 0.9, 1.0) == 1.0
 
 
@@ -101,7 +104,9 @@ def test_a_run_writes_a_complete_checkpoint(tiny_corpus, out_dir):
     assert not [p for p in out_dir.iterdir() if p.name.endswith(".tmp")]
     assert [r["step"] for r in result.history if r["type"] == "valid"] == [4, 8]
     assert [r["step"] for r in result.history if r["type"] == "train"] == [2, 4, 6, 8]
-    metrics = ckpt.read_metrics(out_dir)  # the history, after the one record of the baselines (charlm.baselines)
+    metrics = ckpt.read_metrics(
+        out_dir
+    )  # the history, after the one record of the baselines (charlm.training.baselines)
     assert [r["type"] for r in metrics[:1]] == ["baselines"] and metrics[1:] == result.history
     assert result.best_valid_loss == min(r["valid_loss"] for r in result.history if r["type"] == "valid")
     model, tok, info = ckpt.load_for_inference(out_dir)
@@ -259,7 +264,7 @@ def test_exploding_loss_stops_the_run_and_keeps_best(tiny_corpus, out_dir, monke
     train(config(tiny_corpus, out_dir, **kw))
     best, last = _bytes(out_dir / "best.safetensors"), _bytes(out_dir / "last.safetensors")
     # Continue with an absurd learning rate: the loss explodes within a few steps.
-    monkeypatch.setattr(train_mod, "lr_factor", lambda *a: 1e6)
+    monkeypatch.setattr(loop, "lr_factor", lambda *a: 1e6)
     with pytest.raises(DivergedError, match="diverged") as exc:
         train(config(tiny_corpus, out_dir, **(kw | dict(max_steps=20))), resume=True)
     assert "\n" not in str(exc.value)
@@ -354,9 +359,9 @@ def _scripted_validation(monkeypatch, losses_in_order: list[float]) -> None:
     """Make validation return these losses, in order (the trainer's reaction is what is tested).
     The start's baselines, scored by the same function, are left out so they take none of them."""
     it = iter(losses_in_order)
-    monkeypatch.setattr(train_mod.Trainer, "measure_baselines", lambda self: None)
+    monkeypatch.setattr(loop.Loop, "measure_baselines", lambda self: None)
     monkeypatch.setattr(
-        train_mod,
+        prepare,
         "evaluate_ids",
         lambda *a, **k: TextScore(tokens=100, nll=next(it) * 100, chars=100, bytes=100, oov=0),
     )
@@ -405,11 +410,11 @@ def test_a_refused_device_leaves_no_half_run(tiny_corpus, out_dir):
 @pytest.mark.parametrize("epochs", [1.0, 0.5, 1.5])
 def test_epochs_limit_stops_after_whole_or_partial_passes(tiny_corpus, out_dir, epochs):
     c = config(tiny_corpus, out_dir, max_steps=None, epochs=epochs, bptt=64, eval_interval=100)
-    columns = batchify(train_mod.prepare_data(c).train_ids, c.batch_size).shape[1] - 1
+    columns = batchify(prepare_data(c).train_ids, c.task.batch_size).shape[1] - 1
     whole, part = divmod(epochs, 1.0)
-    expected = int(whole) * math.ceil(columns / c.bptt)  # every pass reads each column once ...
+    expected = int(whole) * math.ceil(columns / c.task.bptt)  # every pass reads each column once ...
     if part:  # ... and a partial one starts at its epoch's random offset
-        expected += math.ceil((part * columns - epoch_offset(c.seed, int(whole), c.bptt)) / c.bptt)
+        expected += math.ceil((part * columns - epoch_offset(c.run.seed, int(whole), c.task.bptt)) / c.task.bptt)
     r = train(c)
     assert r.status == "epochs"
     assert r.step == expected
@@ -420,7 +425,7 @@ def test_the_logged_loss_is_token_weighted(tiny_corpus, tmp_path):
     """One log over 4 full windows and a short last one == the token-weighted mean of per-step losses."""
     kw = dict(bptt=64, max_steps=5, eval_interval=5)
     c = config(tiny_corpus, tmp_path / "a", log_interval=1, **kw)
-    src = batchify(train_mod.prepare_data(c).train_ids, c.batch_size)
+    src = batchify(prepare_data(c).train_ids, c.task.batch_size)
     assert num_windows(src, 64) == 5
     sizes = [get_batch(src, w * 64, 64)[1].numel() for w in range(5)]
     assert sizes[-1] < sizes[0]  # the last window is partial
@@ -469,7 +474,7 @@ def test_last_without_rng_state_is_refused_as_corrupt(tiny_corpus, out_dir):
 
 
 def test_validation_loss_is_the_perplexity_figure_of_the_validation_text(tiny_corpus, out_dir, held_out_text):
-    from charlm.evaluate import evaluate_text
+    from charlm.evaluation.scoring import evaluate_text
 
     r = train(config(tiny_corpus, out_dir, eval_streams=1))
     model, tok, _ = ckpt.load_for_inference(out_dir, which="last")
@@ -479,31 +484,31 @@ def test_validation_loss_is_the_perplexity_figure_of_the_validation_text(tiny_co
 
 # ---------------------------------------------------------------- the trainer's parts, one at a time
 def test_run_state_round_trips_and_ignores_keys_it_does_not_know():
-    s = train_mod.RunState(step=7, epoch=1, pos=300, best_valid=1.5, plateau_scale=0.5, fingerprint="ab")
-    assert train_mod.RunState.from_dict(s.to_dict() | {"run_id": "x", "scaler": {}}) == s
+    s = RunState(step=7, epoch=1, pos=300, best_valid=1.5, plateau_scale=0.5, fingerprint="ab")
+    assert RunState.from_dict(s.to_dict() | {"run_id": "x", "scaler": {}}) == s
 
 
 def test_record_validation_keeps_best_counts_stalls_and_anneals():
-    c = TrainConfig(corpus=("x",), schedule="plateau", plateau_patience=1, plateau_factor=0.5, patience=3)
-    s = train_mod.RunState()
-    outcomes = [train_mod.record_validation(s, loss, c) for loss in (3.0, 2.0, 2.5, 2.4, 2.6)]
+    c = TrainConfig.from_options(corpus=("x",), schedule="plateau", plateau_patience=1, plateau_factor=0.5, patience=3)
+    s = RunState()
+    outcomes = [record_validation(s, loss, c) for loss in (3.0, 2.0, 2.5, 2.4, 2.6)]
     assert outcomes == [(True, False), (True, False), (False, False), (False, False), (False, True)]
     assert s.best_valid == 2.0 and s.last_valid == 2.6 and s.plateau_scale == 0.5
 
 
 def test_limits_report_progress_and_which_limit_is_reached():
-    lim = train_mod.Limits(epochs=2.0, max_steps=100, time_budget=60.0, columns=1000)
-    s = train_mod.RunState(step=10, epoch=1, pos=0)
+    lim = Limits(epochs=2.0, max_steps=100, time_budget=60.0, columns=1000)
+    s = RunState(step=10, epoch=1, pos=0)
     assert lim.progress(s, 6.0) == pytest.approx(0.5)  # the epochs are the furthest along
     assert lim.reached(s) is None and not lim.out_of_time(59.9) and lim.out_of_time(60.0)
-    assert lim.reached(train_mod.RunState(step=100)) == "max steps"
-    assert lim.reached(train_mod.RunState(step=20, epoch=2)) == "epochs"
+    assert lim.reached(RunState(step=100)) == "max steps"
+    assert lim.reached(RunState(step=20, epoch=2)) == "epochs"
 
 
 def test_loss_meter_is_token_weighted_and_resets():
-    from charlm.distributed import DistContext
+    from charlm.runtime.distributed import DistContext
 
-    m = train_mod.LossMeter(torch.device("cpu"))
+    m = LossMeter(torch.device("cpu"))
     assert m.take(DistContext()) is None
     m.add(torch.tensor(2.0), 30)
     m.add(torch.tensor(1.0), 10)
@@ -513,12 +518,14 @@ def test_loss_meter_is_token_weighted_and_resets():
 
 def test_train_step_updates_the_weights_and_cuts_the_graph_at_the_window_edge():
     torch.manual_seed(0)
-    c = TrainConfig(corpus=("x",), hidden_size=8, dropout=0.1, batch_size=3, lr=3e-3, ar=0.1, tar=0.1, clip=1.0)
+    c = TrainConfig.from_options(
+        corpus=("x",), hidden_size=8, dropout=0.1, batch_size=3, lr=3e-3, ar=0.1, tar=0.1, clip=1.0
+    )
     model = RNNLanguageModel(c.model_config(vocab_size=11))
-    opt = train_mod.make_optimizer(c, model)
+    opt = make_optimizer(c, model)
     x, y = torch.randint(0, 11, (3, 5)), torch.randint(0, 11, (3, 5))
     before = [p.detach().clone() for p in model.parameters()]
-    loss, hidden = train_mod.train_step(model, opt, None, x, y, None, c, None)
+    loss, hidden = train_step(model, opt, None, x, y, None, c, None)
     assert loss.shape == () and not loss.requires_grad
     assert all(not h.requires_grad and h.grad_fn is None for h in hidden)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
@@ -527,7 +534,7 @@ def test_train_step_updates_the_weights_and_cuts_the_graph_at_the_window_edge():
 def test_tar_penalises_the_raw_last_layer_output_and_ar_the_dropped_one(monkeypatch):
     """AWD-LSTM: AR on the dropped-out output, TAR on the raw output of the last layer."""
     torch.manual_seed(0)
-    c = TrainConfig(
+    c = TrainConfig.from_options(
         corpus=("x",), num_layers=1, hidden_size=6, emb_size=4, dropout=0.5, locked_dropout=False,
         batch_size=2, lr=3e-3, ar=0.0, tar=1.0, clip=0.0,
     )  # fmt: skip
@@ -538,14 +545,14 @@ def test_tar_penalises_the_raw_last_layer_output_and_ar_the_dropped_one(monkeypa
     def spy(self, ids, state=None, with_activations=False, targets=None):
         out = real(self, ids, state, with_activations, targets)
         if with_activations:
-            seen["dropped"], seen["raw"] = out[2]
+            seen["dropped"], seen["raw"] = out.activations
         return out
 
     monkeypatch.setattr(RNNLanguageModel, "forward", spy)
     model.train()
-    train_mod.train_step(
+    train_step(
         model,
-        train_mod.make_optimizer(c, model),
+        make_optimizer(c, model),
         None,
         torch.zeros(2, 4, dtype=torch.long),
         torch.zeros(2, 4, dtype=torch.long),
@@ -562,8 +569,8 @@ def test_tar_penalises_the_raw_last_layer_output_and_ar_the_dropped_one(monkeypa
 def test_activation_regularisation_penalises_dropped_for_ar_and_raw_steps_for_tar():
     raw = torch.tensor([[[1.0], [1.0], [3.0]]])  # (B=1, T=3, H=1): one jump of 2
     dropped = torch.tensor([[[2.0], [0.0], [0.0]]])
-    ar = train_mod.activation_regularisation(dropped, raw, ar=1.0, tar=0.0)
-    tar = train_mod.activation_regularisation(dropped, raw, ar=0.0, tar=1.0)
+    ar = activation_regularisation(dropped, raw, ar=1.0, tar=0.0)
+    tar = activation_regularisation(dropped, raw, ar=0.0, tar=1.0)
     assert ar.item() == pytest.approx(4.0 / 3)  # mean of dropped^2: the raw values play no part
     assert tar.item() == pytest.approx((0.0 + 4.0) / 2)  # mean squared step of raw: dropped plays no part
-    assert train_mod.activation_regularisation(dropped, raw, 0.0, 0.0).item() == 0.0
+    assert activation_regularisation(dropped, raw, 0.0, 0.0).item() == 0.0

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from charlm import checkpoint as ckpt
+from charlm.checkpoint import store as ckpt
 from charlm.cli import main
 
 TINY = ["--hidden", "16", "--emb", "8", "--layers", "1", "--batch-size", "4", "--bptt", "16"]
@@ -85,7 +85,7 @@ def test_word_and_subword_levels_train(tiny_corpus, out_dir, level, extra, side_
     assert_ok(result)
     meta = json.loads((out_dir / "checkpoint.json").read_text())
     assert meta["tokenizer"]["kind"] == level
-    assert meta["train"]["level"] == level
+    assert meta["train"]["tokenizer"]["level"] == level
     if side_file:
         assert (out_dir / side_file).is_file()
     _, tok, _ = ckpt.load_for_inference(out_dir)
@@ -100,7 +100,7 @@ def test_time_budget_stops_by_time(tiny_corpus, out_dir):
     assert "time budget" in result.stdout
     _, data = ckpt.load_training_state(out_dir)
     assert 1.0 <= data["trainer"]["elapsed"] < 30.0
-    assert json.loads((out_dir / "checkpoint.json").read_text())["train"]["time_budget"] == 2.0
+    assert json.loads((out_dir / "checkpoint.json").read_text())["train"]["run"]["time_budget"] == 2.0
 
 
 # ---------------------------------------------------------------- an existing run
@@ -146,7 +146,7 @@ def test_resume_keeps_the_runs_own_intervals_and_validation_file(tiny_corpus, ti
     assert [r["step"] for r in records if r["type"] == "valid"] == [3, 6]
     assert [r["step"] for r in records if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert {r["valid_tokens"] for r in records if r["type"] == "valid"} <= {299, 300}  # valid.txt, not a held-out tenth
-    assert ckpt.open_checkpoint(out).train_config["valid"] == [str(valid)]
+    assert ckpt.open_checkpoint(out).train_config["data"]["valid"] == [str(valid)]
 
 
 def test_the_same_command_plus_resume_equals_one_long_run(tiny_corpus, tmp_path):

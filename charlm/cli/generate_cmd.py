@@ -7,44 +7,21 @@ Warnings, progress and statistics go to stderr.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
-import secrets
-import time
 from pathlib import Path
 from typing import Any
 
 import click
-import torch
 from click.core import ParameterSource
-from rich.text import Text
 
-from charlm.checkpoint import load_for_inference
-from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console, option_table
-from charlm.config import MAX_SEED
-from charlm.devices import resolve_device
+from charlm.api import load, random_seed
+from charlm.cli.common import DEVICE_HELP, domain_errors, option_table
+from charlm.cli.repl import Repl
+from charlm.cli.terminal import continue_text, note, unescape, warn, write
 from charlm.errors import ConfigError
-from charlm.sampling import (
-    MAX_BEAM_WIDTH,
-    MAX_NEW_TOKENS,
-    MAX_SAMPLES,
-    STRATEGIES,
-    DecodingOptions,
-    Generation,
-    describe_unknown,
-    encode_prompt,
-    generate,
-    stream,
-)
-
-_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
-
-
-def unescape(text: str) -> str:
-    r"""'\n', '\t' and '\\' typed on a command line -> newline, tab, backslash."""
-    return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
-
+from charlm.runtime import resolve_device
+from charlm.sampling import MAX_BEAM_WIDTH, MAX_NEW_TOKENS, MAX_SAMPLES, STRATEGIES, DecodingOptions
+from charlm.training import MAX_SEED
 
 # The decoding options, named as DecodingOptions names them (length is max_new_tokens).
 # fmt: off
@@ -111,112 +88,27 @@ def generate_command(
     options = DecodingOptions(**(decoding | {"stop": tuple(unescape(s) for s in decoding["stop"])}))
     dev = resolve_device(device)
     _warn_unused(click.get_current_context(), options)
-    model, tokenizer, _ = load_for_inference(checkpoint, which=which, device=dev, verify=not no_verify)
-    options.check_vocab(tokenizer.vocab_size)
-    seed = secrets.randbelow(2**31) if seed is None else seed
-    generator = torch.Generator(device=dev).manual_seed(seed)
+    lm = load(checkpoint, which=which, device=dev, verify=not no_verify)
+    lm.decoding(options)  # the checks that need the vocabulary, before anything runs
+    seed = random_seed() if seed is None else seed
     text = unescape(prompt)
     if interactive:
-        from charlm.cli.repl import Repl  # the REPL's module imports this one
-
-        Repl(model, tokenizer, options, seed, dev).run(first=text or None)
+        Repl(lm, options, seed).run(first=text or None)
         return
     if as_json:
-        p = _encode(tokenizer, text)
-        results = generate(model, tokenizer, p, options, generator)
-        payload = {
-            "checkpoint": str(checkpoint),
-            "prompt": text,
-            "strategy": options.effective_strategy,
-            "seed": seed,
-            "options": options.to_dict(),
-            "unk_masked": not options.allow_unk and tokenizer.unk_id is not None,
-            "results": [r.to_dict() for r in results],
-        }
-        click.echo(json.dumps(payload, ensure_ascii=False))
+        found = lm.generate(text, options, seed=seed)
+        if found.warning:
+            warn(found.warning)
+        click.echo(json.dumps({"checkpoint": str(checkpoint), **found.to_dict()}, ensure_ascii=False))
         return
     try:
-        continue_text(model, tokenizer, text, options, generator, echo_prompt=True)
+        continue_text(lm, text, options, seed, echo_prompt=True)
     except KeyboardInterrupt:  # keep what was printed, end the line, exit like an interrupted shell command
         write("\n")
         note("[stopped]")
         raise click.exceptions.Exit(130) from None
     if options.effective_strategy == "sample":
         note(f"seed {seed}")
-
-
-# ------------------------------------------------------------------ output
-def note(message: str, label: str = "", style: str = "dim") -> None:
-    """One line on stderr, never wrapped; `message` is shown as is (no markup)."""
-    text = Text(label + " ", style=style) if label else Text()
-    text.append(message, style="" if label else style)
-    err_console.print(text, soft_wrap=True, highlight=False)
-
-
-def warn(message: str) -> None:
-    note(message, "warning:", "yellow")
-
-
-def error(message: str) -> None:
-    note(message, "error:", "red")
-
-
-def write(text: str) -> None:
-    """Generated text goes out byte for byte: no markup, wrapping or tab expansion."""
-    f = console.file
-    f.write(text)
-    f.flush()
-
-
-def _encode(tokenizer: Any, text: str):
-    p = encode_prompt(tokenizer, text)
-    warning = describe_unknown(tokenizer, p)
-    if warning:
-        warn(warning)
-    return p
-
-
-def continue_text(
-    model: Any, tokenizer: Any, text: str, options: DecodingOptions, generator: torch.Generator, *, echo_prompt: bool
-) -> None:
-    """Generate from `text` and print it: streamed (one sample), a list of samples, or the n-best list."""
-    p = _encode(tokenizer, text)
-    prefix = text if echo_prompt else ""
-    start = time.perf_counter()
-    if options.effective_strategy != "beam" and options.num_samples == 1:
-        s = stream(model, tokenizer, p, options, generator)
-        write(prefix)
-        last = prefix
-        with contextlib.closing(s):  # a Ctrl-C while printing still gives the model its mode back
-            for piece in s:
-                write(piece)
-                last = piece
-        if not last.endswith("\n"):
-            write("\n")  # the next output starts on its own line
-        if s.result is not None:
-            _stats(s.result.num_tokens, time.perf_counter() - start, s.result)
-        return
-    results = generate(model, tokenizer, p, options, generator)
-    elapsed = time.perf_counter() - start
-    beam = options.effective_strategy == "beam"
-    if beam and not results:
-        warn("beam search found no complete hypothesis")
-    for i, r in enumerate(results, 1):
-        if beam:
-            head = f"#{i}  score {r.score:.4f}  log-prob {r.logprob:.2f}  {r.num_tokens} tokens  ({r.finish_reason})"
-        else:
-            head = f"sample {i}  log-prob {r.logprob:.2f}  {r.num_tokens} tokens  ({r.finish_reason})"
-        console.rule(head, align="left", style="dim")
-        body = prefix + r.text
-        write(body if body.endswith("\n") else body + "\n")
-    total = sum(r.num_tokens for r in results) if not beam else max((r.num_tokens for r in results), default=0)
-    _stats(total, elapsed, None)
-
-
-def _stats(tokens: int, seconds: float, result: Generation | None) -> None:
-    rate = f", {tokens / seconds:,.0f} tokens/s" if seconds > 0 else ""
-    extra = f", log-prob {result.logprob:.2f}, {result.finish_reason}" if result is not None else ""
-    note(f"{tokens} tokens in {seconds:.2f}s{rate}{extra}")
 
 
 def _warn_unused(ctx: click.Context, options: DecodingOptions) -> None:

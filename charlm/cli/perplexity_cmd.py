@@ -16,29 +16,35 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from charlm import memory
 from charlm.checkpoint import CheckpointInfo, load_for_inference, tokenizer_fingerprint
 from charlm.cli.common import DEVICE_HELP, console, domain_errors, err_console, option_table
-from charlm.devices import resolve_device
-from charlm.dynamic import DEFAULT_LR as DYNAMIC_LR
-from charlm.dynamic import DEFAULT_SEGMENT as DYNAMIC_SEGMENT
-from charlm.dynamic import RMS_DECAY, RMS_LR, RULES, DynamicOptions, evaluate_file_dynamic, gradient_rms
 from charlm.errors import CharlmError, ConfigError, CorpusError
-from charlm.evaluate import (
-    DEFAULT_SEGMENT,
+from charlm.evaluation import (
     DEFAULT_STREAMS,
     DEFAULT_WARMUP,
     DEFAULT_WINDOW,
+    DYNAMIC_LR,
+    DYNAMIC_SEGMENT,
+    RMS_DECAY,
+    RMS_LR,
+    RULES,
+    DynamicOptions,
+    Report,
+    Scoring,
+    Source,
     TextScore,
-    choose_weight,
     context_id,
-    evaluate_file,
-    evaluate_file_mixture,
-    total,
+    dynamic_report,
+    dynamic_statistics,
+    mixture_report,
+    mixture_weight,
+    perplexity_report,
 )
-from charlm.model import RNNLanguageModel
-from charlm.ngram import KneserNeyModel
+from charlm.models import LanguageModel
+from charlm.runtime import resolve_device
+from charlm.training import TrainConfig, memory, prepare_data
 
+_FIGURES = ("tokens", "NLL\n(nats)", "perplexity", "bits/\nchar", "bits/\nbyte", "OOV")
 _UNKNOWN_WHAT = {
     "char": "characters never seen in training",
     "word": "out-of-vocabulary words",
@@ -122,105 +128,63 @@ def perplexity_command(
       charlm perplexity checkpoints/shakespeare held-out.txt --interpolate checkpoints/shakespeare-kn
       charlm perplexity checkpoints/shakespeare held-out.txt --dynamic
     """
+    _check_usage(ctx, exact, streams, interpolate, dynamic)
+    dev = resolve_device(device)
+    model, tokenizer, info = load_for_inference(checkpoint, which=which, device=dev, verify=not no_verify)
+    scoring = Scoring(exact=exact or streams == 1 or model.exact_only, streams=streams, window=window)
+    _check_memory(model, files, dev, None if scoring.exact else streams, dynamic_segment if dynamic else None)
+    each = functools.partial(_with_progress, show=not as_json)
+    source = Source(str(info.path), which, model, tokenizer, scoring, encoding_errors, each)
+    if interpolate:
+        report = _interpolated(source, info, interpolate, files, verify=not no_verify)
+    elif dynamic:
+        report = _dynamic(source, info, _dynamic_options(dynamic_segment, dynamic_lr, dynamic_rule), files)
+    else:
+        report = perplexity_report(source, files)
+    _show(report, as_json)
+    if report.failed:
+        err_console.print(
+            f"[red]error:[/] {report.failed} of {len(files)} files could not be evaluated (see the report)"
+        )
+        ctx.exit(1)
+
+
+def _check_usage(ctx: click.Context, exact: bool, streams: int, interpolate: str | None, dynamic: bool) -> None:
+    """The combinations of options that cannot go together (usage errors: exit 2)."""
     if exact and ctx.get_parameter_source("streams") == ParameterSource.COMMANDLINE and streams != 1:
         raise click.UsageError("--exact scores one stream; leave out --streams or drop --exact")
-    exact = exact or streams == 1
     for name in ("dynamic_segment", "dynamic_lr", "dynamic_rule"):
         if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE and not dynamic:
             raise click.UsageError(f"--{name.replace('_', '-')} applies to --dynamic only; add --dynamic or drop it")
     if dynamic and interpolate:
         raise click.UsageError("--dynamic and --interpolate cannot be combined; choose one")
-    dev = resolve_device(device)
-    model, tokenizer, info = load_for_inference(checkpoint, which=which, device=dev, verify=not no_verify)
-    exact = exact or isinstance(model, KneserNeyModel)
-    parallel = None if exact else streams
-    _check_memory(model, files, dev, parallel, dynamic_segment if dynamic else None)
-    scoring = dict(exact=exact, streams=streams, window=window, warmup=DEFAULT_WARMUP, segment=DEFAULT_SEGMENT)
-    if interpolate or dynamic:
-        compare = _Compare(ctx, model, tokenizer, info, which, encoding_errors, as_json, not no_verify)
-        if interpolate:
-            compare.interpolate(interpolate, files, scoring)
-        else:
-            rms = dynamic_rule == "rms"
-            lr = dynamic_lr if dynamic_lr is not None else (RMS_LR if rms else DYNAMIC_LR)
-            decay = RMS_DECAY if rms else 0.0
-            compare.dynamic(
-                DynamicOptions(lr=lr, segment=dynamic_segment, decay=decay, rule=dynamic_rule), files, scoring
-            )
-        return
-    opts = dict(scoring, errors=encoding_errors)
-
-    results: list[tuple[Path, TextScore | CorpusError]] = []
-    for path in files:
-        try:
-            results.append((path, _evaluate_with_progress(model, tokenizer, path, opts, show=not as_json)))
-        except CorpusError as exc:
-            results.append((path, exc))
-
-    scores = [r for _, r in results if isinstance(r, TextScore)]
-    failed = len(results) - len(scores)
-    summary = {
-        "checkpoint": str(info.path),
-        "which": which,
-        "level": tokenizer.kind,
-        "vocab_size": tokenizer.vocab_size,
-        "protocol": _protocol(scoring),
-        "files": [
-            {"path": str(p), **(r.to_dict() if isinstance(r, TextScore) else {"error": str(r)})} for p, r in results
-        ],
-        "total": total(scores).to_dict() if scores else None,
-    }
-    if as_json:
-        click.echo(json.dumps(_finite(summary), indent=2, ensure_ascii=False, allow_nan=False))
-    else:
-        _print_report(summary, results, scores, tokenizer.kind)
-    if failed:
-        err_console.print(f"[red]error:[/] {failed} of {len(results)} files could not be evaluated (see the report)")
-        ctx.exit(1)
-
-
-def _protocol(scoring: dict[str, Any]) -> dict[str, Any]:
-    """How the files were scored, for the JSON report."""
-    exact = bool(scoring["exact"])
-    return {
-        "exact": exact,
-        "streams": 1 if exact else scoring["streams"],
-        "window": scoring["window"],
-        "warmup": 0 if exact else scoring["warmup"],
-        "segment": None if exact else scoring["segment"],
-        "first_token": "scored after a line end",
-    }
 
 
 def _check_memory(
-    model: Any, files: tuple[Path, ...], device: Any, streams: int | None, dynamic_segment: int | None
+    model: LanguageModel, files: tuple[Path, ...], device: Any, streams: int | None, dynamic_segment: int | None
 ) -> None:
-    """Refuse --streams or --dynamic-segment beyond what the device holds (`charlm.memory`).
+    """Refuse --streams or --dynamic-segment beyond what the device holds (`charlm.training.memory`).
 
     A file of n bytes has at most n tokens: that bounds the streams scoring uses
     (each segment at least a warm-up long) and the segment dynamic evaluation
     takes, so a large value is refused only for a file long enough to use it.
     """
-    if not isinstance(model, RNNLanguageModel):
-        return  # a Kneser-Ney model is scored as one stream, token by token
+    if model.exact_only:
+        return  # a Kneser-Ney model: scored as one stream, token by token, and no weights to adapt
+    shape: Any = model.config  # a recurrent model's (`training.memory` sizes its layers)
     longest = max((p.stat().st_size for p in files if p.is_file()), default=0)
     if streams is not None:
         used = min(streams, max(1, longest // DEFAULT_WARMUP))
-        need = memory.scoring_bytes(model.config, used)
+        need = memory.scoring_bytes(shape, used)
         memory.require(need, device, f"scoring {used:,} parallel streams", "use fewer --streams (or --exact)")
     if dynamic_segment is not None:
         used = min(dynamic_segment, max(1, longest))
-        need = memory.dynamic_bytes(model.config, used)
+        need = memory.dynamic_bytes(shape, used)
         doing = f"dynamic evaluation in segments of {used:,} tokens"
         memory.require(need, device, doing, "use a smaller --dynamic-segment")
 
 
-def _evaluate_with_progress(model: Any, tokenizer: Any, path: Path, opts: dict[str, Any], show: bool) -> TextScore:
-    """evaluate_file with a transient progress bar on stderr when it is a terminal."""
-    return _with_progress(path, show, lambda progress: evaluate_file(model, tokenizer, path, progress=progress, **opts))
-
-
-def _with_progress(path: Path, show: bool, run: Callable[[Callable[[int], None] | None], Any]) -> Any:
+def _with_progress(path: Path, run: Callable[[Callable[[int], None] | None], Any], show: bool) -> Any:
     """run(progress) with a transient progress bar on stderr when it is a terminal (run(None) otherwise)."""
     if not (show and err_console.is_terminal and path.is_file()):
         return run(None)
@@ -236,46 +200,128 @@ def _with_progress(path: Path, show: bool, run: Callable[[Callable[[int], None] 
         return run(lambda n: bar.advance(task, n))
 
 
-def _print_report(summary: dict[str, Any], results: list[tuple[Path, Any]], scores: list[TextScore], kind: str) -> None:
-    mode = _mode(summary["protocol"])
+def _interpolated(source: Source, info: CheckpointInfo, spec: str, files: tuple[Path, ...], verify: bool) -> Report:
+    """--interpolate: the checkpoint's model, the other one, and their mixture (its weight given or chosen)."""
+    path, weight = _parse_interpolate(spec)
+    other, other_tok, other_info = load_for_inference(path, device=source.model.device, verify=verify)
+    if tokenizer_fingerprint(other_tok) != tokenizer_fingerprint(source.tokenizer):
+        raise ConfigError(
+            f"{other_info.path} has another tokenizer than {info.path}; "
+            "interpolate models trained with the same tokenizer (same corpus, level and options)"
+        )
+    chosen = "given"
+    if weight is None:
+        hint = f"give the weight as --interpolate {path}:0.5"
+        try:
+            config = TrainConfig.from_dict(info.train_config)
+        except (CharlmError, TypeError):
+            raise ConfigError(f"{info.path} records no training corpus to choose a weight on; {hint}") from None
+        try:
+            data = prepare_data(config, source.tokenizer)
+        except CorpusError as exc:
+            raise ConfigError(f"cannot read the run's validation text ({exc}); {hint}") from None
+        context = context_id(source.tokenizer)
+        limit = config.run.eval_tokens or None
+        weight, chosen = mixture_weight(
+            source.model, other, data.valid_ids, context, source.scoring, max_tokens=limit, run=str(info.path)
+        )
+    return mixture_report(source, other, files, weight, other_path=str(other_info.path), chosen=chosen)
+
+
+def _dynamic_options(segment: int, lr: float | None, rule: str) -> DynamicOptions:
+    """--dynamic-*: the step size defaults by rule; the RMS rule decays toward the trained weights."""
+    rms = rule == "rms"
+    step = lr if lr is not None else (RMS_LR if rms else DYNAMIC_LR)
+    return DynamicOptions(lr=step, segment=segment, decay=RMS_DECAY if rms else 0.0, rule=rule)
+
+
+def _dynamic(source: Source, info: CheckpointInfo, options: DynamicOptions, files: tuple[Path, ...]) -> Report:
+    """--dynamic: the static and the dynamic figure; the RMS rule's statistics from the run's training text."""
+    rms, where = None, ""
+    if options.rule == "rms":
+        try:
+            data = prepare_data(TrainConfig.from_dict(info.train_config), source.tokenizer)
+        except (CharlmError, TypeError) as exc:
+            raise ConfigError(
+                f"cannot read {info.path}'s training text for --dynamic-rule rms ({exc}); use --dynamic-rule sgd"
+            ) from None
+        rms, where = dynamic_statistics(source.model, data.train_ids, options.segment)
+    return dynamic_report(source, files, options, rms, where)
+
+
+def _show(report: Report, as_json: bool) -> None:
+    """The report as JSON on stdout, or as a table (one figure per file, or the figures side by side)."""
+    if as_json:
+        click.echo(json.dumps(_finite(report.to_dict()), indent=2, ensure_ascii=False, allow_nan=False))
+    elif report.keys:
+        _print_comparison(report)
+    else:
+        _print_report(report)
+
+
+def _print_report(report: Report) -> None:
+    kind = report.level
     table = Table(
-        title=(
-            f"{escape(summary['checkpoint'])} ({summary['which']}), {kind} level, vocabulary {summary['vocab_size']:,}"
-        ),
-        caption=mode,
+        title=f"{escape(report.checkpoint)} ({report.which}), {kind} level, vocabulary {report.vocab_size:,}",
+        caption=_mode(report.scoring),
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    longest = max(len(str(path)) for path, _ in results)
+    longest = max(len(str(f.path)) for f in report.files)
     # Only the file column folds on a narrow terminal; figures are never cut.
     table.add_column("file", overflow="fold", min_width=min(longest, 8))
-    for name in ("tokens", "NLL\n(nats)", "perplexity", "bits/\nchar", "bits/\nbyte", "OOV"):
+    for name in _FIGURES:
         table.add_column(name, justify="right", no_wrap=True)
-    for path, r in results:
-        if isinstance(r, TextScore):
-            table.add_row(escape(str(path)), *_cells(r))
-        else:
-            table.add_row(escape(str(path)), "[red]error[/]", *[""] * 5)
-    if scores and len(results) > 1:
+    for f in report.files:
+        table.add_row(escape(str(f.path)), *(_cells(f.scores[0]) if f.error is None else ["[red]error[/]", *[""] * 5]))
+    if report.totals and len(report.files) > 1:
         table.add_section()
-        table.add_row("[bold]total[/]", *(f"[bold]{c}[/]" for c in _cells(total(scores))))
+        table.add_row("[bold]total[/]", *(f"[bold]{c}[/]" for c in _cells(report.totals[0])))
     console.print(table)
-    for path, r in results:
-        if isinstance(r, TextScore) and r.oov:
+    for f in report.files:
+        if f.error is not None:
+            console.print(f"[red]error:[/] {escape(f.error)}", soft_wrap=True)
+        elif f.scores[0].oov:
+            r = f.scores[0]
             shown = ", ".join(repr(u) for u in r.unknown[:10]) + (", ..." if len(r.unknown) > 10 else "")
             console.print(
-                f"[yellow]note:[/] {escape(str(path))}: {r.oov:,} {_UNKNOWN_WHAT.get(kind, 'unknown tokens')} "
+                f"[yellow]note:[/] {escape(str(f.path))}: {r.oov:,} {_UNKNOWN_WHAT.get(kind, 'unknown tokens')} "
                 f"scored as <unk> ({escape(shown)})",
                 soft_wrap=True,
             )
-        elif not isinstance(r, TextScore):
-            console.print(f"[red]error:[/] {escape(str(r))}", soft_wrap=True)
 
 
-def _mode(p: dict[str, Any]) -> str:
-    if p["exact"]:
+def _print_comparison(report: Report) -> None:
+    table = Table(
+        title=f"{escape(report.checkpoint)}, {report.level} level, vocabulary {report.vocab_size:,}",
+        caption=escape(report.note) + "; " + _mode(report.scoring),
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("file", overflow="fold", min_width=8)
+    table.add_column("model", overflow="fold")
+    for name in _FIGURES:
+        table.add_column(name, justify="right", no_wrap=True)
+    for f in report.files:
+        if f.error is not None:
+            table.add_row(escape(str(f.path)), "", "[red]error[/]", *[""] * 5)
+            continue
+        for i, (label, sc) in enumerate(zip(report.labels, f.scores)):
+            table.add_row(escape(str(f.path)) if i == 0 else "", escape(label), *_cells(sc))
+        table.add_section()
+    if report.totals and len(report.files) > 1:
+        for i, (label, sc) in enumerate(zip(report.labels, report.totals)):
+            table.add_row("[bold]total[/]" if i == 0 else "", escape(label), *(f"[bold]{c}[/]" for c in _cells(sc)))
+    console.print(table)
+    for f in report.files:
+        if f.error is not None:
+            console.print(f"[red]error:[/] {escape(f.error)}", soft_wrap=True)
+
+
+def _mode(scoring: Scoring) -> str:
+    if scoring.exact:
         return "exact: one stream per file"
-    return f"{p['streams']} streams x {p['segment']} tokens, warm-up {p['warmup']} (--exact: one stream)"
+    return f"{scoring.streams} streams x {scoring.segment} tokens, warm-up {scoring.warmup} (--exact: one stream)"
 
 
 def _cells(r: TextScore) -> list[str]:
@@ -298,214 +344,6 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
-
-
-# ------------------------------------------------------------------ figures side by side
-class _Compare:
-    """--interpolate and --dynamic: several figures per file (one exact stream each), one table or JSON."""
-
-    def __init__(
-        self,
-        ctx: click.Context,
-        model: Any,
-        tokenizer: Any,
-        info: CheckpointInfo,
-        which: str,
-        errors: str,
-        as_json: bool,
-        verify: bool = True,
-    ) -> None:
-        self.ctx, self.model, self.tokenizer, self.info = ctx, model, tokenizer, info
-        self.which, self.errors, self.as_json, self.verify = which, errors, as_json, verify
-
-    def interpolate(self, spec: str, files: tuple[Path, ...], scoring: dict[str, Any]) -> None:
-        path, weight = _parse_interpolate(spec)
-        other, other_tok, other_info = load_for_inference(path, device=_device_of(self.model), verify=self.verify)
-        if tokenizer_fingerprint(other_tok) != tokenizer_fingerprint(self.tokenizer):
-            raise ConfigError(
-                f"{other_info.path} has another tokenizer than {self.info.path}; "
-                "interpolate models trained with the same tokenizer (same corpus, level and options)"
-            )
-        chosen = "given"
-        if weight is None:
-            weight, chosen = self._choose_weight(other, path, scoring)
-        labels = [self._label(self.model), self._label(other), f"mix w={weight:g}"]
-
-        def score(p: Path, progress: Any) -> list[TextScore]:
-            return evaluate_file_mixture(
-                self.model, other, self.tokenizer, p, [weight], errors=self.errors, progress=progress, **scoring
-            )
-
-        extra = {
-            "interpolate": {
-                "checkpoint": str(other_info.path),
-                "weight": weight,
-                "weight_of": "the --interpolate model: p = (1 - w) p_checkpoint + w p_interpolate",
-                "chosen": chosen,
-            }
-        }
-        note = f"mixture weight w = {weight:g} of {other_info.path} ({chosen}); p = (1 - w) p_1 + w p_2"
-        self._report(files, labels, ["checkpoint", "interpolate", "mixture"], score, extra, note, scoring)
-
-    def _choose_weight(self, other: Any, spec_path: Path, scoring: dict[str, Any]) -> tuple[float, str]:
-        from charlm.config import TrainConfig
-        from charlm.train import prepare_data
-
-        hint = f"give the weight as --interpolate {spec_path}:0.5"
-        try:
-            config = TrainConfig.from_dict(self.info.train_config)
-        except (CharlmError, TypeError):
-            raise ConfigError(f"{self.info.path} records no training corpus to choose a weight on; {hint}") from None
-        try:
-            data = prepare_data(config, self.tokenizer)
-        except CorpusError as exc:
-            raise ConfigError(f"cannot read the run's validation text ({exc}); {hint}") from None
-        weight, _ = choose_weight(
-            self.model,
-            other,
-            data.valid_ids,
-            context_id(self.tokenizer),
-            max_tokens=config.eval_tokens or None,
-            **scoring,
-        )
-        n = min(len(data.valid_ids), config.eval_tokens or len(data.valid_ids))
-        return weight, f"chosen on {n:,} tokens of {self.info.path}'s validation text"
-
-    def dynamic(self, options: DynamicOptions, files: tuple[Path, ...], scoring: dict[str, Any]) -> None:
-        rms = None
-        rule = "SGD on each segment's mean NLL after scoring it, eval mode, state carried (Krause et al.)"
-        if options.rule == "rms":
-            rms, where = self._gradient_rms(options.segment)
-            rule = (
-                "each segment's mean-NLL gradient divided by its RMS on the training text, then a pull toward "
-                f"the trained weights in proportion to that RMS (Krause et al.); statistics from {where}"
-            )
-
-        def score(p: Path, progress: Any) -> list[TextScore]:
-            return list(
-                evaluate_file_dynamic(
-                    self.model, self.tokenizer, p, options, errors=self.errors, progress=progress, rms=rms, **scoring
-                )
-            )
-
-        extra = {
-            "dynamic": {
-                "lr": options.lr,
-                "segment": options.segment,
-                "decay": options.decay,
-                "rule": options.rule,
-                "how": rule,
-                "scoring": "static as plain perplexity (protocol); dynamic one exact stream",
-            }
-        }
-        note = (
-            f"dynamic: one {options.rule.upper()} step (lr {options.lr:g}"
-            + (f", decay {options.decay:g}" if options.decay else "")
-            + f") after each {options.segment}-token segment, one stream; static as plain perplexity"
-        )
-        self._report(files, ["static", "dynamic"], ["static", "dynamic"], score, extra, note, scoring)
-
-    def _gradient_rms(self, segment: int) -> tuple[Any, str]:
-        """Gradient statistics for the RMS rule, gathered on the last RMS_TOKENS of the run's training text."""
-        from charlm.config import TrainConfig
-        from charlm.dynamic import RMS_TOKENS
-        from charlm.train import prepare_data
-
-        hint = "use --dynamic-rule sgd"
-        try:
-            config = TrainConfig.from_dict(self.info.train_config)
-            data = prepare_data(config, self.tokenizer)
-        except (CharlmError, TypeError) as exc:
-            raise ConfigError(
-                f"cannot read {self.info.path}'s training text for --dynamic-rule rms ({exc}); {hint}"
-            ) from None
-        ids = data.train_ids[max(0, len(data.train_ids) - RMS_TOKENS) :]
-        return gradient_rms(self.model, ids, segment), f"the last {len(ids):,} tokens of the run's training text"
-
-    @staticmethod
-    def _label(model: Any) -> str:
-        return f"KN {model.order}-gram" if isinstance(model, KneserNeyModel) else "RNN"
-
-    def _report(
-        self,
-        files: tuple[Path, ...],
-        labels: list[str],
-        keys: list[str],
-        score: Callable[[Path, Any], list[TextScore]],
-        extra: dict[str, Any],
-        note: str,
-        scoring: dict[str, Any] | None = None,
-    ) -> None:
-        results: list[tuple[Path, list[TextScore] | CorpusError]] = []
-        for path in files:
-            try:
-                results.append((path, _with_progress(path, not self.as_json, functools.partial(score, path))))
-            except CorpusError as exc:
-                results.append((path, exc))
-        good = [r for _, r in results if not isinstance(r, CorpusError)]
-        totals = [total(r[i] for r in good) for i in range(len(keys))] if good else None
-        summary = {
-            "checkpoint": str(self.info.path),
-            "which": self.which,
-            "level": self.tokenizer.kind,
-            "vocab_size": self.tokenizer.vocab_size,
-            "protocol": _protocol(scoring or {"exact": True, "streams": 1, "window": None}),
-            **extra,
-            "labels": dict(zip(keys, labels)),
-            "files": [
-                {"path": str(p), **({"error": str(r)} if isinstance(r, CorpusError) else _keyed(keys, r))}
-                for p, r in results
-            ],
-            "total": _keyed(keys, totals) if totals else None,
-        }
-        if self.as_json:
-            click.echo(json.dumps(_finite(summary), indent=2, ensure_ascii=False, allow_nan=False))
-        else:
-            self._table(summary, results, labels, totals, note)
-        failed = len(results) - len(good)
-        if failed:
-            err_console.print(
-                f"[red]error:[/] {failed} of {len(results)} files could not be evaluated (see the report)"
-            )
-            self.ctx.exit(1)
-
-    def _table(
-        self, summary: dict[str, Any], results: list[tuple[Path, Any]], labels: list[str], totals: Any, note: str
-    ) -> None:
-        table = Table(
-            title=f"{escape(summary['checkpoint'])}, {summary['level']} level, vocabulary {summary['vocab_size']:,}",
-            caption=escape(note) + "; " + _mode(summary["protocol"]),
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-        )
-        table.add_column("file", overflow="fold", min_width=8)
-        table.add_column("model", overflow="fold")
-        for name in ("tokens", "NLL\n(nats)", "perplexity", "bits/\nchar", "bits/\nbyte", "OOV"):
-            table.add_column(name, justify="right", no_wrap=True)
-        for path, r in results:
-            if isinstance(r, CorpusError):
-                table.add_row(escape(str(path)), "", "[red]error[/]", *[""] * 5)
-                continue
-            for i, (label, sc) in enumerate(zip(labels, r)):
-                table.add_row(escape(str(path)) if i == 0 else "", escape(label), *_cells(sc))
-            table.add_section()
-        if totals and len(results) > 1:
-            for i, (label, sc) in enumerate(zip(labels, totals)):
-                table.add_row("[bold]total[/]" if i == 0 else "", escape(label), *(f"[bold]{c}[/]" for c in _cells(sc)))
-        console.print(table)
-        for _, r in results:
-            if isinstance(r, CorpusError):
-                console.print(f"[red]error:[/] {escape(str(r))}", soft_wrap=True)
-
-
-def _keyed(keys: list[str], scores: list[TextScore]) -> dict[str, Any]:
-    return {k: s.to_dict() for k, s in zip(keys, scores)}
-
-
-def _device_of(model: Any) -> Any:
-    from charlm.evaluate import model_device
-
-    return model_device(model)
 
 
 def _parse_interpolate(spec: str) -> tuple[Path, float | None]:

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from charlm.cli.common import console, domain_errors, err_console
-from charlm.plot import DEFAULT_HEIGHT, load_curves, render_terminal, write_png
+from charlm.training import DEFAULT_HEIGHT, load_curves, render_terminal, write_png
 
 
 @click.command("plot")

@@ -146,7 +146,7 @@ class TrainDisplay:
         elif not self.quiet:
             mark = " (best)" if record.get("improved") else ""
             _line(f"valid step {record['step']} loss {self._val_text()}{mark}")
-        for warning in record.get("warnings", ()):  # the guards' (charlm.baselines): shown even with --quiet
+        for warning in record.get("warnings", ()):  # the guards' (charlm.training.baselines): shown even with --quiet
             (self.progress.console if self.progress else err_console).print(
                 f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True
             )
@@ -226,7 +226,7 @@ def _ppl(value: float) -> str:
 
 
 def baseline_text(b: dict[str, Any], level: str) -> str:
-    """The unigram and Kneser-Ney figures of `charlm.baselines.compute`, as one phrase."""
+    """The unigram and Kneser-Ney figures of `charlm.training.baselines.compute`, as one phrase."""
 
     def figure(f: dict[str, Any]) -> str:
         bpc = f", {f['bpc']:.3f} bpc" if level == "char" and f.get("bpc") is not None else ""

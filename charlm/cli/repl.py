@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
+from charlm.api import LanguageModel
 from charlm.cli.common import err_console
-from charlm.cli.generate_cmd import continue_text, error, note, unescape, write
-from charlm.config import MAX_SEED
+from charlm.cli.terminal import continue_text, error, note, unescape, write
 from charlm.errors import CharlmError, ConfigError
 from charlm.sampling import DecodingOptions
 
@@ -47,11 +44,11 @@ def _float_or_off(value: str) -> float | None:
 class Repl:
     """The interactive loop: a line is a prompt or a /command; settings persist between prompts."""
 
-    def __init__(self, model: Any, tokenizer: Any, options: DecodingOptions, seed: int, device: torch.device) -> None:
-        self.model, self.tokenizer, self.device = model, tokenizer, device
+    def __init__(self, lm: LanguageModel, options: DecodingOptions, seed: int) -> None:
+        self.lm = lm
         self.options, self.seed = options, seed
         self._start = (options, seed)
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.generator = lm.generator(seed)  # one generator for the session: each prompt draws on from it
         self._commands: dict[str, Callable[[str], Any]] = {
             "temperature": lambda v: self._set(temperature=float(v)),
             "top-k": lambda v: self._set(top_k=_int_or_off(v)),
@@ -86,7 +83,6 @@ class Repl:
             "seed",
         }
 
-    # -------------------------------------------------------------- settings
     def settings_line(self) -> str:
         o = self.options
         s = o.effective_strategy
@@ -116,9 +112,7 @@ class Repl:
         note(self.settings_line())
 
     def _set(self, **changes: Any) -> None:
-        new = dataclasses.replace(self.options, **changes)
-        new.check_vocab(self.tokenizer.vocab_size)
-        self.options = new
+        self.options = self.lm.decoding(self.options, **changes)
         self.show()
 
     def _beam(self, value: str) -> None:
@@ -131,15 +125,13 @@ class Repl:
 
     def _reseed(self, value: str) -> None:
         seed = int(value)
-        if not 0 <= seed <= MAX_SEED:  # checked before anything changes, so a bad seed leaves the old one
-            raise ConfigError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-        self.generator.manual_seed(seed)
+        self.generator = self.lm.generator(seed)  # checked before anything changes: a bad seed leaves the old one
         self.seed = seed
         self.show()
 
     def _reset(self, value: str) -> None:
         self.options, self.seed = self._start
-        self.generator.manual_seed(self.seed)
+        self.generator = self.lm.generator(self.seed)
         self.show()
 
     def command(self, line: str) -> Any:
@@ -158,7 +150,6 @@ class Repl:
                 f"/{name}: {value!r} is not a number; e.g. {_EXAMPLES.get(name, '/' + name + ' 1')}"
             ) from None
 
-    # -------------------------------------------------------------- loop
     def run(self, first: str | None = None, read: Callable[[str], str] = input) -> None:
         """Until Ctrl-D, /quit or the end of piped input. Ctrl-C stops the current continuation only."""
         tty = sys.stdin.isatty()
@@ -188,7 +179,7 @@ class Repl:
             if not line.strip():
                 continue
             try:
-                continue_text(self.model, self.tokenizer, line, self.options, self.generator, echo_prompt=False)
+                continue_text(self.lm, line, self.options, self.generator, echo_prompt=False)
             except KeyboardInterrupt:
                 write("\n")
                 note("[stopped]")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +10,14 @@ import click
 from click.core import ParameterSource
 from rich.markup import escape
 
-from charlm import checkpoint as ckpt
+from charlm.checkpoint import store as ckpt
 from charlm.cli.common import DEVICE_HELP, Duration, domain_errors, err_console, option_table
 from charlm.cli.progress import TrainDisplay
-from charlm.config import (
+from charlm.errors import CharlmError
+from charlm.models import CELLS
+from charlm.runtime import PRECISIONS, DistContext
+from charlm.training import (
+    DEFAULTS,
     ENCODING_ERRORS,
     LEVELS,
     MAX_SEED,
@@ -26,19 +29,13 @@ from charlm.config import (
     TrainConfig,
     check_ngram_options,
     resumed_config,
+    train,
 )
-from charlm.devices import PRECISIONS
-from charlm.distributed import DistContext
-from charlm.errors import CharlmError
-from charlm.model import CELLS
-from charlm.train import train
-
-_D = {f.name: f.default for f in fields(TrainConfig)}
 
 
 def _write_plot(out: Path, quiet: bool) -> None:
     """The loss-curve picture beside the checkpoint; a plotting problem never fails a finished run."""
-    from charlm.plot import write_png  # matplotlib loads only here
+    from charlm.training import write_png  # matplotlib loads only here
 
     try:
         path = write_png(out)
@@ -126,19 +123,19 @@ def _train_ngram(
     ctx: click.Context, corpus: tuple[str, ...], overwrite: bool, quiet: bool, no_samples: bool, options: dict[str, Any]
 ) -> None:
     """--model kn: refuse options it would ignore (naming their flags), estimate, print one summary line."""
-    from charlm.ngram_train import train_ngram
-
     given = {n for n in options if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE}
     check_ngram_options(dict.fromkeys(given), {p.name: p.opts[0] for p in ctx.command.params if p.name})
-    config = TrainConfig(corpus=corpus, **options)
+    config = TrainConfig.from_options(corpus=corpus, **options)
     display = TrainDisplay(quiet=True, samples=False)  # tokenizing progress only
-    model, rec = train_ngram(config, overwrite=overwrite, observer=display)
+    result = train(config, overwrite=overwrite, observer=display)
     if quiet:
         return
+    [rec] = result.history
     err_console.print(
-        f"charlm train -> {escape(str(config.out_dir))}: Kneser-Ney {model.order}-gram ({config.level} level, "
-        f"vocabulary {model.vocab_size:,}) from {rec['train_tokens']:,} tokens in {rec['estimate_seconds']:.1f}s; "
-        f"n-grams per order {' / '.join(f'{n:,}' for n in model.num_ngrams)}",
+        f"charlm train -> {escape(str(config.out_dir))}: Kneser-Ney {rec['order']}-gram "
+        f"({config.tokenizer.level} level, "
+        f"vocabulary {result.vocab_size:,}) from {rec['train_tokens']:,} tokens in {rec['estimate_seconds']:.1f}s; "
+        f"n-grams per order {' / '.join(f'{n:,}' for n in rec['ngrams'])}",
         soft_wrap=True,
     )
     if rec.get("sample") and not no_samples:
@@ -157,7 +154,7 @@ def _option_rows() -> list[tuple[str, dict[str, Any]]]:
     rows = []
     for flags, name, kind, help_text in OPTIONS:
         many = name == "valid"
-        default = None if many else _D[name]
+        default = None if many else DEFAULTS[name]
         typed = {"type": kind} if kind is not None else {}
         shown = default is not None and name != "out"
         rows.append(
@@ -197,15 +194,15 @@ def train_command(
     if resume:
         # The run keeps its options; the library's rule says what the command line may change.
         given = {n: v for n, v in options.items() if ctx.get_parameter_source(n) is ParameterSource.COMMANDLINE}
-        out = TrainConfig(corpus=corpus, out=options["out"]).out_dir
+        out = TrainConfig.from_options(corpus=corpus, out=options["out"]).out_dir
         stored = ckpt.open_checkpoint(out).train_config if ckpt.is_checkpoint_dir(out) else None
         if stored is not None:
             flags = {p.name: p.opts[0] for p in ctx.command.params if p.name}
             config = resumed_config(stored, {"corpus": corpus, "out": options["out"], **given}, flags)
         else:  # the trainer says there is nothing to resume
-            config = TrainConfig(corpus=corpus, **options)
+            config = TrainConfig.from_options(corpus=corpus, **options)
     else:
-        config = TrainConfig(corpus=corpus, **options)
+        config = TrainConfig.from_options(corpus=corpus, **options)
     try:
         result = train(config, resume=resume, overwrite=overwrite, observer=TrainDisplay(quiet, samples=not no_samples))
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from charlm.model import State, reorder_state
+from charlm.models import State, reorder_state
 from charlm.sampling.filters import ban
 from charlm.sampling.protocols import DecodingModel, TextCodec
 from charlm.sampling.text import Plan, TextTracker
@@ -113,62 +113,97 @@ def beam_search(
     `banned` ids are never chosen; `exact` selects the early stop (module doc).
     """
     B, V = width, logits.size(-1)
-    n_best = n_best or width
-    alpha = float(length_penalty)
-    device = logits.device
-    neg_inf = torch.tensor(float("-inf"), device=device)
-    scores = torch.full((B,), float("-inf"), device=device)  # (B,) sum of log p of each live hypothesis
-    scores[0] = 0.0
-    state = reorder_state(state, torch.zeros(B, dtype=torch.long, device=device))  # each (L, B, H)
+    beam = _Beam(B, V, n_best or width, float(length_penalty), eos_id, eos_target, finisher, logits.device)
+    state = reorder_state(state, torch.zeros(B, dtype=torch.long, device=logits.device))  # each (L, B, H)
     logits = logits.expand(B, V)
-    eos_seen = torch.zeros(B, dtype=torch.long, device=device)  # (B,) <eos> tokens in each hypothesis
-    k = min(2 * B, B * V)
-    rank = torch.arange(k, device=device)
-    hist_tok: list[torch.Tensor] = []  # step t-1 -> (B,) last token of each slot
-    hist_parent: list[torch.Tensor] = []  # step t-1 -> (B,) slot it continued
-    fin: list[_Finished] = []
-    best_fin = torch.empty(0, device=device)  # the n best normalised finished scores so far
-    can_finish_early = eos_id is not None or finisher is not None
-    horizon = float(max_new_tokens) ** alpha
-    if finisher is not None:
-        finisher.start(B)
+    horizon = float(max_new_tokens) ** beam.alpha
     for t in range(1, max_new_tokens + 1):
-        cand = ban(scores[:, None] + F.log_softmax(logits.float(), dim=-1), banned).reshape(-1)  # (B * V,)
-        last = t == max_new_tokens
-        top, idx = cand.topk(min(n_best, B * V) if last else k)  # best first
-        parent, token = idx // V, idx % V
+        cand = ban(beam.scores[:, None] + F.log_softmax(logits.float(), dim=-1), banned).reshape(-1)  # (B * V,)
+        if t == max_new_tokens:  # every continuation is complete; same length, so the raw sum ranks them
+            beam.finish_all(cand, t)
+            break
+        parent, token = beam.step(cand, t)
+        state = reorder_state(state, parent)
+        # No live hypothesis can (exact) or does at its length (default) beat the n-th best finished one.
+        if beam.beaten(t, horizon if exact else float(t) ** beam.alpha):
+            break
+        logits, state = model.step(token, state)  # (B, V)
+    return _best_hypotheses(beam.fin, beam.hist_tok, beam.hist_parent, beam.n_best, beam.alpha)
+
+
+class _Beam:
+    """The live hypotheses between steps (their scores and <eos> counts, back-pointers) and the finished ones."""
+
+    def __init__(
+        self,
+        width: int,
+        vocab: int,
+        n_best: int,
+        alpha: float,
+        eos_id: int | None,
+        eos_target: int,
+        finisher: BeamFinisher | None,
+        device: torch.device,
+    ) -> None:
+        self.width, self.vocab, self.n_best, self.alpha = width, vocab, n_best, alpha
+        self.eos_id, self.eos_target, self.finisher = eos_id, eos_target, finisher
+        self.neg_inf = torch.tensor(float("-inf"), device=device)
+        self.scores = torch.full((width,), float("-inf"), device=device)  # (B,) sum of log p of each live hypothesis
+        self.scores[0] = 0.0
+        self.eos_seen = torch.zeros(width, dtype=torch.long, device=device)  # (B,) <eos> tokens in each hypothesis
+        self.k = min(2 * width, width * vocab)
+        self.rank = torch.arange(self.k, device=device)
+        self.hist_tok: list[torch.Tensor] = []  # step t-1 -> (B,) last token of each slot
+        self.hist_parent: list[torch.Tensor] = []  # step t-1 -> (B,) slot it continued
+        self.fin: list[_Finished] = []
+        self.best_fin = torch.empty(0, device=device)  # the n best normalised finished scores so far
+        if finisher is not None:
+            finisher.start(width)
+
+    def _best(self, cand: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The k best continuations, best first: (scores, parent slots, tokens, whether each ends at <eos>)."""
+        top, idx = cand.topk(k)
+        parent, token = idx // self.vocab, idx % self.vocab
         at_eos = (
-            (token == eos_id) & (eos_seen[parent] == eos_target - 1)
-            if eos_id is not None
+            (token == self.eos_id) & (self.eos_seen[parent] == self.eos_target - 1)
+            if self.eos_id is not None
             else torch.zeros_like(token, dtype=torch.bool)
         )
-        if last:  # every continuation is complete; same length, so the raw sum ranks them
-            fin.append(_Finished(top, t, parent, token, at_eos))
-            break
+        return top, parent, token, at_eos
+
+    def finish_all(self, cand: torch.Tensor, t: int) -> None:
+        """The last step: the n best continuations are all finished."""
+        top, parent, token, at_eos = self._best(cand, min(self.n_best, self.width * self.vocab))
+        self.fin.append(_Finished(top, t, parent, token, at_eos))
+
+    def step(self, cand: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Take the best 2B continuations (B x V `cand`): those that end a hypothesis are finished when ranked
+        within the first B, the first B of the others live on. Returns their (parent slots, tokens) (B,)."""
+        top, parent, token, at_eos = self._best(cand, self.k)
         ends = at_eos
-        if finisher is not None:  # stop strings need the text: one host sync per step
-            stopped = finisher.check(parent.tolist(), token.tolist(), torch.isfinite(top).tolist())
-            ends = ends | torch.tensor(stopped, device=device)
-        fin.append(_Finished(torch.where(ends & (rank < B), top, neg_inf), t, parent, token, at_eos))
-        keep = torch.sort(ends.to(torch.uint8), stable=True).indices[:B]  # the others first, in rank order
-        scores = torch.where(ends[keep], neg_inf, top[keep])  # (B,)
+        if self.finisher is not None:  # stop strings need the text: one host sync per step
+            stopped = self.finisher.check(parent.tolist(), token.tolist(), torch.isfinite(top).tolist())
+            ends = ends | torch.tensor(stopped, device=top.device)
+        finished = torch.where(ends & (self.rank < self.width), top, self.neg_inf)
+        self.fin.append(_Finished(finished, t, parent, token, at_eos))
+        keep = torch.sort(ends.to(torch.uint8), stable=True).indices[: self.width]  # the others first, in rank order
+        self.scores = torch.where(ends[keep], self.neg_inf, top[keep])  # (B,)
         parent, token = parent[keep], token[keep]
-        if finisher is not None:
-            finisher.commit(keep.tolist())
-        hist_tok.append(token)
-        hist_parent.append(parent)
-        state = reorder_state(state, parent)
-        if eos_id is not None:
-            eos_seen = eos_seen[parent] + (token == eos_id).long()
-        if can_finish_early:
-            best_fin = torch.cat([best_fin, length_normalised(fin[-1].raw, t, alpha)])
-            best_fin = best_fin.topk(min(n_best, best_fin.numel())).values
-            # No live hypothesis can (exact) or does at its length (default) beat the n-th best finished one.
-            bound = scores.max() / (horizon if exact else float(t) ** alpha)
-            if best_fin.numel() == n_best and bool(bound <= best_fin[-1]):
-                break
-        logits, state = model.step(token, state)  # (B, V)
-    return _best_hypotheses(fin, hist_tok, hist_parent, n_best, alpha)
+        if self.finisher is not None:
+            self.finisher.commit(keep.tolist())
+        self.hist_tok.append(token)
+        self.hist_parent.append(parent)
+        if self.eos_id is not None:
+            self.eos_seen = self.eos_seen[parent] + (token == self.eos_id).long()
+        return parent, token
+
+    def beaten(self, t: int, divisor: float) -> bool:
+        """Whether the n-th best finished score is at least the best live sum / `divisor` (the early stop)."""
+        if self.eos_id is None and self.finisher is None:  # nothing finishes before the length limit
+            return False
+        self.best_fin = torch.cat([self.best_fin, length_normalised(self.fin[-1].raw, t, self.alpha)])
+        self.best_fin = self.best_fin.topk(min(self.n_best, self.best_fin.numel())).values
+        return self.best_fin.numel() == self.n_best and bool(self.scores.max() / divisor <= self.best_fin[-1])
 
 
 @dataclass

@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-from charlm import memory
-from charlm.devices import eval_mode
 from charlm.errors import ConfigError
-from charlm.model import LOGIT_BUDGET, ModelConfig, State, reorder_state
+from charlm.models import LOGIT_BUDGET, State, reorder_state
+from charlm.runtime import eval_mode, memory
 from charlm.sampling.beam import BeamTextFinisher, beam_search
 from charlm.sampling.filters import choose
 from charlm.sampling.options import DecodingOptions
@@ -29,11 +28,6 @@ from charlm.sampling.protocols import DecodingModel, TextCodec
 from charlm.sampling.text import Generation, Plan, Prompt, TextTracker, make_plan, render
 
 SYNC_EVERY = 32  # whole-result sampling moves ids to the host at most once per this many steps
-
-
-def _device(model: Any) -> torch.device:
-    p = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -44,13 +38,13 @@ def warm_up(model: DecodingModel, ids: Sequence[int], device: torch.device | Non
     """
     if not ids:
         raise ConfigError("the prompt has no tokens; give a prompt")
-    x = torch.tensor([list(ids)], dtype=torch.long, device=device or _device(model))  # (1, T)
+    x = torch.tensor([list(ids)], dtype=torch.long, device=device or model.device)  # (1, T)
     state: State | None = None
     logits = None
-    vocab = getattr(getattr(model, "config", None), "vocab_size", 1)
-    window = max(1, LOGIT_BUDGET // max(1, vocab))
+    window = max(1, LOGIT_BUDGET // max(1, model.vocab_size))
     for i in range(0, x.size(1), window):
-        logits, state = model(x[:, i : i + window], state)  # (1, t, V)
+        out = model(x[:, i : i + window], state)
+        logits, state = out.logits, out.state  # (1, t, V)
     assert logits is not None and state is not None
     return logits[:, -1], state  # (1, V)
 
@@ -303,8 +297,7 @@ def check_memory(model: DecodingModel, vocab: int, options: DecodingOptions) -> 
     """Refuse a whole-result request whose history cannot fit: it grows with the rows (--num-samples, or the
     beam's slots) times --length. Streaming one sequence keeps only its own ids and text (tens of bytes a
     token, so MAX_NEW_TOKENS bounds it at tens of MB) and is not checked."""
-    config = getattr(model, "config", None)
-    state = memory.state_floats(config) if isinstance(config, ModelConfig) else 0
+    state = model.state_floats
     length = options.max_new_tokens
     if options.effective_strategy == "beam":
         rows, per_token = options.beam_width, memory.BEAM_TOKEN_BYTES
@@ -315,4 +308,4 @@ def check_memory(model: DecodingModel, vocab: int, options: DecodingOptions) -> 
         doing = f"drawing {rows:,} sample{'s' if rows != 1 else ''} of up to {length:,} tokens"
         fix = "use fewer --num-samples or a smaller --length"
     need = memory.decoding_bytes(rows, length, vocab, state, per_token)
-    memory.require(need, _device(model), doing, fix)
+    memory.require(need, model.device, doing, fix)

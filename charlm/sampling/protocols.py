@@ -7,22 +7,29 @@ from typing import Any, Protocol
 
 import torch
 
-from charlm.model import State
+from charlm.models import LMOutput, State
 
 
 class DecodingModel(Protocol):
-    """A model decoding can drive: RNNLanguageModel, an n-gram model, or a scripted table in tests."""
+    """What decoding calls on a model: the part of `charlm.models.LanguageModel` it uses, so a scripted
+    table in tests can stand in for RNNLanguageModel or an n-gram model."""
 
     training: bool
 
-    def __call__(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]: ...
-    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def state_floats(self) -> int: ...
+    def __call__(self, ids: torch.Tensor, state: State | None = None) -> LMOutput: ...
+    def forward(self, ids: torch.Tensor, state: State | None = None) -> LMOutput: ...
     def step(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]: ...
     def train(self, mode: bool = True) -> Any: ...
 
 
 class TextCodec(Protocol):
-    """The part of a tokenizer decoding uses (charlm.tokenizers.Tokenizer has it)."""
+    """The part of a tokenizer decoding uses (charlm.data.tokenizers.Tokenizer has it)."""
 
     @property
     def kind(self) -> str: ...

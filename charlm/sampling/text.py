@@ -1,6 +1,6 @@
 """Text around decoding: prompts in, stable text pieces out, stop rules, and the results.
 
-A prompt is read after a line end (`charlm.tokenizers.line_start_id`), as
+A prompt is read after a line end (`charlm.data.tokenizers.line_start_id`), as
 evaluation reads every text, so the log-probabilities here and `charlm
 perplexity` agree. Text comes out a piece at a time at constant cost per token
 (`TextDecoder`), is cut at stop strings or a line count (`StopMatcher`), and
@@ -14,11 +14,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from charlm.corpus import normalise_newlines
+from charlm.data import line_start_id, normalise_newlines
 from charlm.errors import ConfigError, TokenizerError
 from charlm.sampling.options import DecodingOptions
 from charlm.sampling.protocols import TextCodec
-from charlm.tokenizers import line_start_id
 
 
 # ------------------------------------------------------------------ prompt
@@ -34,7 +33,7 @@ class Prompt:
 def encode_prompt(tokenizer: TextCodec, text: str) -> Prompt:
     """Text -> a `Prompt`. Units outside the vocabulary become <unk> (listed in `unknown`).
 
-    The model first reads a line end, as `charlm.evaluate` does before every text,
+    The model first reads a line end, as `charlm.evaluation.scoring` does before every text,
     so a prompt is read as the start of a line (where "ROMEO:" sits in the corpus)
     and an empty prompt starts a fresh line.
     """

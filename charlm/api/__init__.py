@@ -1,0 +1,36 @@
+"""The library face: load a checkpoint once and generate, stream, score and measure perplexity from Python,
+or train a model; what the `charlm` commands do, as functions that return data.
+
+    lm = load("checkpoints/tinyshakespeare")
+    lm.generate("ROMEO:", max_new_tokens=200, seed=1).text
+    lm.perplexity("held-out.txt").bits_per_char
+    lm.score("To be, or not to be").logprob
+    train("corpora/tinyshakespeare.txt", time_budget=60.0)
+
+Other rooms (the CLI) import from here, not from the modules inside.
+"""
+
+from charlm.api.keywords import DecodingKeywords, GenerateKeywords, random_seed
+from charlm.api.model import LanguageModel, load
+from charlm.api.results import Completions, Stream, TokenScores
+from charlm.api.training import train
+from charlm.evaluation import TextScore
+from charlm.sampling import DecodingOptions, Generation, Prompt
+from charlm.training import TrainResult
+
+__all__ = [
+    "Completions",
+    "DecodingKeywords",
+    "DecodingOptions",
+    "GenerateKeywords",
+    "Generation",
+    "LanguageModel",
+    "Prompt",
+    "Stream",
+    "TextScore",
+    "TokenScores",
+    "TrainResult",
+    "load",
+    "random_seed",
+    "train",
+]

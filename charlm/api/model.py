@@ -1,0 +1,225 @@
+"""`LanguageModel`: a checkpoint loaded once, to generate, stream, score and measure perplexity from Python.
+
+It does what `charlm generate` and `charlm perplexity` do, in the same order and with the same figures:
+the decoding options checked against the vocabulary, a seeded `torch.Generator` (same seed, same text as
+the command line), the prompt read after a line end with its unseen units reported, and a text scored by
+the protocol of `charlm.evaluation` (each token predicted from all before it, the first after a line end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast, overload
+
+import torch
+
+from charlm.api.keywords import DecodingKeywords, GenerateKeywords, check_names, random_seed
+from charlm.api.results import Completions, Stream, TokenScores
+from charlm.checkpoint import CheckpointInfo, load_for_inference
+from charlm.data import Tokenizer, normalise_newlines
+from charlm.errors import ConfigError
+from charlm.evaluation import (
+    DEFAULT_STREAMS,
+    DEFAULT_WINDOW,
+    TextScore,
+    context_id,
+    evaluate_file,
+    evaluate_text,
+    model_device,
+    stream_logprobs,
+)
+from charlm.runtime import resolve_device
+from charlm.sampling import DecodingOptions, Prompt, describe_unknown, encode_prompt, generate, stream
+from charlm.training import MAX_SEED
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+_DECODING_FIELDS = frozenset(f.name for f in dataclasses.fields(DecodingOptions))
+
+
+def load(
+    path: str | os.PathLike[str], which: str = "best", device: str | torch.device = "auto", verify: bool = True
+) -> LanguageModel:
+    """The model of a checkpoint directory written by `charlm train` (a recurrent network or a Kneser-Ney model).
+
+    which: "best" (the lowest validation loss; `last` while no validation ran) or "last" (the newest save);
+    a Kneser-Ney run has one model and ignores it. device: "auto" (a CUDA GPU when there is one), "cpu",
+    "cuda", "cuda:N", "mps" or a torch.device. verify=False loads weights that do not match their recorded
+    SHA-256 (a damaged file). Raises `CheckpointError` for a missing, damaged or foreign directory.
+    """
+    if which not in ("best", "last"):
+        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    model, tokenizer, info = load_for_inference(Path(path), which=which, device=dev, verify=verify)
+    return LanguageModel(model, tokenizer, info)
+
+
+class LanguageModel:
+    """A loaded checkpoint: `generate`, `stream`, `score` and `perplexity`, with its tokenizer and metadata."""
+
+    def __init__(self, model: Any, tokenizer: Tokenizer, info: CheckpointInfo) -> None:
+        self.model = model  # the network (eval mode), for who needs its tensors
+        self.tokenizer = tokenizer
+        self.info = info  # what checkpoint.json says: the model and training options, the run id, ...
+
+    @property
+    def path(self) -> Path:
+        return self.info.path
+
+    @property
+    def kind(self) -> str:
+        """ "rnn" (a recurrent network) or "kn" (a Kneser-Ney n-gram model)."""
+        return self.info.model_kind
+
+    @property
+    def level(self) -> str:
+        """What a token is: "char", "word" or "subword"."""
+        return self.tokenizer.kind
+
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    def __repr__(self) -> str:
+        return (
+            f"LanguageModel({str(self.path)!r}, kind={self.kind!r}, level={self.level!r}, "
+            f"vocab_size={self.tokenizer.vocab_size}, device={str(self.device)!r})"
+        )
+
+    def decoding(self, options: DecodingOptions | None = None, **keywords: Unpack[DecodingKeywords]) -> DecodingOptions:
+        """`options` (default: `DecodingOptions()`) with `keywords` replacing its fields, checked against this
+        model's vocabulary. A misspelt keyword or a value out of range is a one-line `ConfigError`."""
+        check_names(keywords, _DECODING_FIELDS, "decoding")
+        changes: dict[str, Any] = dict(keywords)
+        if "stop" in changes:
+            stop = changes["stop"]
+            changes["stop"] = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        result = dataclasses.replace(options or DecodingOptions(), **changes)
+        result.check_vocab(self.tokenizer.vocab_size)
+        return result
+
+    def generator(self, seed: int) -> torch.Generator:
+        """A `torch.Generator` on the model's device seeded with `seed` (0 to 2**63-1): same seed, same text."""
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def prompt(self, text: str | Prompt) -> Prompt:
+        """`text` as the model reads it: after a line end, CRLF read as LF; `unknown` lists the units outside
+        the vocabulary, which are read as <unk> (`TokenizerError` when the vocabulary has no <unk>)."""
+        if isinstance(text, Prompt):
+            return text
+        if not isinstance(text, str):
+            raise ConfigError(f"a prompt is a string, got {type(text).__name__}")
+        return encode_prompt(self.tokenizer, text)
+
+    def generate(
+        self, prompt: str | Prompt = "", options: DecodingOptions | None = None, **keywords: Unpack[GenerateKeywords]
+    ) -> Completions:
+        """Continue `prompt` (default: a fresh line): `num_samples` samples drawn as one batch, one greedy text,
+        or the n best beam hypotheses, best first. Decoding options come as `options` and/or keywords, and
+        `seed=` (`GenerateKeywords`): the same seed gives the text `charlm generate --seed` gives."""
+        p, opts, rng, seed = self._request(prompt, options, keywords)
+        results = generate(self.model, self.tokenizer, p, opts, rng)
+        return Completions(
+            prompt=prompt if isinstance(prompt, str) else p.text,
+            options=opts,
+            results=tuple(results),
+            seed=seed,
+            unk_masked=not opts.allow_unk and self.tokenizer.unk_id is not None,
+            unknown=p.unknown,
+            warning=describe_unknown(self.tokenizer, p),
+        )
+
+    def stream(
+        self, prompt: str | Prompt = "", options: DecodingOptions | None = None, **keywords: Unpack[GenerateKeywords]
+    ) -> Stream:
+        """One continuation (greedy or sampled) as text pieces while it is produced; joined, they are the text
+        `generate` returns for the same options and seed. Beam search and several samples cannot stream."""
+        p, opts, rng, seed = self._request(prompt, options, keywords)
+        return Stream(stream(self.model, self.tokenizer, p, opts, rng), seed, describe_unknown(self.tokenizer, p))
+
+    def _request(
+        self, prompt: str | Prompt, options: DecodingOptions | None, keywords: GenerateKeywords
+    ) -> tuple[Prompt, DecodingOptions, torch.Generator, int | None]:
+        """What a decoding call needs, checked in the command line's order: options, seed, then the prompt."""
+        seed = keywords.pop("seed", None)
+        opts = self.decoding(options, **cast(DecodingKeywords, keywords))
+        if isinstance(seed, torch.Generator):
+            return self.prompt(prompt), opts, seed, None
+        seed = random_seed() if seed is None else seed
+        rng = self.generator(seed)
+        return self.prompt(prompt), opts, rng, seed
+
+    def perplexity(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        text: str | None = None,
+        exact: bool = False,
+        streams: int = DEFAULT_STREAMS,
+        window: int = DEFAULT_WINDOW,
+        encoding_errors: str = "strict",
+        progress: Callable[[int], None] | None = None,
+    ) -> TextScore:
+        """The figures `charlm perplexity` reports for one file (`path`) or a string (`text=`): tokens, NLL,
+        loss, perplexity, bits per character and per byte, out-of-vocabulary counts (`TextScore`).
+
+        exact=True scores one stream (the reference figure); otherwise `streams` parallel segments, each warmed
+        on the tokens before it. A text is read as a file holding it would be (CRLF as LF). `progress(n)` is
+        called with the bytes of each piece of a file scored. Raises `CorpusError` for a missing, empty,
+        binary or (encoding_errors="strict") non-UTF-8 file.
+        """
+        if (path is None) == (text is None):
+            raise ConfigError("give a file's path or text=..., one of the two")
+        for name, value in (("streams", streams), ("window", window)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer of at least 1, got {value!r}")
+        scoring = dict(exact=exact, streams=streams, window=window)
+        if text is not None:
+            return evaluate_text(self.model, self.tokenizer, normalise_newlines(_string(text)), **scoring)
+        assert path is not None
+        return evaluate_file(self.model, self.tokenizer, path, errors=encoding_errors, progress=progress, **scoring)
+
+    @overload
+    def score(self, text: str) -> TokenScores: ...  # type: ignore[overload-overlap]  # a str is a Sequence[str]
+    @overload
+    def score(self, text: Sequence[str]) -> list[TokenScores]: ...
+    def score(self, text: str | Sequence[str]) -> TokenScores | list[TokenScores]:
+        """The log-probability of a text (or of each text of a list), token by token, exactly as `perplexity`
+        scores it with exact=True: `TokenScores` (tokens, logprobs, their sum `logprob`, `mean`, `perplexity`)."""
+        if isinstance(text, str):
+            return self._score_one(text)
+        if not isinstance(text, Sequence):
+            raise ConfigError(f"score takes a string or a list of strings, got {type(text).__name__}")
+        return [self._score_one(_string(t)) for t in text]
+
+    def _score_one(self, text: str) -> TokenScores:
+        read = normalise_newlines(text)
+        ids = self.tokenizer.encode(read) if read else []
+        stream_ids = torch.tensor([context_id(self.tokenizer), *ids], dtype=torch.long, device=self.device)
+        logprobs, _ = stream_logprobs(self.model, stream_ids, streams=1, window=DEFAULT_WINDOW)  # (N,) float64
+        return TokenScores(
+            text=text,
+            tokens=tuple(self._token_text(i) for i in ids),
+            ids=tuple(ids),
+            logprobs=tuple(logprobs.tolist()),
+            unknown=tuple(dict.fromkeys(self.tokenizer.unknown_units(read))) if read else (),
+        )
+
+    def _token_text(self, token: int) -> str:
+        if token == self.tokenizer.unk_id:
+            return "<unk>"
+        if token == self.tokenizer.eos_id:
+            return "<eos>"
+        return self.tokenizer.decode([token])
+
+
+def _string(text: Any) -> str:
+    if not isinstance(text, str):
+        raise ConfigError(f"a text to score is a string, got {type(text).__name__}")
+    return text

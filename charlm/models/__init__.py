@@ -1,0 +1,29 @@
+"""The models: the protocol every model satisfies, the recurrent language model (its dropouts and adaptive
+softmax), the Kneser-Ney n-gram model and its ARPA files.
+
+Other rooms import from here, not from the modules inside.
+"""
+
+from charlm.models.arpa import token_names
+from charlm.models.kinds import MODEL_KINDS, config_from_dict
+from charlm.models.ngram import KneserNeyConfig, KneserNeyModel
+from charlm.models.protocol import LanguageModel, LMConfig, LMOutput, State, detach_state, reorder_state
+from charlm.models.rnn import CELLS, LOGIT_BUDGET, ModelConfig, RNNLanguageModel
+
+__all__ = [
+    "CELLS",
+    "LMConfig",
+    "LMOutput",
+    "KneserNeyConfig",
+    "KneserNeyModel",
+    "LOGIT_BUDGET",
+    "LanguageModel",
+    "MODEL_KINDS",
+    "ModelConfig",
+    "RNNLanguageModel",
+    "State",
+    "config_from_dict",
+    "detach_state",
+    "reorder_state",
+    "token_names",
+]
