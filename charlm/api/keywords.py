@@ -30,6 +30,13 @@ class DecodingKeywords(TypedDict, total=False):
     stop: str | Sequence[str]  # end each text just before this string (or any of these)
     lines: int | None  # stop after this many line ends (word models: <eos>, 1 by default)
     allow_unk: bool  # let the model emit <unk> (masked by default: it has no text)
+    repetition_penalty: float  # generated ids: positive logits / this, negative ones * this; 1.0 (off)
+    presence_penalty: float  # logit -= this for each id generated at least once; 0.0 (off)
+    frequency_penalty: float  # logit -= this * times generated; 0.0 (off)
+    no_repeat_ngram_size: int | None  # never generate the same n ids twice
+    min_p: float | None  # sampling: keep ids with p >= min_p * p_max
+    typical_p: float | None  # sampling: locally typical sampling's probability mass
+    min_new_tokens: int  # no <eos>, counted line end or stop string before this many tokens; 0
 
 
 class GenerateKeywords(DecodingKeywords, total=False):

@@ -48,6 +48,23 @@ DECODING_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--lines", dict(type=click.IntRange(min=1),
                      help="Stop after this many line ends (word models: <eos>, 1 by default).")),
     ("--allow-unk", dict(is_flag=True, help="Let the model emit <unk> (masked by default: it has no text).")),
+    ("--repetition-penalty", dict(type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                                  help="All strategies: a token already generated has a positive logit divided "
+                                       "by this, a negative one multiplied (Keskar et al.); 1 is off, 1.2 typical.")),
+    ("--presence-penalty", dict(type=click.FloatRange(-2, 2), default=0.0, show_default=True,
+                                help="All strategies: logit -= this for each token generated at least once.")),
+    ("--frequency-penalty", dict(type=click.FloatRange(-2, 2), default=0.0, show_default=True,
+                                 help="All strategies: logit -= this x the times the token was generated.")),
+    ("--no-repeat-ngram-size", dict(type=click.IntRange(min=1),
+                                    help="All strategies: never generate the same n tokens twice.")),
+    ("--min-p", dict(type=click.FloatRange(0, 1, min_open=True),
+                     help="Sampling: draw only tokens at least this fraction as likely as the most likely one.")),
+    ("--typical-p", dict(type=click.FloatRange(0, 1, min_open=True),
+                         help="Sampling: locally typical sampling; keep the tokens whose surprisal is closest to "
+                              "the entropy, up to this much probability.")),
+    ("--min-new-tokens", dict(type=click.IntRange(min=0), default=0, show_default=True,
+                              help="All strategies: before this many tokens, <eos>, a counted line end and a stop "
+                                   "string cannot end the text (their tokens are masked).")),
 ]
 # fmt: on
 

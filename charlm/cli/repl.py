@@ -23,6 +23,13 @@ _HELP = r"""Type a prompt and press Enter; the continuation streams back. Ctrl-C
   /samples N         samples per prompt, as one batch
   /length N          most new tokens
   /stop TEXT|off     end each text before TEXT (\n understood)
+  /repetition-penalty R   generated tokens: positive logits / R, negative * R (1 = off)
+  /presence-penalty P     logit -= P for each token generated at least once (0 = off)
+  /frequency-penalty F    logit -= F x times the token was generated (0 = off)
+  /no-repeat-ngram N|off  never generate the same N tokens twice
+  /min-p P|off            sampling: only tokens at least P x as likely as the top one
+  /typical-p P|off        sampling: locally typical sampling with mass P
+  /min-new-tokens N       nothing ends the text before N tokens (0 = off)
   /lines N|off       stop after N line ends
   /seed S            re-seed the random generator
   /settings          show the settings
@@ -31,6 +38,27 @@ _HELP = r"""Type a prompt and press Enter; the continuation streams back. Ctrl-C
 A line starting with // sends a prompt that starts with /."""
 
 _QUIT = object()
+_CONTROLS = (
+    "repetition-penalty",
+    "presence-penalty",
+    "frequency-penalty",
+    "no-repeat-ngram",
+    "min-p",
+    "typical-p",
+    "min-new-tokens",
+)
+
+
+def _controls_on(o: DecodingOptions) -> list[tuple[str, Any]]:
+    """The history controls away from their neutral values, for the settings line."""
+    on = [
+        ("repetition-penalty", o.repetition_penalty if o.repetition_penalty != 1.0 else None),
+        ("presence-penalty", o.presence_penalty or None),
+        ("frequency-penalty", o.frequency_penalty or None),
+        ("no-repeat-ngram", o.no_repeat_ngram_size),
+        ("min-new-tokens", o.min_new_tokens or None),
+    ]
+    return [(name, f"{value:g}") for name, value in on if value is not None]
 
 
 def _int_or_off(value: str) -> int | None:
@@ -53,7 +81,7 @@ class Repl:
             "temperature": lambda v: self._set(temperature=float(v)),
             "top-k": lambda v: self._set(top_k=_int_or_off(v)),
             "top-p": lambda v: self._set(top_p=_float_or_off(v)),
-            "greedy": lambda v: self._set(strategy="greedy", num_samples=1),
+            "greedy": lambda v: self._set(strategy="greedy", num_samples=1, min_p=None, typical_p=None),
             "sample": lambda v: self._set(strategy="sample", temperature=self.options.temperature or 1.0),
             "beam": self._beam,
             "length-penalty": lambda v: self._set(length_penalty=float(v)),
@@ -62,6 +90,13 @@ class Repl:
             "length": lambda v: self._set(max_new_tokens=int(v)),
             "stop": lambda v: self._set(stop=() if v.lower() in ("off", "none") else (unescape(v),)),
             "lines": lambda v: self._set(lines=_int_or_off(v)),
+            "repetition-penalty": lambda v: self._set(repetition_penalty=float(v)),
+            "presence-penalty": lambda v: self._set(presence_penalty=float(v)),
+            "frequency-penalty": lambda v: self._set(frequency_penalty=float(v)),
+            "no-repeat-ngram": lambda v: self._set(no_repeat_ngram_size=_int_or_off(v)),
+            "min-p": lambda v: self._set(min_p=_float_or_off(v)),
+            "typical-p": lambda v: self._set(typical_p=_float_or_off(v)),
+            "min-new-tokens": lambda v: self._set(min_new_tokens=int(v)),
             "seed": self._reseed,
             "settings": lambda v: self.show(),
             "reset": self._reset,
@@ -81,6 +116,7 @@ class Repl:
             "stop",
             "lines",
             "seed",
+            *_CONTROLS,
         }
 
     def settings_line(self) -> str:
@@ -92,6 +128,8 @@ class Repl:
                 f"temperature {o.temperature:g}",
                 f"top-k {o.top_k or 'off'}",
                 f"top-p {o.top_p or 'off'}",
+                f"min-p {o.min_p or 'off'}",
+                f"typical-p {o.typical_p or 'off'}",
                 f"samples {o.num_samples}",
             ]
         elif s == "beam":
@@ -100,6 +138,7 @@ class Repl:
                 f"length-penalty {o.length_penalty:g}",
                 f"n-best {o.n_best or o.beam_width}",
             ]
+        parts += [f"{name} {value}" for name, value in _controls_on(o)]
         parts += [
             f"length {o.max_new_tokens}",
             f"stop {', '.join(map(repr, o.stop)) or 'off'}",
@@ -121,7 +160,7 @@ class Repl:
             return
         width = int(value)
         n_best = self.options.n_best if self.options.n_best is not None and self.options.n_best <= width else None
-        self._set(strategy="beam", beam_width=width, n_best=n_best, num_samples=1)
+        self._set(strategy="beam", beam_width=width, n_best=n_best, num_samples=1, min_p=None, typical_p=None)
 
     def _reseed(self, value: str) -> None:
         seed = int(value)
@@ -199,4 +238,11 @@ _EXAMPLES = {
     "stop": r"/stop \n or /stop off",
     "lines": "/lines 2 or /lines off",
     "seed": "/seed 1",
+    "repetition-penalty": "/repetition-penalty 1.2",
+    "presence-penalty": "/presence-penalty 0.5",
+    "frequency-penalty": "/frequency-penalty 0.5",
+    "no-repeat-ngram": "/no-repeat-ngram 4 or /no-repeat-ngram off",
+    "min-p": "/min-p 0.05 or /min-p off",
+    "typical-p": "/typical-p 0.9 or /typical-p off",
+    "min-new-tokens": "/min-new-tokens 50",
 }

@@ -1,7 +1,9 @@
-"""Decoding: turning a model and a prompt into text (greedy, temperature, top-k, top-p, beam search).
+"""Decoding: turning a model and a prompt into text (greedy, sampling and its filters, beam search).
 
     options   DecodingOptions: the strategy, its knobs, stop conditions, limits
     filters   pure logit filters and the choice of one token
+    history   pure filters that read the ids generated so far (penalties, no-repeat n-gram, min_new_tokens)
+    controls  the per-run state those filters read (None when they are all off)
     text      prompts in, stable text pieces out, stop rules, results
     decode    the loops: warm_up, sampling batches, streaming, generate()
     beam      batched beam search with length normalisation
@@ -22,9 +24,18 @@ from charlm.sampling.filters import (
     choose,
     filter_logits,
     greedy_next,
+    min_p_filter,
     sample_next,
     top_k_filter,
     top_p_filter,
+    typical_p_filter,
+)
+from charlm.sampling.history import (
+    min_new_tokens_filter,
+    no_repeat_ngram_filter,
+    presence_frequency_filter,
+    repetition_penalty_filter,
+    token_counts,
 )
 from charlm.sampling.options import MAX_BEAM_WIDTH, MAX_NEW_TOKENS, MAX_SAMPLES, STRATEGIES, DecodingOptions
 from charlm.sampling.protocols import DecodingModel, TextCodec
@@ -55,10 +66,17 @@ __all__ = [
     "generate",
     "greedy_next",
     "length_normalised",
+    "min_new_tokens_filter",
+    "min_p_filter",
+    "no_repeat_ngram_filter",
+    "presence_frequency_filter",
+    "repetition_penalty_filter",
     "sample_next",
     "stream",
+    "token_counts",
     "token_steps",
     "top_k_filter",
     "top_p_filter",
+    "typical_p_filter",
     "warm_up",
 ]

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from charlm.models import State, reorder_state
+from charlm.sampling.controls import HistoryControls
 from charlm.sampling.filters import ban
 from charlm.sampling.protocols import DecodingModel, TextCodec
 from charlm.sampling.text import Plan, TextTracker
@@ -101,6 +102,7 @@ def beam_search(
     finisher: BeamFinisher | None = None,
     exact: bool = False,
     banned: Sequence[int] = (),
+    controls: HistoryControls | None = None,
 ) -> list[Hypothesis]:
     """The n best hypotheses (best first) continuing from `state`, whose next-token logits are `logits` (1, V).
 
@@ -110,7 +112,9 @@ def beam_search(
     best 2B: those that end a hypothesis (its `eos_target`-th <eos>, or a stop the
     `finisher` reports) are kept as finished when ranked within the first B; the
     first B of the others live on. At `max_new_tokens` every continuation is complete.
-    `banned` ids are never chosen; `exact` selects the early stop (module doc).
+    `banned` ids are never chosen; `exact` selects the early stop (module doc). `controls` (penalties,
+    no-repeat n-gram, min_new_tokens) reshape each step's logits before ranking: the scores are then those
+    of the adjusted distribution.
     """
     B, V = width, logits.size(-1)
     beam = _Beam(B, V, n_best or width, float(length_penalty), eos_id, eos_target, finisher, logits.device)
@@ -118,12 +122,16 @@ def beam_search(
     logits = logits.expand(B, V)
     horizon = float(max_new_tokens) ** beam.alpha
     for t in range(1, max_new_tokens + 1):
-        cand = ban(beam.scores[:, None] + F.log_softmax(logits.float(), dim=-1), banned).reshape(-1)  # (B * V,)
+        step_logits = logits.float() if controls is None else controls(logits.float())
+        cand = ban(beam.scores[:, None] + F.log_softmax(step_logits, dim=-1), banned).reshape(-1)  # (B * V,)
         if t == max_new_tokens:  # every continuation is complete; same length, so the raw sum ranks them
             beam.finish_all(cand, t)
             break
         parent, token = beam.step(cand, t)
         state = reorder_state(state, parent)
+        if controls is not None:
+            controls.reorder(parent)
+            controls.record(token)
         # No live hypothesis can (exact) or does at its length (default) beat the n-th best finished one.
         if beam.beaten(t, horizon if exact else float(t) ** beam.alpha):
             break

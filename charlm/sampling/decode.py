@@ -22,6 +22,7 @@ from charlm.errors import ConfigError
 from charlm.models import LOGIT_BUDGET, State, reorder_state
 from charlm.runtime import eval_mode, memory
 from charlm.sampling.beam import BeamTextFinisher, beam_search
+from charlm.sampling.controls import HistoryControls
 from charlm.sampling.filters import choose
 from charlm.sampling.options import DecodingOptions
 from charlm.sampling.protocols import DecodingModel, TextCodec
@@ -56,14 +57,19 @@ def token_steps(
     options: DecodingOptions,
     generator: torch.Generator | None,
     banned: Sequence[int] = (),
+    ending: Sequence[int] = (),
 ) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
     """The device loop: yields (ids (B,), log-probs (B,)) for up to `max_new_tokens` steps.
 
     No host sync: the consumer decides when to look at the ids. The state is stepped
-    only when the consumer asks for the next token.
+    only when the consumer asks for the next token. `ending` ids are masked before
+    `min_new_tokens`; the history filters exist only when one of them is on.
     """
+    controls = HistoryControls.make(options, ending, logits.size(0), logits.size(-1), logits.device)
     for i in range(options.max_new_tokens):
-        ids, logp = choose(logits, options, generator, banned)
+        ids, logp = choose(logits, options, generator, banned, controls)
+        if controls is not None:
+            controls.record(ids)
         yield ids, logp
         if i + 1 < options.max_new_tokens:
             logits, state = model.step(ids, state)  # (B, V)
@@ -92,7 +98,7 @@ def _sample_tensor(
     length = torch.full((n,), limit, dtype=torch.long, device=device)  # tokens each row keeps
     sync = _sync_points()
     next_sync = next(sync)
-    for t, (ids, lp) in enumerate(token_steps(model, logits, state, options, generator, plan.banned), 1):
+    for t, (ids, lp) in enumerate(token_steps(model, logits, state, options, generator, plan.banned, plan.ending), 1):
         ids_seen.append(ids)
         lps_seen.append(lp)
         if plan.eos_id is None:
@@ -164,7 +170,7 @@ def _sample_rows(
     chunk: list[tuple[torch.Tensor, torch.Tensor]] = []
     sync = _sync_points()
     next_sync = next(sync)
-    steps = token_steps(model, logits, state, options, generator, plan.banned)
+    steps = token_steps(model, logits, state, options, generator, plan.banned, plan.ending)
     for t, step in enumerate(steps, 1):
         chunk.append(step)
         if t < next_sync and t < options.max_new_tokens:
@@ -224,7 +230,7 @@ class TextStream:
         # yield. warm_up and the model's step run without gradients themselves.
         with eval_mode(model):  # type: ignore[arg-type]
             logits, state = warm_up(model, plan.prompt.ids)
-            for ids, logp in token_steps(model, logits, state, options, generator, plan.banned):
+            for ids, logp in token_steps(model, logits, state, options, generator, plan.banned, plan.ending):
                 piece = row.accept(int(ids[0]), float(logp[0]), plan, options.max_new_tokens)  # one sync per token
                 if piece:
                     yield piece
@@ -289,6 +295,7 @@ def generate(
             finisher=BeamTextFinisher(tokenizer, plan) if plan.text_stops else None,
             exact=options.exact_beam,
             banned=plan.banned,
+            controls=HistoryControls.make(options, plan.ending, options.beam_width, logits.size(-1), logits.device),
         )
         return [render(tokenizer, plan, h.ids, h.logprob, h.reached_eos, h.score) for h in hyps]
 

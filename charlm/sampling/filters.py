@@ -1,11 +1,12 @@
 """Logit filters and the choice of a token: pure functions of tensors, each returning a new tensor.
 
-logits -> mask banned ids (<unk>) -> temperature -> top-k -> top-p -> softmax -> draw
+logits -> mask banned ids (<unk>) -> history filters (charlm.sampling.history: penalties, no-repeat n-gram,
+min_new_tokens) -> temperature -> top-k -> top-p -> min-p -> typical-p -> softmax -> draw
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,14 +51,24 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def filter_logits(
-    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    typical_p: float | None = None,
 ) -> torch.Tensor:
-    """The sampling distribution's logits: temperature, then top-k, then top-p (on the tempered distribution)."""
+    """The sampling distribution's logits: temperature, then top-k, top-p, min-p, typical-p (each on the
+    tempered distribution); a filter left at None costs nothing."""
     out = apply_temperature(logits, temperature) if temperature != 1.0 else logits
     if top_k is not None:
         out = top_k_filter(out, top_k)
     if top_p is not None:
         out = top_p_filter(out, top_p)
+    if min_p is not None:
+        out = min_p_filter(out, min_p)
+    if typical_p is not None:
+        out = typical_p_filter(out, typical_p)
     return out if out is not logits else logits.clone()
 
 
@@ -82,16 +93,46 @@ def sample_next(logits: torch.Tensor, generator: torch.Generator | None) -> torc
 
 
 def choose(
-    logits: torch.Tensor, options: DecodingOptions, generator: torch.Generator | None, banned: Sequence[int] = ()
+    logits: torch.Tensor,
+    options: DecodingOptions,
+    generator: torch.Generator | None,
+    banned: Sequence[int] = (),
+    adjust: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding decision: logits (B, V) -> ids (B,) and their log-probability under the model (B,).
 
+    `adjust` (the history filters, or None when all are off) runs after the ban, before temperature.
     The log-probability is the model's own, before banning and filtering.
     """
     logp = F.log_softmax(logits.float(), dim=-1)  # (B, V)
     allowed = ban(logits.float(), banned)
+    if adjust is not None:
+        allowed = adjust(allowed)
     if options.effective_strategy == "greedy":
         ids = greedy_next(allowed)
     else:
-        ids = sample_next(filter_logits(allowed, options.temperature, options.top_k, options.top_p), generator)
+        o = options
+        ids = sample_next(filter_logits(allowed, o.temperature, o.top_k, o.top_p, o.min_p, o.typical_p), generator)
     return ids, logp.gather(1, ids[:, None]).squeeze(1)  # (B,), (B,)
+
+
+def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Keep the tokens whose probability is at least min_p times the most likely one's (the top always stays)."""
+    probs = logits.float().softmax(dim=-1)  # (..., V)
+    threshold = min_p * probs.max(dim=-1, keepdim=True).values  # (..., 1)
+    return logits.masked_fill(probs < threshold, float("-inf"))
+
+
+def typical_p_filter(logits: torch.Tensor, mass: float) -> torch.Tensor:
+    """Locally typical sampling (Meister et al.), as Hugging Face does it: rank tokens by how far their
+    surprisal -log p is from the entropy, keep the closest ones until they hold `mass` (at least one)."""
+    logp = logits.float().log_softmax(dim=-1)  # (..., V)
+    p = logp.exp()
+    entropy = -(logp.nan_to_num() * p).sum(-1, keepdim=True)  # (..., 1)
+    distance = (-logp - entropy).abs()  # (..., V)
+    sorted_dist, order = distance.sort(dim=-1)
+    cum = p.gather(-1, order).cumsum(dim=-1)  # (..., V)
+    last = (cum < mass).sum(dim=-1, keepdim=True).clamp(max=logits.size(-1) - 1)  # (..., 1)
+    drop_sorted = sorted_dist > sorted_dist.gather(-1, last)
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))

@@ -33,6 +33,14 @@ class DecodingOptions:
     stop: tuple[str, ...] = ()
     lines: int | None = None  # stop after this many line ends (<eos> for the word kind: None = 1)
     allow_unk: bool = False  # let the model emit <unk> (masked by default: it has no text)
+    # Controls (charlm.sampling.history and filters); each is off at its default and then costs nothing.
+    repetition_penalty: float = 1.0  # emitted ids: positive logits / this, negative ones * this
+    presence_penalty: float = 0.0  # logit -= this for each id emitted at least once
+    frequency_penalty: float = 0.0  # logit -= this * times emitted
+    no_repeat_ngram_size: int | None = None  # never emit an n-gram of this size twice
+    min_p: float | None = None  # sampling: keep ids with p >= min_p * p_max
+    typical_p: float | None = None  # sampling: locally typical sampling's mass
+    min_new_tokens: int = 0  # no <eos>, counted line end or stop string before this many tokens
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -64,6 +72,7 @@ class DecodingOptions:
             check_int("lines", self.lines, 1)
         if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
             raise ConfigError("stop strings must be a list of non-empty strings; drop the empty --stop")
+        self._check_controls()
         if self.num_samples > 1 and self.effective_strategy != "sample":
             hint = (
                 "--n-best for several beam hypotheses"
@@ -74,6 +83,44 @@ class DecodingOptions:
                 f"--num-samples {self.num_samples} needs sampling ({self.effective_strategy} gives one answer); "
                 f"use {hint}"
             )
+
+    def _check_controls(self) -> None:
+        if not _finite_number(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise ConfigError(
+                f"repetition penalty must be a number > 0 (1 is off, 1.2 is typical), got {self.repetition_penalty}"
+            )
+        for name, value in (("presence", self.presence_penalty), ("frequency", self.frequency_penalty)):
+            if not _finite_number(value) or not -2.0 <= value <= 2.0:
+                raise ConfigError(f"{name} penalty must be in [-2, 2] (0 is off), got {value}")
+        if self.no_repeat_ngram_size is not None:
+            check_int("no-repeat-ngram-size", self.no_repeat_ngram_size, 1)
+        for name, p in (("min-p", self.min_p), ("typical-p", self.typical_p)):
+            if p is None:
+                continue
+            if not (_finite_number(p) and 0.0 < p <= 1.0):
+                raise ConfigError(f"{name} must be in (0, 1], got {p}")
+            if self.effective_strategy != "sample":
+                raise ConfigError(
+                    f"{name} shapes sampling, and {self.effective_strategy} decoding does not sample; "
+                    "drop it or use --strategy sample with a temperature > 0"
+                )
+        check_int("min-new-tokens", self.min_new_tokens, 0)
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ConfigError(
+                f"min-new-tokens {self.min_new_tokens:,} is above --length {self.max_new_tokens:,}; "
+                "lower it or raise --length"
+            )
+
+    @property
+    def history_filters(self) -> bool:
+        """Whether any filter that reads the generated ids is on (penalties, no-repeat n-gram, min_new_tokens)."""
+        return (
+            self.repetition_penalty != 1.0
+            or self.presence_penalty != 0.0
+            or self.frequency_penalty != 0.0
+            or self.no_repeat_ngram_size is not None
+            or self.min_new_tokens > 0
+        )
 
     @property
     def effective_strategy(self) -> str:

@@ -242,6 +242,7 @@ class Plan:
     stops: tuple[str, ...]
     text_lines: int | None  # line ends counted in the text (kinds without <eos>)
     banned: tuple[int, ...] = ()  # ids never generated (<unk> unless allowed)
+    ending: tuple[int, ...] = ()  # ids that could end the text: masked before min_new_tokens
 
     @property
     def text_stops(self) -> bool:
@@ -255,7 +256,22 @@ def make_plan(tokenizer: TextCodec, prompt: str | Prompt, options: DecodingOptio
     p = prompt if isinstance(prompt, Prompt) else encode_prompt(tokenizer, prompt)
     eos = tokenizer.eos_id
     banned = () if options.allow_unk or tokenizer.unk_id is None else (tokenizer.unk_id,)
-    return Plan(p, eos, options.lines or 1, options.stop, options.lines if eos is None else None, banned)
+    text_lines = options.lines if eos is None else None
+    ending = ending_ids(tokenizer, options.stop, text_lines is not None) if options.min_new_tokens else ()
+    return Plan(p, eos, options.lines or 1, options.stop, text_lines, banned, ending)
+
+
+def ending_ids(tokenizer: TextCodec, stops: Sequence[str], line_ends: bool) -> tuple[int, ...]:
+    """The ids that could end a text: <eos>, ids holding a line end (when line ends are counted), and ids holding
+    the last character of a stop string (no stop can complete without one). Read once, from each id's text."""
+    ending = set() if tokenizer.eos_id is None else {tokenizer.eos_id}
+    last = {s[-1] for s in stops} | ({"\n"} if line_ends else set())
+    if last:
+        special = {tokenizer.eos_id, tokenizer.unk_id}
+        for i in range(tokenizer.vocab_size):
+            if i not in special and any(c in tokenizer.decode([i]) for c in last):
+                ending.add(i)
+    return tuple(sorted(ending))
 
 
 def render(

@@ -1,0 +1,62 @@
+"""The history filters of one decoding run: what each row has emitted, kept on the device, and the filters
+of `charlm.sampling.history` applied from it. None of it exists when every such control is off."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from charlm.sampling.history import (
+    min_new_tokens_filter,
+    no_repeat_ngram_filter,
+    presence_frequency_filter,
+    repetition_penalty_filter,
+)
+from charlm.sampling.options import DecodingOptions
+
+
+class HistoryControls:
+    """Rows' counts (B, V) and ids (B, T) as they grow; called on logits (B, V), it returns filtered logits."""
+
+    def __init__(self, options: DecodingOptions, ending: Sequence[int], rows: int, vocab: int, device: torch.device):
+        self.options, self.ending = options, tuple(ending)
+        self.step = 0
+        o = options
+        self.penalties = o.repetition_penalty != 1.0 or o.presence_penalty != 0.0 or o.frequency_penalty != 0.0
+        self.counts = torch.zeros(rows, vocab, dtype=torch.long, device=device) if self.penalties else None
+        self.history = torch.zeros(rows, 0, dtype=torch.long, device=device)  # (B, T), kept for n-gram bans
+
+    @staticmethod
+    def make(
+        options: DecodingOptions, ending: Sequence[int], rows: int, vocab: int, device: torch.device
+    ) -> HistoryControls | None:
+        """The controls, or None when all are at their neutral values (plain decoding pays nothing)."""
+        return HistoryControls(options, ending, rows, vocab, device) if options.history_filters else None
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        o, out = self.options, logits
+        if self.counts is not None:
+            if o.repetition_penalty != 1.0:
+                out = repetition_penalty_filter(out, self.counts, o.repetition_penalty)
+            if o.presence_penalty != 0.0 or o.frequency_penalty != 0.0:
+                out = presence_frequency_filter(out, self.counts, o.presence_penalty, o.frequency_penalty)
+        if o.no_repeat_ngram_size is not None:
+            out = no_repeat_ngram_filter(out, self.history, o.no_repeat_ngram_size)
+        if o.min_new_tokens:
+            out = min_new_tokens_filter(out, self.step, o.min_new_tokens, self.ending)
+        return out
+
+    def record(self, ids: torch.Tensor) -> None:
+        """The ids (B,) chosen this step."""
+        self.step += 1
+        if self.counts is not None:
+            self.counts.scatter_add_(1, ids[:, None], torch.ones_like(ids[:, None]))
+        if self.options.no_repeat_ngram_size is not None:
+            self.history = torch.cat([self.history, ids[:, None]], 1)  # (B, T+1)
+
+    def reorder(self, parent: torch.Tensor) -> None:
+        """Beam search: row i now continues row parent[i]."""
+        if self.counts is not None:
+            self.counts = self.counts[parent]
+        self.history = self.history[parent]
