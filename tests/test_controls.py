@@ -203,3 +203,23 @@ def test_repl_sets_the_controls() -> None:
     assert "repetition-penalty 1.2" in settings[2]
     assert "min-p 0.1" in settings[3] and "min-p off" in settings[4]
     assert "min-new-tokens 4" in settings[5]
+
+
+def test_a_users_logits_processor_sees_the_history_and_shapes_every_strategy(lm: charlm.LanguageModel) -> None:
+    vowels = [lm.tokenizer.encode(c)[0] for c in "aeiou"]
+    seen: list[tuple[int, ...]] = []
+
+    def no_vowels(logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(history.shape))
+        out = logits.clone()
+        out[:, vowels] = float("-inf")
+        return out
+
+    for strategy in ("sample", "greedy", "beam"):
+        seen.clear()
+        found = lm.generate("ab", strategy=strategy, max_new_tokens=30, seed=1, logits_processors=[no_vowels])
+        assert not set(found[0].ids) & set(vowels)
+        assert seen[0][1] == 0 and seen[-1][1] > 0  # the ids generated so far, one more each step
+    assert found.to_dict()["options"]["logits_processors"] == ["no_vowels"]
+    with pytest.raises(ConfigError):
+        lm.generate("ab", logits_processors=["not a function"])

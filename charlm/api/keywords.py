@@ -12,6 +12,8 @@ from charlm.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from charlm.sampling import LogitsProcessor
+
 
 class DecodingKeywords(TypedDict, total=False):
     """How to decode, as keywords of `LanguageModel.decoding`, `.generate` and `.stream`: the fields of
@@ -37,6 +39,9 @@ class DecodingKeywords(TypedDict, total=False):
     min_p: float | None  # sampling: keep ids with p >= min_p * p_max
     typical_p: float | None  # sampling: locally typical sampling's probability mass
     min_new_tokens: int  # no <eos>, counted line end or stop string before this many tokens; 0
+    # your own filters, each (logits (B, V), ids generated so far (B, T)) -> logits (B, V), applied in order
+    # after the controls above and before temperature (sampling, greedy and beam search alike)
+    logits_processors: Sequence[LogitsProcessor]
 
 
 class GenerateKeywords(DecodingKeywords, total=False):

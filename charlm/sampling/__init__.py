@@ -37,7 +37,14 @@ from charlm.sampling.history import (
     repetition_penalty_filter,
     token_counts,
 )
-from charlm.sampling.options import MAX_BEAM_WIDTH, MAX_NEW_TOKENS, MAX_SAMPLES, STRATEGIES, DecodingOptions
+from charlm.sampling.options import (
+    MAX_BEAM_WIDTH,
+    MAX_NEW_TOKENS,
+    MAX_SAMPLES,
+    STRATEGIES,
+    DecodingOptions,
+    LogitsProcessor,
+)
 from charlm.sampling.protocols import DecodingModel, TextCodec
 from charlm.sampling.text import Generation, Prompt, StopMatcher, TextDecoder, describe_unknown, encode_prompt
 
@@ -51,6 +58,7 @@ __all__ = [
     "DecodingOptions",
     "Generation",
     "Hypothesis",
+    "LogitsProcessor",
     "Prompt",
     "StopMatcher",
     "TextCodec",

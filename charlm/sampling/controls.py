@@ -1,5 +1,6 @@
 """The history filters of one decoding run: what each row has emitted, kept on the device, and the filters
-of `charlm.sampling.history` applied from it. None of it exists when every such control is off."""
+of `charlm.sampling.history` (then the user's `logits_processors`) applied from it. None of it exists when
+every such control is off."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ class HistoryControls:
             out = no_repeat_ngram_filter(out, self.history, o.no_repeat_ngram_size)
         if o.min_new_tokens:
             out = min_new_tokens_filter(out, self.step, o.min_new_tokens, self.ending)
+        for f in o.logits_processors:
+            out = f(out, self.history)
         return out
 
     def record(self, ids: torch.Tensor) -> None:
@@ -52,7 +55,7 @@ class HistoryControls:
         self.step += 1
         if self.counts is not None:
             self.counts.scatter_add_(1, ids[:, None], torch.ones_like(ids[:, None]))
-        if self.options.no_repeat_ngram_size is not None:
+        if self.options.no_repeat_ngram_size is not None or self.options.logits_processors:
             self.history = torch.cat([self.history, ids[:, None]], 1)  # (B, T+1)
 
     def reorder(self, parent: torch.Tensor) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+import torch
 
 from charlm.errors import ConfigError
 
@@ -14,6 +17,9 @@ STRATEGIES = ("greedy", "sample", "beam")
 MAX_NEW_TOKENS = 1_000_000
 MAX_SAMPLES = 1024
 MAX_BEAM_WIDTH = 256
+
+# A user's own logit filter: (logits (B, V), ids generated so far (B, T)) -> new logits (B, V).
+LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class DecodingOptions:
     min_p: float | None = None  # sampling: keep ids with p >= min_p * p_max
     typical_p: float | None = None  # sampling: locally typical sampling's mass
     min_new_tokens: int = 0  # no <eos>, counted line end or stop string before this many tokens
+    # the library's hook: the user's filters, applied in order after the ones above, before temperature
+    logits_processors: tuple[LogitsProcessor, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -104,6 +112,10 @@ class DecodingOptions:
                     f"{name} shapes sampling, and {self.effective_strategy} decoding does not sample; "
                     "drop it or use --strategy sample with a temperature > 0"
                 )
+        if not isinstance(self.logits_processors, tuple):
+            object.__setattr__(self, "logits_processors", tuple(self.logits_processors or ()))
+        if not all(callable(f) for f in self.logits_processors):
+            raise ConfigError("logits_processors must be functions (logits (B, V), ids (B, T)) -> logits (B, V)")
         check_int("min-new-tokens", self.min_new_tokens, 0)
         if self.min_new_tokens > self.max_new_tokens:
             raise ConfigError(
@@ -120,6 +132,7 @@ class DecodingOptions:
             or self.frequency_penalty != 0.0
             or self.no_repeat_ngram_size is not None
             or self.min_new_tokens > 0
+            or bool(self.logits_processors)
         )
 
     @property
@@ -135,8 +148,9 @@ class DecodingOptions:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["stop"] = list(self.stop)
+        d["logits_processors"] = [getattr(f, "__name__", type(f).__name__) for f in self.logits_processors]
         return d
 
 
