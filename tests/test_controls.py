@@ -15,6 +15,7 @@ from charlm.cli import main
 from charlm.errors import ConfigError
 from charlm.sampling import (
     DecodingOptions,
+    banned_sequences_filter,
     min_new_tokens_filter,
     min_p_filter,
     no_repeat_ngram_filter,
@@ -87,6 +88,16 @@ def test_min_new_tokens_masks_the_ending_ids_until_enough_are_out() -> None:
     assert min_new_tokens_filter(logits, 3, 3, (0, 3)) is logits
 
 
+def test_banned_sequences_ban_the_id_that_would_complete_one() -> None:
+    logits = torch.zeros(2, 5)
+    history = torch.tensor([[3, 1, 2], [0, 0, 4]])
+    groups = [torch.tensor([[1, 2, 3], [2, 4, 0], [0, 4, 1]]), torch.tensor([[4]])]  # three of length 3, one of 1
+    out = banned_sequences_filter(logits, history, groups)
+    # row 0 ends "1 2": 3 completes "1 2 3". Row 1 ends "0 4": 1 completes "0 4 1". 4 is banned everywhere.
+    assert out.tolist() == [[0, 0, 0, -INF, -INF], [0, -INF, 0, 0, -INF]]
+    assert banned_sequences_filter(logits, history[:, :1], groups[:1]) is logits  # too short to end in a prefix
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -101,6 +112,7 @@ def test_min_new_tokens_masks_the_ending_ids_until_enough_are_out() -> None:
         {"min_p": 0.1, "temperature": 0.0},
         {"min_new_tokens": -1},
         {"min_new_tokens": 20, "max_new_tokens": 10},
+        {"ban": ("",)},
     ],
 )
 def test_bad_controls_are_one_line_errors(changes: dict) -> None:
@@ -223,3 +235,24 @@ def test_a_users_logits_processor_sees_the_history_and_shapes_every_strategy(lm:
     assert found.to_dict()["options"]["logits_processors"] == ["no_vowels"]
     with pytest.raises(ConfigError):
         lm.generate("ab", logits_processors=["not a function"])
+
+
+def test_banned_strings_never_appear_across_tokens(lm: charlm.LanguageModel) -> None:
+    plain = lm.generate("ab", max_new_tokens=200, seed=4, num_samples=8)
+    common = ["e ", " t", "he"]
+    assert all(any(c in g.text for g in plain) for c in common)  # the char model writes them unbanned
+    for strategy, n in (("sample", 8), ("greedy", 1), ("beam", 1)):
+        found = lm.generate("ab", strategy=strategy, max_new_tokens=200, seed=4, num_samples=n, ban=common)
+        assert all(c not in g.text for g in found for c in common)
+    assert lm.decoding(ban="x").ban == ("x",)
+
+
+def test_cli_and_repl_ban(lm: charlm.LanguageModel) -> None:
+    result = _generate("-p", "ab", "-n", "100", "--seed", "1", "--json", "--ban", "e ", "--ban", "\\n")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["options"]["ban"] == ["e ", "\n"] and "e " not in data["results"][0]["text"]
+    assert "\n" not in data["results"][0]["text"]
+    result = _generate("-i", "-n", "5", input="/ban e \n/ban th\n/ban off\n")
+    settings = [line for line in result.stderr.splitlines() if line.startswith("strategy ")]
+    assert "ban 'e', 'th'" in settings[2] and "ban" not in settings[3]

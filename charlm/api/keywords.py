@@ -39,6 +39,7 @@ class DecodingKeywords(TypedDict, total=False):
     min_p: float | None  # sampling: keep ids with p >= min_p * p_max
     typical_p: float | None  # sampling: locally typical sampling's probability mass
     min_new_tokens: int  # no <eos>, counted line end or stop string before this many tokens; 0
+    ban: str | Sequence[str]  # strings never generated, even across tokens (other kinds: the tokenizer's spelling)
     # your own filters, each (logits (B, V), ids generated so far (B, T)) -> logits (B, V), applied in order
     # after the controls above and before temperature (sampling, greedy and beam search alike)
     logits_processors: Sequence[LogitsProcessor]

@@ -65,6 +65,9 @@ DECODING_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--min-new-tokens", dict(type=click.IntRange(min=0), default=0, show_default=True,
                               help="All strategies: before this many tokens, <eos>, a counted line end and a stop "
                                    "string cannot end the text (their tokens are masked).")),
+    ("--ban", dict(multiple=True,
+                   help=r"All strategies: never generate this string, even across tokens (repeatable; \n is "
+                        "understood; word and subword models: as the tokenizer spells it).")),
 ]
 # fmt: on
 
@@ -102,7 +105,8 @@ def generate_command(
     """
     if as_json and interactive:
         raise ConfigError("--json and --interactive do not combine; drop one")
-    options = DecodingOptions(**(decoding | {"stop": tuple(unescape(s) for s in decoding["stop"])}))
+    unescaped = {name: tuple(unescape(s) for s in decoding[name]) for name in ("stop", "ban")}
+    options = DecodingOptions(**(decoding | unescaped))
     dev = resolve_device(device)
     _warn_unused(click.get_current_context(), options)
     lm = load(checkpoint, which=which, device=dev, verify=not no_verify)

@@ -30,6 +30,7 @@ _HELP = r"""Type a prompt and press Enter; the continuation streams back. Ctrl-C
   /min-p P|off            sampling: only tokens at least P x as likely as the top one
   /typical-p P|off        sampling: locally typical sampling with mass P
   /min-new-tokens N       nothing ends the text before N tokens (0 = off)
+  /ban TEXT|off           never generate TEXT (repeat to add more; off clears)
   /lines N|off       stop after N line ends
   /seed S            re-seed the random generator
   /settings          show the settings
@@ -46,6 +47,7 @@ _CONTROLS = (
     "min-p",
     "typical-p",
     "min-new-tokens",
+    "ban",
 )
 
 
@@ -58,7 +60,8 @@ def _controls_on(o: DecodingOptions) -> list[tuple[str, Any]]:
         ("no-repeat-ngram", o.no_repeat_ngram_size),
         ("min-new-tokens", o.min_new_tokens or None),
     ]
-    return [(name, f"{value:g}") for name, value in on if value is not None]
+    shown = [(name, f"{value:g}") for name, value in on if value is not None]
+    return shown + ([("ban", ", ".join(map(repr, o.ban)))] if o.ban else [])
 
 
 def _int_or_off(value: str) -> int | None:
@@ -97,6 +100,7 @@ class Repl:
             "min-p": lambda v: self._set(min_p=_float_or_off(v)),
             "typical-p": lambda v: self._set(typical_p=_float_or_off(v)),
             "min-new-tokens": lambda v: self._set(min_new_tokens=int(v)),
+            "ban": lambda v: self._set(ban=() if v.lower() in ("off", "none") else (*self.options.ban, unescape(v))),
             "seed": self._reseed,
             "settings": lambda v: self.show(),
             "reset": self._reset,
@@ -245,4 +249,5 @@ _EXAMPLES = {
     "min-p": "/min-p 0.05 or /min-p off",
     "typical-p": "/typical-p 0.9 or /typical-p off",
     "min-new-tokens": "/min-new-tokens 50",
+    "ban": "/ban thou or /ban off",
 }

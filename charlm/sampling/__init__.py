@@ -2,7 +2,8 @@
 
     options   DecodingOptions: the strategy, its knobs, stop conditions, limits
     filters   pure logit filters and the choice of one token
-    history   pure filters that read the ids generated so far (penalties, no-repeat n-gram, min_new_tokens)
+    history   pure filters that read the ids generated so far (penalties, no-repeat n-gram, min_new_tokens,
+              banned strings)
     controls  the per-run state those filters read (None when they are all off)
     text      prompts in, stable text pieces out, stop rules, results
     decode    the loops: warm_up, sampling batches, streaming, generate()
@@ -31,6 +32,7 @@ from charlm.sampling.filters import (
     typical_p_filter,
 )
 from charlm.sampling.history import (
+    banned_sequences_filter,
     min_new_tokens_filter,
     no_repeat_ngram_filter,
     presence_frequency_filter,
@@ -66,6 +68,7 @@ __all__ = [
     "TextStream",
     "apply_temperature",
     "ban",
+    "banned_sequences_filter",
     "beam_search",
     "choose",
     "describe_unknown",

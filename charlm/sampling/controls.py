@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from charlm.sampling.history import (
+    banned_sequences_filter,
     min_new_tokens_filter,
     no_repeat_ngram_filter,
     presence_frequency_filter,
@@ -20,20 +21,43 @@ from charlm.sampling.options import DecodingOptions
 class HistoryControls:
     """Rows' counts (B, V) and ids (B, T) as they grow; called on logits (B, V), it returns filtered logits."""
 
-    def __init__(self, options: DecodingOptions, ending: Sequence[int], rows: int, vocab: int, device: torch.device):
+    def __init__(
+        self,
+        options: DecodingOptions,
+        ending: Sequence[int],
+        rows: int,
+        vocab: int,
+        device: torch.device,
+        sequences: Sequence[Sequence[int]] = (),
+    ):
         self.options, self.ending = options, tuple(ending)
+        by_length: dict[int, list[Sequence[int]]] = {}
+        for seq in sequences:
+            by_length.setdefault(len(seq), []).append(seq)
+        self.groups = [torch.tensor(g, dtype=torch.long, device=device) for g in by_length.values()]  # each (K, m)
+        self.keep_history = (
+            options.no_repeat_ngram_size is not None
+            or bool(options.logits_processors)
+            or any(len(s) > 1 for s in sequences)
+        )
         self.step = 0
         o = options
         self.penalties = o.repetition_penalty != 1.0 or o.presence_penalty != 0.0 or o.frequency_penalty != 0.0
         self.counts = torch.zeros(rows, vocab, dtype=torch.long, device=device) if self.penalties else None
-        self.history = torch.zeros(rows, 0, dtype=torch.long, device=device)  # (B, T), kept for n-gram bans
+        self.history = torch.zeros(rows, 0, dtype=torch.long, device=device)  # (B, T), kept when a filter reads it
 
     @staticmethod
     def make(
-        options: DecodingOptions, ending: Sequence[int], rows: int, vocab: int, device: torch.device
+        options: DecodingOptions,
+        ending: Sequence[int],
+        rows: int,
+        vocab: int,
+        device: torch.device,
+        sequences: Sequence[Sequence[int]] = (),
     ) -> HistoryControls | None:
         """The controls, or None when all are at their neutral values (plain decoding pays nothing)."""
-        return HistoryControls(options, ending, rows, vocab, device) if options.history_filters else None
+        on = options.history_filters or bool(sequences)
+        return HistoryControls(options, ending, rows, vocab, device, sequences) if on else None
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         o, out = self.options, logits
@@ -46,6 +70,8 @@ class HistoryControls:
             out = no_repeat_ngram_filter(out, self.history, o.no_repeat_ngram_size)
         if o.min_new_tokens:
             out = min_new_tokens_filter(out, self.step, o.min_new_tokens, self.ending)
+        if self.groups:
+            out = banned_sequences_filter(out, self.history, self.groups)
         for f in o.logits_processors:
             out = f(out, self.history)
         return out
@@ -55,7 +81,7 @@ class HistoryControls:
         self.step += 1
         if self.counts is not None:
             self.counts.scatter_add_(1, ids[:, None], torch.ones_like(ids[:, None]))
-        if self.options.no_repeat_ngram_size is not None or self.options.logits_processors:
+        if self.keep_history:
             self.history = torch.cat([self.history, ids[:, None]], 1)  # (B, T+1)
 
     def reorder(self, parent: torch.Tensor) -> None:

@@ -58,14 +58,15 @@ def token_steps(
     generator: torch.Generator | None,
     banned: Sequence[int] = (),
     ending: Sequence[int] = (),
+    sequences: Sequence[Sequence[int]] = (),
 ) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
     """The device loop: yields (ids (B,), log-probs (B,)) for up to `max_new_tokens` steps.
 
     No host sync: the consumer decides when to look at the ids. The state is stepped
     only when the consumer asks for the next token. `ending` ids are masked before
-    `min_new_tokens`; the history filters exist only when one of them is on.
+    `min_new_tokens`, id `sequences` never completed; the history filters exist only when one of them is on.
     """
-    controls = HistoryControls.make(options, ending, logits.size(0), logits.size(-1), logits.device)
+    controls = HistoryControls.make(options, ending, logits.size(0), logits.size(-1), logits.device, sequences)
     for i in range(options.max_new_tokens):
         ids, logp = choose(logits, options, generator, banned, controls)
         if controls is not None:
@@ -73,6 +74,18 @@ def token_steps(
         yield ids, logp
         if i + 1 < options.max_new_tokens:
             logits, state = model.step(ids, state)  # (B, V)
+
+
+def _plan_steps(
+    model: DecodingModel,
+    logits: torch.Tensor,
+    state: State,
+    options: DecodingOptions,
+    generator: torch.Generator | None,
+    plan: Plan,
+) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
+    """`token_steps` with the plan's masks: banned ids, ending ids, banned strings' id sequences."""
+    return token_steps(model, logits, state, options, generator, plan.banned, plan.ending, plan.ban_ids)
 
 
 def _sync_points() -> Iterator[int]:
@@ -98,7 +111,7 @@ def _sample_tensor(
     length = torch.full((n,), limit, dtype=torch.long, device=device)  # tokens each row keeps
     sync = _sync_points()
     next_sync = next(sync)
-    for t, (ids, lp) in enumerate(token_steps(model, logits, state, options, generator, plan.banned, plan.ending), 1):
+    for t, (ids, lp) in enumerate(_plan_steps(model, logits, state, options, generator, plan), 1):
         ids_seen.append(ids)
         lps_seen.append(lp)
         if plan.eos_id is None:
@@ -170,7 +183,7 @@ def _sample_rows(
     chunk: list[tuple[torch.Tensor, torch.Tensor]] = []
     sync = _sync_points()
     next_sync = next(sync)
-    steps = token_steps(model, logits, state, options, generator, plan.banned, plan.ending)
+    steps = _plan_steps(model, logits, state, options, generator, plan)
     for t, step in enumerate(steps, 1):
         chunk.append(step)
         if t < next_sync and t < options.max_new_tokens:
@@ -230,7 +243,7 @@ class TextStream:
         # yield. warm_up and the model's step run without gradients themselves.
         with eval_mode(model):  # type: ignore[arg-type]
             logits, state = warm_up(model, plan.prompt.ids)
-            for ids, logp in token_steps(model, logits, state, options, generator, plan.banned, plan.ending):
+            for ids, logp in _plan_steps(model, logits, state, options, generator, plan):
                 piece = row.accept(int(ids[0]), float(logp[0]), plan, options.max_new_tokens)  # one sync per token
                 if piece:
                     yield piece
@@ -295,7 +308,9 @@ def generate(
             finisher=BeamTextFinisher(tokenizer, plan) if plan.text_stops else None,
             exact=options.exact_beam,
             banned=plan.banned,
-            controls=HistoryControls.make(options, plan.ending, options.beam_width, logits.size(-1), logits.device),
+            controls=HistoryControls.make(
+                options, plan.ending, options.beam_width, logits.size(-1), logits.device, plan.ban_ids
+            ),
         )
         return [render(tokenizer, plan, h.ids, h.logprob, h.reached_eos, h.score) for h in hyps]
 

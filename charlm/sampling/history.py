@@ -59,3 +59,27 @@ def min_new_tokens_filter(logits: torch.Tensor, step: int, min_new_tokens: int, 
     out = logits.clone()
     out[..., list(ending)] = float("-inf")
     return out
+
+
+def banned_sequences_filter(
+    logits: torch.Tensor, history: torch.Tensor, groups: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """-inf for each id that would complete a banned id sequence at the end of a row's history.
+
+    `groups` holds the banned sequences by length, one (K, m) tensor per length m: all K are compared
+    with the last m-1 ids of every row at once; a sequence of length 1 is banned outright.
+    """
+    out = logits
+    for seqs in groups:
+        m = seqs.size(1)
+        if m == 1:
+            out = out.index_fill(-1, seqs[:, 0], float("-inf"))
+            continue
+        if history.size(1) < m - 1:
+            continue
+        tail = history[:, history.size(1) - m + 1 :]  # (B, m-1)
+        match = (tail[:, None, :] == seqs[None, :, :-1]).all(-1)  # (B, K)
+        last = seqs[:, -1].expand(logits.size(0), -1)  # (B, K)
+        hits = torch.zeros_like(logits, dtype=torch.long).scatter_add_(1, last, match.long())  # (B, V)
+        out = out.masked_fill(hits > 0, float("-inf"))
+    return out

@@ -47,6 +47,7 @@ class DecodingOptions:
     min_p: float | None = None  # sampling: keep ids with p >= min_p * p_max
     typical_p: float | None = None  # sampling: locally typical sampling's mass
     min_new_tokens: int = 0  # no <eos>, counted line end or stop string before this many tokens
+    ban: tuple[str, ...] = ()  # strings never generated (their token sequences, across token boundaries)
     # the library's hook: the user's filters, applied in order after the ones above, before temperature
     logits_processors: tuple[LogitsProcessor, ...] = field(default=(), compare=False)
 
@@ -112,6 +113,10 @@ class DecodingOptions:
                     f"{name} shapes sampling, and {self.effective_strategy} decoding does not sample; "
                     "drop it or use --strategy sample with a temperature > 0"
                 )
+        if isinstance(self.ban, str) or not isinstance(self.ban, tuple):
+            object.__setattr__(self, "ban", (self.ban,) if isinstance(self.ban, str) else tuple(self.ban or ()))
+        if any(not isinstance(s, str) or not s for s in self.ban):
+            raise ConfigError("banned strings must be non-empty strings; drop the empty --ban")
         if not isinstance(self.logits_processors, tuple):
             object.__setattr__(self, "logits_processors", tuple(self.logits_processors or ()))
         if not all(callable(f) for f in self.logits_processors):
@@ -133,6 +138,7 @@ class DecodingOptions:
             or self.no_repeat_ngram_size is not None
             or self.min_new_tokens > 0
             or bool(self.logits_processors)
+            or bool(self.ban)
         )
 
     @property
@@ -149,7 +155,7 @@ class DecodingOptions:
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["stop"] = list(self.stop)
+        d["stop"], d["ban"] = list(self.stop), list(self.ban)
         d["logits_processors"] = [getattr(f, "__name__", type(f).__name__) for f in self.logits_processors]
         return d
 

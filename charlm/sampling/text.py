@@ -243,6 +243,7 @@ class Plan:
     text_lines: int | None  # line ends counted in the text (kinds without <eos>)
     banned: tuple[int, ...] = ()  # ids never generated (<unk> unless allowed)
     ending: tuple[int, ...] = ()  # ids that could end the text: masked before min_new_tokens
+    ban_ids: tuple[tuple[int, ...], ...] = ()  # the banned strings' id sequences
 
     @property
     def text_stops(self) -> bool:
@@ -258,7 +259,19 @@ def make_plan(tokenizer: TextCodec, prompt: str | Prompt, options: DecodingOptio
     banned = () if options.allow_unk or tokenizer.unk_id is None else (tokenizer.unk_id,)
     text_lines = options.lines if eos is None else None
     ending = ending_ids(tokenizer, options.stop, text_lines is not None) if options.min_new_tokens else ()
-    return Plan(p, eos, options.lines or 1, options.stop, text_lines, banned, ending)
+    return Plan(p, eos, options.lines or 1, options.stop, text_lines, banned, ending, ban_ids(tokenizer, options))
+
+
+def ban_ids(tokenizer: TextCodec, options: DecodingOptions) -> tuple[tuple[int, ...], ...]:
+    """Each banned string as the ids that spell it (a char model: one id per character, so exact across tokens;
+    other kinds: the tokenizer's own spelling). A string with a unit outside the vocabulary cannot be generated
+    while <unk> is masked, and is left out."""
+    out = []
+    for s in options.ban:
+        ids = tuple(tokenizer.encode(normalise_newlines(s)))
+        if ids and (options.allow_unk or tokenizer.unk_id is None or tokenizer.unk_id not in ids):
+            out.append(ids)
+    return tuple(out)
 
 
 def ending_ids(tokenizer: TextCodec, stops: Sequence[str], line_ends: bool) -> tuple[int, ...]:
