@@ -256,3 +256,18 @@ def test_cli_and_repl_ban(lm: charlm.LanguageModel) -> None:
     result = _generate("-i", "-n", "5", input="/ban e \n/ban th\n/ban off\n")
     settings = [line for line in result.stderr.splitlines() if line.startswith("strategy ")]
     assert "ban 'e', 'th'" in settings[2] and "ban" not in settings[3]
+
+
+@pytest.mark.parametrize("strategy", ["sample", "greedy", "beam"])
+def test_a_row_left_with_no_token_draws_from_before_the_controls(lm: charlm.LanguageModel, strategy: str) -> None:
+    # 58 generatable characters: a unigram ban runs out of tokens at step 59
+    found = lm.generate("ab", strategy=strategy, max_new_tokens=100, seed=0, no_repeat_ngram_size=1)
+    assert found[0].num_tokens == 100 and lm.tokenizer.unk_id not in found[0].ids
+    assert len(set(found[0].ids[:58])) == 58
+
+
+def test_beam_honours_min_new_tokens_before_a_stop_string(lm: charlm.LanguageModel) -> None:
+    short = lm.generate("ab", strategy="beam", max_new_tokens=60, stop="e")
+    assert max(g.num_tokens for g in short) < 20  # without it, every hypothesis meets an "e" early
+    for g in lm.generate("ab", strategy="beam", max_new_tokens=60, stop="e", min_new_tokens=20):
+        assert g.num_tokens > 20 and "e" not in g.text

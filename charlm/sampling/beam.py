@@ -113,8 +113,8 @@ def beam_search(
     `finisher` reports) are kept as finished when ranked within the first B; the
     first B of the others live on. At `max_new_tokens` every continuation is complete.
     `banned` ids are never chosen; `exact` selects the early stop (module doc). `controls` (penalties,
-    no-repeat n-gram, min_new_tokens) reshape each step's logits before ranking: the scores are then those
-    of the adjusted distribution.
+    no-repeat n-gram, min_new_tokens, banned strings, the user's processors) reshape each step's logits
+    before ranking: the scores and log-probabilities are then those of the adjusted distribution.
     """
     B, V = width, logits.size(-1)
     beam = _Beam(B, V, n_best or width, float(length_penalty), eos_id, eos_target, finisher, logits.device)
@@ -122,8 +122,10 @@ def beam_search(
     logits = logits.expand(B, V)
     horizon = float(max_new_tokens) ** beam.alpha
     for t in range(1, max_new_tokens + 1):
-        step_logits = logits.float() if controls is None else controls(logits.float())
-        cand = ban(beam.scores[:, None] + F.log_softmax(step_logits, dim=-1), banned).reshape(-1)  # (B * V,)
+        if controls is None:  # the model's own log-probabilities
+            cand = ban(beam.scores[:, None] + F.log_softmax(logits.float(), dim=-1), banned).reshape(-1)  # (B * V,)
+        else:  # those of the adjusted distribution (banned ids masked first, as sampling does)
+            cand = (beam.scores[:, None] + F.log_softmax(controls(ban(logits.float(), banned)), dim=-1)).reshape(-1)
         if t == max_new_tokens:  # every continuation is complete; same length, so the raw sum ranks them
             beam.finish_all(cand, t)
             break

@@ -74,7 +74,10 @@ class HistoryControls:
             out = banned_sequences_filter(out, self.history, self.groups)
         for f in o.logits_processors:
             out = f(out, self.history)
-        return out
+        # A row the controls left without any token (a long text under a small n-gram ban) draws from what
+        # it had before them, rather than from nothing: NaN probabilities, or <unk> by argmax.
+        stuck = torch.isneginf(out).all(-1, keepdim=True)  # (B, 1)
+        return torch.where(stuck, logits, out)
 
     def record(self, ids: torch.Tensor) -> None:
         """The ids (B,) chosen this step."""
