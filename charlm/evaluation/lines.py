@@ -25,6 +25,9 @@ from charlm.runtime import autocast, eval_mode
 
 DEFAULT_ROWS = 256  # texts per batch
 BATCH_TOKENS = 1 << 16  # at most this many padded positions per batch (rows x longest text)
+# A batch is padded to a multiple of this many rows and steps: a fused RNN on a CPU (oneDNN) prepares a
+# kernel for each new shape, which cost more than the scoring itself when every batch had its own.
+SHAPE_STEP = 32
 
 
 @torch.no_grad()
@@ -74,19 +77,23 @@ def _score_batch(
 ) -> torch.Tensor:
     """Log-probabilities (B, T) float64 on the CPU of a batch of non-empty texts, right-padded to the longest."""
     device = model.device
-    length = max(len(ids) for ids in batch)
-    y = torch.full((len(batch), length), context, dtype=torch.long)  # (B, T): padding is any valid id
+    length = _round_up(max(len(ids) for ids in batch), SHAPE_STEP)
+    y = torch.full((_round_up(len(batch), SHAPE_STEP), length), context, dtype=torch.long)  # (B, T): padding
     for row, ids in enumerate(batch):
         y[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-    x = torch.cat([torch.full((len(batch), 1), context, dtype=torch.long), y[:, :-1]], dim=1)  # (B, T)
+    x = torch.cat([torch.full((y.size(0), 1), context, dtype=torch.long), y[:, :-1]], dim=1)  # (B, T)
     x, y = x.to(device), y.to(device)
     if model.exact_only:
         t = length  # an n-gram model scores a row in one call (no (B, T, V) tensor)
     else:
-        t = max(1, min(window, LOGIT_BUDGET // max(1, len(batch) * model.vocab_size)))
+        t = max(1, min(window, LOGIT_BUDGET // max(1, y.size(0) * model.vocab_size)))
     parts, state = [], None
     for i in range(0, length, t):
         with autocast(device, amp_dtype):
             nll, state = model.token_nll(x[:, i : i + t], state, y[:, i : i + t].contiguous())  # (B, t)
         parts.append(nll)
     return -torch.cat(parts, dim=1).double().cpu()  # (B, T)
+
+
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
