@@ -23,11 +23,8 @@ from charlm.evaluation.streams import DEFAULT_WINDOW
 from charlm.models import LOGIT_BUDGET, LanguageModel
 from charlm.runtime import autocast, eval_mode
 
-DEFAULT_ROWS = 256  # texts per batch
+DEFAULT_ROWS = 128  # texts per batch (32 to 512 scored 10,000 lines at one speed, warm, on one CPU thread)
 BATCH_TOKENS = 1 << 16  # at most this many padded positions per batch (rows x longest text)
-# A batch is padded to a multiple of this many rows and steps: a fused RNN on a CPU (oneDNN) prepares a
-# kernel for each new shape, which cost more than the scoring itself when every batch had its own.
-SHAPE_STEP = 32
 
 
 @torch.no_grad()
@@ -53,7 +50,7 @@ def score_lines(
         for batch in _batches(order, texts, rows):
             lps = _score_batch(model, [texts[i] for i in batch], context, window, amp_dtype)  # (B, T)
             for row, i in enumerate(batch):
-                out[i] = lps[row, : len(texts[i])].clone()
+                out[i] = lps[row, : len(texts[i])]  # a view: the batch tensor is kept, no copy per text
     return out
 
 
@@ -77,8 +74,8 @@ def _score_batch(
 ) -> torch.Tensor:
     """Log-probabilities (B, T) float64 on the CPU of a batch of non-empty texts, right-padded to the longest."""
     device = model.device
-    length = _round_up(max(len(ids) for ids in batch), SHAPE_STEP)
-    y = torch.full((_round_up(len(batch), SHAPE_STEP), length), context, dtype=torch.long)  # (B, T): padding
+    length = max(len(ids) for ids in batch)
+    y = torch.full((len(batch), length), context, dtype=torch.long)  # (B, T): padding is any valid id
     for row, ids in enumerate(batch):
         y[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
     x = torch.cat([torch.full((y.size(0), 1), context, dtype=torch.long), y[:, :-1]], dim=1)  # (B, T)
@@ -93,7 +90,3 @@ def _score_batch(
             nll, state = model.token_nll(x[:, i : i + t], state, y[:, i : i + t].contiguous())  # (B, t)
         parts.append(nll)
     return -torch.cat(parts, dim=1).double().cpu()  # (B, T)
-
-
-def _round_up(n: int, step: int) -> int:
-    return -(-n // step) * step
