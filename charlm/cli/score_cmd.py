@@ -28,7 +28,8 @@ _UNITS = {"char": "character", "word": "word"}
 @click.command("score")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.argument("file", default="-", type=click.Path(allow_dash=True, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per scored line, in input order; nothing else.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per scored line (input order, or ranked with --sort); nothing else.")  # fmt: skip
 @click.option("--sort", is_flag=True, help="Rank the lines: highest mean log-probability per token first.")
 @click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Which weights of the checkpoint.")  # fmt: skip
