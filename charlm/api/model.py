@@ -29,7 +29,7 @@ from charlm.evaluation import (
     evaluate_file,
     evaluate_text,
     model_device,
-    stream_logprobs,
+    score_lines,
 )
 from charlm.runtime import resolve_device
 from charlm.sampling import DecodingOptions, Prompt, describe_unknown, encode_prompt, generate, stream
@@ -191,25 +191,27 @@ class LanguageModel:
     def score(self, text: Sequence[str]) -> list[TokenScores]: ...
     def score(self, text: str | Sequence[str]) -> TokenScores | list[TokenScores]:
         """The log-probability of a text (or of each text of a list), token by token, exactly as `perplexity`
-        scores it with exact=True: `TokenScores` (tokens, logprobs, their sum `logprob`, `mean`, `perplexity`)."""
+        scores it with exact=True: `TokenScores` (tokens, logprobs, their sum `logprob`, `mean`, `perplexity`).
+        Each text is its own stream from the zero state; a list is scored as batches of texts of about one
+        length (`charlm.evaluation.score_lines`), with the figures of scoring each alone."""
         if isinstance(text, str):
-            return self._score_one(text)
+            return self.score([text])[0]
         if not isinstance(text, Sequence):
             raise ConfigError(f"score takes a string or a list of strings, got {type(text).__name__}")
-        return [self._score_one(_string(t)) for t in text]
-
-    def _score_one(self, text: str) -> TokenScores:
-        read = normalise_newlines(text)
-        ids = self.tokenizer.encode(read) if read else []
-        stream_ids = torch.tensor([context_id(self.tokenizer), *ids], dtype=torch.long, device=self.device)
-        logprobs, _ = stream_logprobs(self.model, stream_ids, streams=1, window=DEFAULT_WINDOW)  # (N,) float64
-        return TokenScores(
-            text=text,
-            tokens=tuple(self._token_text(i) for i in ids),
-            ids=tuple(ids),
-            logprobs=tuple(logprobs.tolist()),
-            unknown=tuple(dict.fromkeys(self.tokenizer.unknown_units(read))) if read else (),
-        )
+        reads = [normalise_newlines(_string(t)) for t in text]
+        ids = [self.tokenizer.encode(r) if r else [] for r in reads]
+        logprobs = score_lines(self.model, ids, context_id(self.tokenizer))  # the texts as batches
+        names: dict[int, str] = {}
+        return [
+            TokenScores(
+                text=t,
+                tokens=tuple(names.get(i) or names.setdefault(i, self._token_text(i)) for i in row),
+                ids=tuple(row),
+                logprobs=tuple(lp.tolist()),
+                unknown=tuple(dict.fromkeys(self.tokenizer.unknown_units(r))) if r else (),
+            )
+            for t, r, row, lp in zip(text, reads, ids, logprobs)
+        ]
 
     def _token_text(self, token: int) -> str:
         if token == self.tokenizer.unk_id:

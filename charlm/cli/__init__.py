@@ -12,14 +12,15 @@ from charlm import __version__
 from charlm.cli.generate_cmd import generate_command
 from charlm.cli.perplexity_cmd import perplexity_command
 from charlm.cli.plot_cmd import plot_command
+from charlm.cli.score_cmd import score_command
 from charlm.cli.train_cmd import train_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="charlm")
 def main() -> None:
-    """Train recurrent language models on your own text, generate text, measure perplexity."""
+    """Train recurrent language models on your own text, generate text, score lines, measure perplexity."""
 
 
-for command in (train_command, generate_command, perplexity_command, plot_command):
+for command in (train_command, generate_command, perplexity_command, score_command, plot_command):
     main.add_command(command)

@@ -14,6 +14,7 @@ from charlm.evaluation.dynamic import (
     evaluate_file_dynamic,
     gradient_rms,
 )
+from charlm.evaluation.lines import score_lines
 from charlm.evaluation.metrics import TextScore, total
 from charlm.evaluation.mixture import choose_weight, evaluate_file_mixture
 from charlm.evaluation.report import (
@@ -69,6 +70,7 @@ __all__ = [
     "mixture_weight",
     "model_device",
     "perplexity_report",
+    "score_lines",
     "score_stream",
     "stream_logprobs",
     "total",
