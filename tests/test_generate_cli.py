@@ -472,3 +472,37 @@ def test_json_says_unk_is_masked_and_allow_unk_turns_it_off(char_ckpt):
     assert payload["unk_masked"] is True and payload["options"]["allow_unk"] is False
     payload = json.loads(ok(char_ckpt, "-p", "the", "-n", "5", "--seed", "1", "--json", "--allow-unk").stdout)
     assert payload["unk_masked"] is False
+
+
+# ------------------------------------------------------------------ --prompt-file
+FIXTURE_CHAR = Path(__file__).parent / "fixtures" / "v1" / "char"
+
+
+def _json_generate(*args: str, input: str | None = None) -> dict:
+    result = CliRunner().invoke(
+        main, ["generate", str(FIXTURE_CHAR), "--length", "30", "--seed", "4", "--json", *args], input=input
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_prompt_file_and_stdin_continue_the_same_text_as_prompt(tmp_path: Path) -> None:
+    """A long prompt from a file (read as it is, two lines here) or from standard input gives the text that
+    the same prompt typed with --prompt gives (where \\n is an escape)."""
+    path = tmp_path / "opening.txt"
+    path.write_text("First Citizen:\nBefore we proceed", encoding="utf-8")
+    typed = _json_generate("--prompt", r"First Citizen:\nBefore we proceed")
+    from_file = _json_generate("--prompt-file", str(path))
+    from_stdin = _json_generate("--prompt-file", "-", input="First Citizen:\nBefore we proceed")
+    assert from_file["results"] == typed["results"] == from_stdin["results"]
+    assert from_file["prompt"] == "First Citizen:\nBefore we proceed"
+
+
+def test_prompt_file_bad_input_is_one_line(tmp_path: Path) -> None:
+    both = CliRunner().invoke(main, ["generate", str(FIXTURE_CHAR), "-p", "x", "--prompt-file", "-"], input="y")
+    assert both.exit_code != 0 and "--prompt and --prompt-file do not combine" in both.output
+    binary = tmp_path / "image.bin"
+    binary.write_bytes(b"\x89PNG\x00\x00")
+    result = CliRunner().invoke(main, ["generate", str(FIXTURE_CHAR), "--prompt-file", str(binary)])
+    assert result.exit_code == 1 and "looks binary" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 
-from charlm.errors import CharlmError
+from charlm.errors import CharlmError, CorpusError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,3 +80,22 @@ def option_table(rows: list[tuple[str, dict[str, Any]]]) -> Callable[[F], F]:
         return func
 
     return apply
+
+
+def read_input(file: Path, hint: str) -> str:
+    """The text of FILE or of standard input ('-'), BOM dropped, CRLF and CR read as LF.
+
+    A binary or non-UTF-8 input is a one-line CorpusError ending with `hint` (what to pass instead)."""
+    name = "standard input" if str(file) == "-" else str(file)
+    try:
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        raise CorpusError(f"cannot read {name}: {exc.strerror or exc}") from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise CorpusError(f"{name} looks binary (NUL byte at offset {nul}); {hint}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{name} is not valid UTF-8 (byte offset {exc.start}); {hint}") from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")

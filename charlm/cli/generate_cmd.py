@@ -15,7 +15,7 @@ import click
 from click.core import ParameterSource
 
 from charlm.api import load, random_seed
-from charlm.cli.common import DEVICE_HELP, domain_errors, option_table
+from charlm.cli.common import DEVICE_HELP, domain_errors, option_table, read_input
 from charlm.cli.repl import Repl
 from charlm.cli.terminal import continue_text, note, unescape, warn, write
 from charlm.errors import ConfigError
@@ -75,6 +75,11 @@ DECODING_OPTIONS: list[tuple[str, dict[str, Any]]] = [
 @click.command("generate")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.option("--prompt", "-p", default="", help=r"Text to continue (\n and \t are understood). Default: a line start.")
+@click.option(
+    "--prompt-file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Continue the text of this UTF-8 file ('-': standard input), read as it is (no escapes); not with --prompt.",
+)
 @option_table(DECODING_OPTIONS)
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), help="Random seed: the same seed gives the same text here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON and nothing else on stdout.")
@@ -88,6 +93,7 @@ DECODING_OPTIONS: list[tuple[str, dict[str, Any]]] = [
 def generate_command(
     checkpoint: Path,
     prompt: str,
+    prompt_file: Path | None,
     seed: int | None,
     as_json: bool,
     interactive: bool,
@@ -101,6 +107,7 @@ def generate_command(
     \b
       charlm generate checkpoints/shakespeare --prompt "ROMEO:" --length 300 --temperature 0.8
       charlm generate checkpoints/shakespeare -p "ROMEO:" --strategy beam --beam-width 8 --stop '\\n\\n'
+      charlm generate checkpoints/shakespeare --prompt-file opening.txt --length 500
       charlm generate checkpoints/shakespeare --interactive
     """
     if as_json and interactive:
@@ -112,7 +119,7 @@ def generate_command(
     lm = load(checkpoint, which=which, device=dev, verify=not no_verify)
     lm.decoding(options)  # the checks that need the vocabulary, before anything runs
     seed = random_seed() if seed is None else seed
-    text = unescape(prompt)
+    text = _prompt_text(prompt, prompt_file)
     if interactive:
         Repl(lm, options, seed).run(first=text or None)
         return
@@ -130,6 +137,15 @@ def generate_command(
         raise click.exceptions.Exit(130) from None
     if options.effective_strategy == "sample":
         note(f"seed {seed}")
+
+
+def _prompt_text(prompt: str, prompt_file: Path | None) -> str:
+    """The prompt: --prompt with its escapes read, or the text of --prompt-file as it is."""
+    if prompt_file is None:
+        return unescape(prompt)
+    if prompt:
+        raise ConfigError("--prompt and --prompt-file do not combine; drop one")
+    return read_input(prompt_file, "pass a UTF-8 text file as --prompt-file")
 
 
 def _warn_unused(ctx: click.Context, options: DecodingOptions) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from charlm.api import TokenScores, load
-from charlm.cli.common import DEVICE_HELP, console, domain_errors
+from charlm.cli.common import DEVICE_HELP, console, domain_errors, read_input
 from charlm.cli.terminal import note, warn
-from charlm.errors import CorpusError
 
 _UNITS = {"char": "character", "word": "word"}
 
@@ -52,7 +50,7 @@ def score_command(
       charlm score checkpoints/tinyshakespeare candidates.txt --sort
       printf 'To be, or not to be\\nTo be, or not to bee\\n' | charlm score checkpoints/tinyshakespeare --json
     """
-    text = _read(file)
+    text = read_input(file, "pass UTF-8 text, one candidate per line")
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()  # the last line's end, or an empty input
@@ -81,23 +79,6 @@ def score_command(
             click.echo(json.dumps(_record(n, s), ensure_ascii=False, allow_nan=False))
     else:
         _table(f"{checkpoint} ({which}), {lm.level} level", rows, sort)
-
-
-def _read(file: Path) -> str:
-    """The text of FILE or of standard input ('-'), CRLF read as LF; a binary or non-UTF-8 input is an error."""
-    name = "standard input" if str(file) == "-" else str(file)
-    try:
-        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
-    except OSError as exc:
-        raise CorpusError(f"cannot read {name}: {exc.strerror or exc}") from None
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise CorpusError(f"{name} looks binary (NUL byte at offset {nul}); pass UTF-8 text, one candidate per line")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorpusError(f"{name} is not valid UTF-8 (byte offset {exc.start})") from None
-    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _record(line: int, s: TokenScores) -> dict[str, Any]:
