@@ -8,15 +8,14 @@ other kernels, which round differently).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
+from fixtures.make_fixtures import cpu_signature, weights_sha  # how the golden figures were recorded
 
 from charlm.cli import main
 from charlm.training import LIMITS, SECTIONS, flat_options
@@ -24,14 +23,6 @@ from charlm.training import LIMITS, SECTIONS, flat_options
 V1 = Path(__file__).parent / "fixtures" / "v1"
 ROOT = Path(__file__).parent.parent
 GOLDEN = json.loads((V1 / "golden.json").read_text())
-
-
-def cpu_signature() -> str:
-    text = Path("/proc/cpuinfo").read_text()
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{name} [{' '.join(keep)}] torch {torch.__version__}"
 
 
 SAME_CPU = cpu_signature() == GOLDEN["cpu"]
@@ -45,17 +36,6 @@ def invoke(args: list[str]) -> str:
 
 def close(a: float, b: float) -> bool:
     return a == b if SAME_CPU else math.isclose(a, b, rel_tol=1e-4)
-
-
-def weights_sha(path: Path) -> str:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path))
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        h.update(name.encode())
-        h.update(tensors[name].contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def last_valid_step(run: Path) -> int:
