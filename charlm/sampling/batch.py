@@ -35,25 +35,9 @@ from charlm.sampling.filters import ban, filter_logits, greedy_next, sample_next
 from charlm.sampling.options import DecodingOptions
 from charlm.sampling.protocols import DecodingModel, TextCodec
 from charlm.sampling.rng import BLOCK, row_key, uniforms
-from charlm.sampling.text import Generation, Plan, Prompt, make_plan, render
+from charlm.sampling.text import Generation, Plan, Prompt, TokenInfo, make_plan, render
 
 MAX_LOGPROBS = 20  # alternatives reported per token at most (OpenAI's completions allow 5; 20 is plenty)
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """One generated token: its text, the model's log-probability of it, and the `top` alternatives
-    (text, log-probability), most likely first, when asked for."""
-
-    text: str
-    logprob: float
-    top: tuple[tuple[str, float], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"token": self.text, "logprob": self.logprob}
-        if self.top:
-            d["top"] = [{"token": t, "logprob": lp} for t, lp in self.top]
-        return d
 
 
 @dataclass
@@ -315,6 +299,7 @@ class DecodeBatch:
                 values, indices = top[i]
                 alts = tuple((self._name(j), v) for j, v in zip(indices[: live.logprobs], values[: live.logprobs]))
                 details = (TokenInfo(self._name(token), lp, alts),)
+                live.details.append(details[0])
             if live.text.done:
                 emitted = sum(map(len, live.text.text))  # this step's piece included
                 row = live.text
@@ -323,6 +308,7 @@ class DecodeBatch:
                     if row.tracker is not None
                     else render(self.tokenizer, live.plan, row.ids, row.logprob, row.reached_eos)
                 )
+                result.tokens = tuple(live.details)
                 # what the decoder or the stop matcher held back comes out with the last piece
                 events.append(RowEvent(live.id, piece + result.text[emitted:], details, True, result))
             else:
