@@ -51,6 +51,8 @@ class RowEvent:
     tokens: tuple[TokenInfo, ...] = ()
     done: bool = False
     result: Generation | None = None
+    # keep_state rows, once done: the next-token logits (1, V) and state after the row's last token
+    carry: tuple[torch.Tensor, State] | None = None
 
 
 @dataclass
@@ -64,6 +66,7 @@ class _Live:
     logprobs: int
     group: tuple[Any, ...]
     details: list[TokenInfo] = field(default_factory=list)
+    keep_state: bool = False
 
 
 @dataclass
@@ -134,11 +137,16 @@ class DecodeBatch:
         sample: int = 0,
         logprobs: int = 0,
         stream: bool = True,
+        start: tuple[torch.Tensor, State] | None = None,
+        keep_state: bool = False,
     ) -> int:
         """Read `prompt` and queue the row for the next step; -> its id. Greedy or sampling, one sequence
         (several samples: one row each, sample=0, 1, ...); `logprobs` alternatives reported per token.
         stream=False: no text until the row ends (its ids are decoded once then; cheaper when nobody
-        reads the text as it grows), unless a stop string or line count needs to read it."""
+        reads the text as it grows), unless a stop string or line count needs to read it.
+        start: (logits (1, V), state) to go on from instead of reading the prompt (a session that continues
+        its last text; the prompt's ids then only give the text decoder its context). keep_state: the
+        row's final event carries the logits and state after its last token (`RowEvent.carry`)."""
         if options.effective_strategy == "beam":
             raise ConfigError("beam search does not decode row by row; use generate() for it")
         if options.num_samples != 1:
@@ -149,11 +157,14 @@ class DecodeBatch:
             raise ConfigError(f"the batch is full ({self.max_rows} rows); wait for a row to end")
         options.check_vocab(self.tokenizer.vocab_size)
         plan = make_plan(self.tokenizer, prompt, options)
-        with eval_mode(self.model), torch.no_grad():  # type: ignore[arg-type]
-            logits, state = warm_up(self.model, plan.prompt.ids)  # (1, V): alone, as generate() reads it
+        if start is not None:
+            logits, state = start
+        else:
+            with eval_mode(self.model), torch.no_grad():  # type: ignore[arg-type]
+                logits, state = warm_up(self.model, plan.prompt.ids)  # (1, V): alone, as generate() reads it
         key = torch.tensor([row_key(seed, sample)], dtype=torch.long, device=logits.device)  # (1, 2)
         text = _Row(plan.tracker(self.tokenizer) if stream or plan.text_stops else None)
-        live = _Live(self._next_id, plan, options, text, logprobs, _signature(options, plan))
+        live = _Live(self._next_id, plan, options, text, logprobs, _signature(options, plan), keep_state=keep_state)
         self._next_id += 1
         self._pending.append((live, logits, state, key))
         return live.id
@@ -271,6 +282,9 @@ class DecodeBatch:
         top = self._top(logp)
         # one host transfer per step for the whole batch: the text of each row is the host's work
         events = self._accept(ids.tolist(), chosen_lp.double().tolist(), top)
+        for i, e in enumerate(events):
+            if e.done and self._rows[i].keep_state:
+                e.carry = self.model.step(ids[i : i + 1], tuple(t[:, i : i + 1] for t in self._state))
         stay = [i for i, e in enumerate(events) if not e.done]
         if len(stay) < len(events):
             self._keep(stay)  # the ended rows leave before the model steps
