@@ -9,17 +9,31 @@ Beam search does not run row by row: such a prompt is searched alone when its tu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
 
 from charlm.errors import ConfigError
 from charlm.runtime import eval_mode
 from charlm.sampling import MAX_LOGPROBS, DecodeBatch, DecodingOptions, Generation, Prompt, describe_unknown, generate
 
 if TYPE_CHECKING:
-    from charlm.api.model import LanguageModel
     from charlm.api.results import Completions
+
+
+class LanguageModel(Protocol):
+    """What this module uses of `charlm.api.LanguageModel` (which calls it)."""
+
+    model: Any
+    tokenizer: Any
+
+    @property
+    def decoding(self) -> Callable[..., DecodingOptions]: ...
+    def generator(self, seed: int) -> torch.Generator: ...
+    def prompt(self, text: str | Prompt) -> Prompt: ...
+
 
 MAX_BATCH = 4096  # rows decoded at once, at most (each holds a state and a row of logits)
 ALIASES = {"length": "max_new_tokens", "n": "num_samples", "samples": "num_samples"}

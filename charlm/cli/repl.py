@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +12,7 @@ import torch
 
 from charlm.api import LanguageModel
 from charlm.cli.common import console, err_console
+from charlm.cli.lineinput import LineHistory, read_entry
 from charlm.cli.terminal import error, note, unescape, warn, write
 from charlm.errors import CharlmError, ConfigError
 from charlm.fileio import atomic_write_bytes
@@ -345,52 +344,6 @@ class Repl:
         text = "".join(e if e.endswith("\n") else e + "\n" for e in self.exchanges)  # each on its own lines
         atomic_write_bytes(path, text.encode("utf-8"))
         note(f"saved {len(text):,} characters to {path}")
-
-
-def read_entry(read: Callable[[str], str], tty: bool) -> str:
-    """One entry: a line; lines joined while one ends with a backslash; or a block between two lines of
-    three double quotes."""
-    first = read("> " if tty else "")
-    if first.strip() == '"""':
-        lines = []
-        while (line := read("... " if tty else "")).strip() != '"""':
-            lines.append(line)
-        return "\n".join(lines)
-    lines = [first]
-    while lines[-1].endswith("\\") and not lines[-1].endswith("\\\\"):
-        lines[-1] = lines[-1][:-1]
-        lines.append(read("... " if tty else ""))
-    return "\n".join(lines)
-
-
-class LineHistory:
-    """readline's line editing and a history file kept across sessions (when the platform has readline)."""
-
-    def __init__(self, readline: Any, path: Path) -> None:
-        self.readline, self.path = readline, path
-
-    @staticmethod
-    def default_path() -> Path:
-        return Path(os.environ.get("CHARLM_HISTORY") or Path.home() / ".local" / "state" / "charlm" / "history")
-
-    @classmethod
-    def open(cls) -> LineHistory | None:
-        try:
-            import readline  # the standard library's GNU readline or libedit: arrow keys, Ctrl-R, history
-        except ImportError:
-            return None
-        path = cls.default_path()
-        readline.set_history_length(1000)
-        with contextlib.suppress(OSError):
-            readline.read_history_file(path)
-        return cls(readline, path)
-
-    def save(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.readline.write_history_file(self.path)
-        except OSError as exc:
-            warn(f"could not keep the history in {self.path}: {exc.strerror or exc}")
 
 
 def _finish_line(r: Generation, seconds: float) -> None:

@@ -143,7 +143,7 @@ def _batch_start(model: DecodingModel, plan: Plan, n: int) -> tuple[torch.Tensor
 
 # ------------------------------------------------------------------ a batch with text stops: rows read on the host
 @dataclass
-class _Row:
+class RowText:
     """Host bookkeeping of one sequence whose stop rule reads its text."""
 
     tracker: TextTracker | None
@@ -185,7 +185,7 @@ def _sample_rows(
     model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, rng: RowRandom
 ) -> list[Generation]:
     logits, state = _batch_start(model, plan, options.num_samples)
-    rows = [_Row(plan.tracker(tokenizer)) for _ in range(options.num_samples)]
+    rows = [RowText(plan.tracker(tokenizer)) for _ in range(options.num_samples)]
     chunk: list[tuple[torch.Tensor, torch.Tensor]] = []
     sync = _sync_points()
     next_sync = next(sync)
@@ -228,7 +228,7 @@ class TextStream:
     ) -> None:
         self.prompt = plan.prompt
         self.result: Generation | None = None
-        self._gen = self._run(model, _Row(plan.tracker(tokenizer)), plan, options, rng)
+        self._gen = self._run(model, RowText(plan.tracker(tokenizer)), plan, options, rng)
 
     def __iter__(self) -> Iterator[str]:
         return self._gen
@@ -243,7 +243,7 @@ class TextStream:
         self.close()
 
     def _run(
-        self, model: DecodingModel, row: _Row, plan: Plan, options: DecodingOptions, rng: RowRandom
+        self, model: DecodingModel, row: RowText, plan: Plan, options: DecodingOptions, rng: RowRandom
     ) -> Generator[str, None, None]:
         # No torch.no_grad() here: grad mode is per thread, so it would leak to the caller at every
         # yield. warm_up and the model's step run without gradients themselves.
