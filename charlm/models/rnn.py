@@ -40,6 +40,7 @@ from charlm.models.adaptive import (
     wide,
 )
 from charlm.models.dropout import drop_weight, embed, seq_dropout
+from charlm.models.packed import read_many
 from charlm.models.protocol import LMConfig, LMOutput, State
 
 # Logits held at once (elements, B x T x V) when a long text is read: evaluation and
@@ -245,29 +246,9 @@ class RNNLanguageModel(nn.Module):
         raw, state = self._stack(ids, state)
         return self._head_input(raw)[1], state
 
-    @torch.no_grad()
     def read_many(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, State]:
-        """Read prompts of different lengths from the zero state as one packed batch (eval mode): -> each
-        prompt's next-token logits (B, V) and its state after its last token (each (L, B, H)).
-
-        One fused pass per layer over the packed sequences, instead of one pass per prompt: what a batch of
-        many prompts (`charlm.sampling.DecodeBatch`) reads them with. The caller bounds B x longest x H."""
-        lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
-        device = self.device
-        ids = nn.utils.rnn.pad_sequence([torch.tensor(list(p), dtype=torch.long) for p in prompts], batch_first=True)
-        x: Any = nn.utils.rnn.pack_padded_sequence(
-            self.embedding(ids.to(device)), lengths, batch_first=True, enforce_sorted=False
-        )
-        states: list[tuple[torch.Tensor, ...]] = []
-        for layer in self.layers:
-            x, hy = layer(x)  # PackedSequence; hy in the prompts' order, each (1, B, H)
-            states.append(hy if isinstance(hy, tuple) else (hy,))
-        out, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True)  # (B, T, H)
-        last = out[torch.arange(len(prompts), device=out.device), (lengths - 1).to(out.device)]  # (B, H)
-        if self.projection is not None:
-            last = self.projection(last)
-        logits = self.log_probs(last) if self.clusters is not None else self.decoder(last)  # (B, V)
-        return logits, tuple(torch.cat([s[i] for s in states], 0) for i in range(self.num_state_tensors))
+        """Prompts of different lengths read as one packed batch: `charlm.models.packed.read_many`."""
+        return read_many(self, prompts)
 
     def warm_state(self, ids: torch.Tensor) -> State:
         """The state after reading ids (B, T) from the zero state: features only, no logits needed."""
