@@ -13,8 +13,8 @@ from charlm.models.protocol import State
 
 @torch.no_grad()
 def read_many(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, State]:
-    """Read prompts from the zero state with `model` (an `RNNLanguageModel`) as one packed batch (eval mode): -> each prompt's next-token logits
-    (B, V) and its state after its last token (each (L, B, H)).
+    """Read prompts from the zero state with `model` (an `RNNLanguageModel`) as one packed batch (eval
+    mode): -> each prompt's next-token logits (B, V) and its state after its last token (each (L, B, H)).
 
     One fused pass per layer over the packed sequences instead of one pass per prompt, with the prompts'
     results equal to reading each alone up to rounding. The caller bounds B x longest x H."""
