@@ -7,6 +7,8 @@
     controls  the per-run state those filters read (None when they are all off)
     text      prompts in, stable text pieces out, stop rules, results
     decode    the loops: warm_up, sampling batches, streaming, generate()
+    batch     DecodeBatch: many sequences (prompts, requests) as one batch that rows join and leave
+    rng       counter-based random streams, one per sequence: a text never depends on its batch
     beam      batched beam search with length normalisation
 
 Whatever the strategy, the reported log-probability is the model's own (before
