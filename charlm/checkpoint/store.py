@@ -102,6 +102,7 @@ def write_run_files(
             "charlm_version": __version__,
             "run_id": run_id,
             "model_kind": model_config.kind,
+            **({"task": model_config.task} if getattr(model_config, "task", None) else {}),  # absent: an LM
             "model": model_config.to_dict(),
             "train": train_config,
             "tokenizer": {

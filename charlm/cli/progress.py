@@ -164,6 +164,8 @@ class TrainDisplay:
         if not self.last_valid:
             return "-"
         v = self.last_valid
+        if "valid_text" in v:  # a task's own figures (a tagger's accuracy and F1)
+            return f"{v['valid_loss']:.4f} ({v['valid_text']})"
         return f"{v['valid_loss']:.4f} (ppl {v['valid_ppl']:.2f}, {v['valid_bpc']:.3f} bpc)"
 
     # ------------------------------------------------------------ end
@@ -197,6 +199,12 @@ def start_lines(info: dict[str, Any]) -> list[str]:
         f"{info['max_steps']} steps" if info["max_steps"] else None,
         f"{fmt_time(info['time_budget'])} budget" if info["time_budget"] else None,
     ]
+    if "start_lines" in info:  # a task that describes itself (a tagger)
+        lines = [f"charlm train -> {info['out']}{resumed}; stop at {', '.join(x for x in limits if x)}"]
+        lines += info["start_lines"]
+        if info.get("chosen"):
+            lines.append(f"  chosen for this run: {info['chosen']}")
+        return lines
     lines = [
         f"charlm train -> {info['out']}{resumed}",
         f"  {info['level']} level, vocabulary {info['vocab_size']:,}, "
@@ -266,9 +274,13 @@ def summary_rows(summary: dict[str, Any], last_valid: dict[str, Any] | None) -> 
         ("last validation", loss(summary["last_valid_loss"])),
         ("best validation", loss(summary["best_valid_loss"]) + at),
     ]
-    if summary.get("baselines"):
+    if summary.get("baselines") and "majority_accuracy" in summary["baselines"]:  # a tagger's
+        rows.append(("baseline", f"most frequent tag per word: {100 * summary['baselines']['majority_accuracy']:.2f}%"))
+    elif summary.get("baselines"):
         rows.append(("baselines", versus_baselines(summary["best_valid_loss"], summary["baselines"])))
-    if last_valid:
+    if last_valid and "valid_text" in last_valid:
+        rows.append(("last validation figures", last_valid["valid_text"]))
+    elif last_valid:
         rows.append(("validation bits/char", f"{last_valid['valid_bpc']:.4f} (last)"))
     rows += [
         ("tokens/s", f"{summary['tokens_per_s']:,.0f}"),
