@@ -11,7 +11,7 @@ Other rooms (the CLI) import from here, not from the modules inside.
 """
 
 from charlm.api.keywords import DecodingKeywords, GenerateKeywords, random_seed
-from charlm.api.model import LanguageModel, load
+from charlm.api.model import LanguageModel, load, load_language_model
 from charlm.api.results import Completions, Stream, TokenScores
 from charlm.api.training import train
 from charlm.evaluation import TextScore
@@ -31,6 +31,7 @@ __all__ = [
     "TokenScores",
     "TrainResult",
     "load",
+    "load_language_model",
     "random_seed",
     "train",
 ]

@@ -61,6 +61,16 @@ def load(
         if task not in TASK_LOADERS:
             raise CheckpointError(f"{path} holds a model for the task {task!r}, which this charlm cannot load")
         return TASK_LOADERS[task](Path(path), which, dev, verify)
+    return load_language_model(path, which, dev, verify)
+
+
+def load_language_model(
+    path: str | os.PathLike[str], which: str = "best", device: str | torch.device = "auto", verify: bool = True
+) -> LanguageModel:
+    """`load` for a language model's checkpoint; one of a task's (a tagger) is a one-line CheckpointError."""
+    if which not in ("best", "last"):
+        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
     model, tokenizer, info = load_for_inference(Path(path), which=which, device=dev, verify=verify)
     return LanguageModel(model, tokenizer, info)
 

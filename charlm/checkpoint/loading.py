@@ -51,32 +51,6 @@ class CheckpointInfo:
         return self.meta.get("run_id")
 
 
-@dataclass(frozen=True)
-class TaskModelConfig:
-    """The stored options of a model trained for a task ("task" in checkpoint.json: a tagger), read by its room."""
-
-    task: str
-    options: dict[str, Any]
-
-    @property
-    def kind(self) -> str:
-        return self.task
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.options.get("num_words", 0))
-
-    @property
-    def state_floats(self) -> int:
-        return 0
-
-    def summary(self) -> str:
-        return f"{self.task} model"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.options)
-
-
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
     """Identity of a tokenizer's data, recorded in checkpoint.json to catch files of two runs mixed."""
     return hashlib.sha256(json.dumps(tokenizer.to_dict(), sort_keys=True).encode("utf-8")).hexdigest()
@@ -110,11 +84,6 @@ def open_checkpoint(path: str | Path) -> CheckpointInfo:
             f"{p} has checkpoint format version {version}, this charlm {__version__} reads version {FORMAT_VERSION}; "
             "use the charlm version that wrote it"
         )
-    task = meta.get("task")
-    if task is not None:  # a model trained for another task than language modelling: its room reads "model"
-        if not isinstance(task, str) or not isinstance(meta.get("model"), dict):
-            raise CheckpointError(f"{p / META_FILE} has an invalid task or model; the checkpoint is corrupt")
-        return CheckpointInfo(p, TaskModelConfig(task, meta["model"]), meta.get("train", {}), meta)
     kind = meta.get("model_kind", "rnn")
     if kind not in MODEL_KINDS:
         raise CheckpointError(
@@ -145,6 +114,10 @@ def open_tokenizer(info: CheckpointInfo) -> Tokenizer:
             "the checkpoint is corrupt"
         )
     return tokenizer
+
+
+class NotALanguageModel(CheckpointError):
+    """The checkpoint holds a model trained for another task (checkpoint.json's "task")."""
 
 
 class MixedRuns(CheckpointError):
@@ -225,8 +198,14 @@ def load_for_inference(
     for attempt in range(3):
         try:
             info = open_checkpoint(path)
+            if info.model_kind not in _LOADERS:  # a model for a task (a tagger): not a language model
+                raise NotALanguageModel(
+                    f"{info.path} holds a {info.model_kind} model, not a language model; charlm.load returns its handle"
+                )
             tokenizer = open_tokenizer(info)
             return _LOADERS[info.model_kind](info, tokenizer, which, device, verify), tokenizer, info
+        except NotALanguageModel:
+            raise
         except (MixedRuns, CheckpointError) as exc:
             if attempt == 2 or not (isinstance(exc, MixedRuns) or _swapping(Path(path))):
                 raise CheckpointError(str(exc)) from None

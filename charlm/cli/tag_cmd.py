@@ -21,7 +21,7 @@ def load_tagger_handle(checkpoint: Path, which: str, device: str, verify: bool) 
     """The tagger of CHECKPOINT, or a one-line error when it holds another kind of model."""
     model = load(checkpoint, which=which, device=device, verify=verify)
     if not isinstance(model, SequenceTagger):
-        raise CheckpointError(f"{checkpoint} holds a language model, not a tagger; train one with --task tag")
+        raise CheckpointError(f"{checkpoint} holds a language model, not a tagger; train one with --model tag")
     return model
 
 

@@ -28,7 +28,6 @@ from charlm.training import (
     SUBWORD_MODELS,
     TAG_COLUMNS,
     TAG_SCHEMES,
-    TASK_NAMES,
     TrainConfig,
     check_ngram_options,
     resumed_config,
@@ -70,8 +69,7 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--pretokenize", "pretokenize", click.Choice(PRETOKENIZERS), "word: whitespace (tokenized text) or punct (raw)."),
     ("--subword-vocab-size", "subword_vocab_size", click.IntRange(1), "subword: SentencePiece vocabulary size."),
     ("--subword-model", "subword_model", click.Choice(SUBWORD_MODELS), "subword: SentencePiece model type."),
-    ("--task", "task", click.Choice(TASK_NAMES), "lm: a language model; tag: a tagger on CoNLL-U or column files."),
-    ("--model", "model", click.Choice(MODEL_KINDS), "rnn: a recurrent network; kn: a Kneser-Ney n-gram model."),
+    ("--model", "model", click.Choice(MODEL_KINDS), "rnn: a recurrent network; kn: a Kneser-Ney n-gram model; tag: a tagger on CoNLL-U or column files."),
     ("--order", "order", click.IntRange(1), "kn: n-gram order [default: 7 for char, 5 for word and subword]."),
     ("--cell", "cell", click.Choice(CELLS), "Recurrent cell (rnn = Elman tanh)."),
     ("--layers", "num_layers", click.IntRange(1), "Stacked recurrent layers."),
@@ -122,7 +120,7 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--tag-column", "tag_column", click.Choice(TAG_COLUMNS), "tag: the CoNLL-U column to learn (upos or xpos)."),
     ("--tag-scheme", "tag_scheme", click.Choice(TAG_SCHEMES), "tag: the span scheme of the files [default: detected]."),
     ("--crf/--no-crf", "crf", None, "tag: a CRF over the tags [default: for span tags, not for POS]."),
-    ("--embeddings", "embeddings", click.Path(path_type=str), "tag: a char-LM checkpoint to embed words with (repeat)."),
+    ("--embeddings", "embeddings", click.Path(path_type=str), "tag: a char-LM checkpoint to embed words (repeat)."),
     ("--baselines/--no-baselines", "baselines", None, "Score unigram and Kneser-Ney baselines first, to warn against."),
 ]
 # fmt: on

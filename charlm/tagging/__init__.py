@@ -18,7 +18,8 @@ from charlm.tagging.crf import CRF
 from charlm.tagging.data import FORMATS, Sentence, decode, read_labelled, read_raw, split_words
 from charlm.tagging.labels import check_tags, from_internal, to_internal, training_tags
 from charlm.tagging.metrics import TagScore, report, score
-from charlm.tagging.model import Tagger, TaggerConfig
+from charlm.models import TaggerConfig
+from charlm.tagging.model import Tagger
 from charlm.tagging.predict import OUTPUT_FORMATS, SequenceTagger, TaggedSentence, load_tagger, write_tagged
 from charlm.tagging.schemes import SCHEMES, constraints, convert, spans
 from charlm.tagging.vocab import TagVocab

@@ -4,7 +4,6 @@ character LMs) -> a bidirectional LSTM/GRU -> a softmax per word, or a linear-ch
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -13,55 +12,10 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from charlm.data import Tokenizer
 from charlm.embeddings import CharLMEmbedding
-from charlm.models import ModelConfig, RNNLanguageModel
+from charlm.models import ModelConfig, RNNLanguageModel, TaggerConfig
 from charlm.tagging.batch import TagBatch
 from charlm.tagging.crf import CRF
 from charlm.tagging.vocab import UNK
-
-CELLS = ("lstm", "gru")
-
-
-@dataclass(frozen=True)
-class TaggerConfig:
-    """A tagger's shape; checkpoint.json stores `to_dict()` as its "model" (and "task": "tag")."""
-
-    num_words: int
-    num_chars: int
-    num_tags: int
-    word_emb: int = 100
-    char_emb: int = 32
-    char_hidden: int = 32  # per direction
-    hidden_size: int = 256  # per direction
-    num_layers: int = 1
-    cell: str = "lstm"
-    dropout: float = 0.33
-    word_dropout: float = 0.05  # training words read as <unk>, so the model learns what to do with one
-    crf: bool = True
-    lms: tuple[dict[str, Any], ...] = ()  # the character LMs read (frozen): {"model": options, "reverse": bool}
-
-    kind = "tagger"
-    task = "tag"
-    tie_weights = False
-
-    @property
-    def vocab_size(self) -> int:
-        return self.num_words
-
-    @property
-    def state_floats(self) -> int:
-        return 0
-
-    def summary(self) -> str:
-        lm = f" + {len(self.lms)} char LM embeddings" if self.lms else ""
-        head = "CRF" if self.crf else "softmax"
-        return f"{self.num_layers} x {self.hidden_size} Bi{self.cell.upper()}{lm}, {head} over {self.num_tags} tags"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TaggerConfig:
-        return cls(**{**d, "lms": tuple(d.get("lms", ()))})
 
 
 class Tagger(nn.Module):

@@ -49,7 +49,7 @@ def load_tagger(
     """The tagger of a checkpoint directory (eval mode), its vocabulary and description."""
     info = open_checkpoint(path)
     if info.meta.get("task") != "tag":
-        raise CheckpointError(f"{info.path} holds no tagger (it was not trained with --task tag)")
+        raise CheckpointError(f"{info.path} holds no tagger (it was not trained with --model tag)")
     try:
         vocab = TagVocab.from_dict(json.loads(locate(info.path, "tokenizer.json").read_text(encoding="utf-8")))
         config = TaggerConfig.from_dict(info.model_config.to_dict())

@@ -36,7 +36,6 @@ from charlm.training.sections import (
     SUBWORD_MODELS,
     TAG_COLUMNS,
     TAG_SCHEMES,
-    TASK_NAMES,
     WORD_MAX_VOCAB,
     DataOptions,
     ModelOptions,
@@ -50,7 +49,7 @@ from charlm.training.sections import (
 __all__ = [
     "DEFAULTS", "DEFAULT_ORDER", "DEFAULT_TIME_BUDGET", "ENCODING_ERRORS", "LEVELS", "LEVEL_DEFAULTS", "LEVEL_FIELDS",
     "LIMITS", "MAX_SEED", "MODEL_KINDS", "NGRAM_OPTIONS", "OPTIMIZERS", "OPTIONS", "PRETOKENIZERS", "RESUMABLE",
-    "SCHEDULES", "SECTIONS", "SUBWORD_MODELS", "TAG_COLUMNS", "TAG_SCHEMES", "TASK_NAMES", "WORD_MAX_VOCAB",
+    "SCHEDULES", "SECTIONS", "SUBWORD_MODELS", "TAG_COLUMNS", "TAG_SCHEMES", "WORD_MAX_VOCAB",
     "TrainConfig", "check_ngram_options", "flat_options", "resumed_config",
 ]  # fmt: skip
 

@@ -35,8 +35,7 @@ from charlm.training.tasks import ngram
 from charlm.training.tasks.lm_setup import open_lm
 from charlm.training.tasks.tag import open_tagger
 
-# The tasks, by --model (a language model) or --task (another task): those trained by the loop
-# (`charlm.training.task.Task`), by their opener ...
+# The tasks, by --model: those trained by the loop (`charlm.training.task.Task`), by their opener ...
 TASKS: dict[str, TaskOpener] = {"rnn": open_lm, "tag": open_tagger}
 # ... and those estimated in one pass, without it.
 ESTIMATORS: dict[str, Callable[[TrainConfig, bool, bool, Any], TrainResult]] = {"kn": ngram.estimate}
@@ -61,7 +60,7 @@ def train(
     Raises `CharlmError` subclasses for bad input, `DivergedError` when the loss
     becomes non-finite or explodes (the checkpoint on disk is left as it was).
     """
-    if config.model.kind in ESTIMATORS and config.task.task == "lm":  # counted: see charlm.training.tasks.ngram
+    if config.model.kind in ESTIMATORS:  # counted, not trained: see charlm.training.tasks.ngram
         return ESTIMATORS[config.model.kind](config, resume, overwrite, observer)
     check_resume_or_overwrite(resume, overwrite)
     if resume:
@@ -78,7 +77,7 @@ def new_run(
         check_out_dir(config.out_dir, resume=False, overwrite=overwrite)
 
     def session(device: torch.device) -> TrainResult:
-        opened = _opener(config)(config, dctx, device, _progress(observer, dctx), None)
+        opened = TASKS[config.model.kind](config, dctx, device, _progress(observer, dctx), None)
         with _writer(config, dctx) as writer:  # every option is known good: now the directory changes
             loop = Loop(opened, device, dctx, writer, observer if dctx.is_main else None)
             loop.begin(opened.seconds)  # choosing the model is part of the budget
@@ -93,23 +92,18 @@ def resume_run(config: TrainConfig, observer: TrainObserver | None = None, stop_
     if dctx.is_main:
         check_out_dir(config.out_dir, resume=True, overwrite=False)
     config = resumed_config(ckpt.open_checkpoint(config.out_dir).train_config, config.explicit_options())
-    if config.model.kind in ESTIMATORS and config.task.task == "lm":
+    if config.model.kind in ESTIMATORS:
         raise ConfigError(ngram.NO_RESUME)
 
     def session(device: torch.device) -> TrainResult:
         with _writer(config, dctx) as writer:
             info = ckpt.open_checkpoint(config.out_dir)  # read under the lock, after RunWriter finished a killed run
-            opened = _opener(config)(config, dctx, device, _progress(observer, dctx), info)
+            opened = TASKS[config.model.kind](config, dctx, device, _progress(observer, dctx), info)
             loop = Loop(opened, device, dctx, writer, observer if dctx.is_main else None)
             loop.restore(info)
             return loop.run(stop_after)
 
     return _in_processes(config, dctx, session)
-
-
-def _opener(config: TrainConfig) -> TaskOpener:
-    """The opener of the run's task: a language model's by its --model, another task's by --task."""
-    return TASKS[config.model.kind if config.task.task == "lm" else config.task.task]
 
 
 def _progress(observer: TrainObserver | None, dctx: DistContext) -> Any:

@@ -9,9 +9,9 @@ Each section is what one part of charlm reads, and checks its own values:
     optim      OptimOptions      how weights move: optimiser, rate, decay, momentum, clipping, schedule
     run        RunOptions        how a run goes and reports: where it writes, its limits, validation and
                                  logging cadence, samples, baselines, device, precision, seed, early stopping
-    task       TaskOptions       what is trained (`task`: lm, tag), and what the language-model task owns:
-                                 its batches (streams, BPTT window, jitter) and its loss's regularisers (AR, TAR)
-    tagging    TaggingOptions    what the tagger task reads: the tag column, the span scheme, the CRF, the
+    task       TaskOptions       what the language-model task owns: its batches (streams, BPTT window,
+                                 jitter) and its loss's regularisers (AR, TAR)
+    tagging    TaggingOptions    what a tagger run (--model tag) reads: the tag column, the span scheme, the CRF, the
                                  character LMs whose contextual string embeddings it is fed
 
 Every field keeps its flat option name (the CLI's and `charlm.train`'s) except the model's kind, named
@@ -33,7 +33,6 @@ SUBWORD_MODELS = ("unigram", "bpe")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "linear", "constant", "plateau")
 ENCODING_ERRORS = ("strict", "replace")
-TASK_NAMES = ("lm", "tag")
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; per-process offsets are added to the seed in a torchrun job
 DEFAULT_TIME_BUDGET = 600.0
 # Word vocabularies: at most this many ids by default. Raw text (--pretokenize punct) also drops
@@ -227,10 +226,9 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class TaskOptions:
-    """What is trained, and what the language-model task owns: its batches and its loss's regularisers (None: by
-    level or autosize). A tagger reads batch_size as sentences per batch."""
+    """What the language-model task owns: its batches and its loss's regularisers (None: by level or autosize).
+    A tagger reads batch_size as sentences per batch."""
 
-    task: str = "lm"  # TASK_NAMES: a language model, or a sequence tagger (charlm.training.tasks.tag)
     batch_size: int | None = None
     bptt: int | None = None
     bptt_jitter: bool = False  # AWD-LSTM's random window lengths (lr scaled by length / bptt)
@@ -246,7 +244,6 @@ class TaskOptions:
                 ),
                 (self.bptt is None or self.bptt >= 1, f"--bptt must be at least 1, got {self.bptt}"),
                 ((self.ar or 0) >= 0 and (self.tar or 0) >= 0, "--ar and --tar must be >= 0"),
-                _one_of("task", self.task, TASK_NAMES),
             ]
         )
 
@@ -257,7 +254,7 @@ TAG_SCHEMES = ("bio", "iob1", "bioes")
 
 @dataclass(frozen=True)
 class TaggingOptions:
-    """What a tagger run reads (--task tag): None is chosen from the data (charlm.training.tasks.tag)."""
+    """What a tagger run reads (--model tag): None is chosen from the data (charlm.training.tasks.tag)."""
 
     tag_column: str = "upos"  # CoNLL-U: universal (upos) or language-specific (xpos) part of speech
     tag_scheme: str | None = None  # the span scheme of the files (bio, iob1, bioes); None: detected

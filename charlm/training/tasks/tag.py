@@ -1,4 +1,4 @@
-"""`--task tag`: a sequence tagger (BiLSTM, or BiLSTM-CRF) trained by the loop, on CoNLL-U or column files.
+"""`--model tag`: a sequence tagger (BiLSTM, or BiLSTM-CRF) trained by the loop, on CoNLL-U or column files.
 
 A step reads `batch_size` training sentences in an order shuffled per epoch (from the seed and the epoch,
 so a resume continues exactly); the loss is the mean negative log-likelihood per tag (the CRF's, or the
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from charlm.checkpoint import CheckpointInfo, load_for_inference, open_checkpoint
+from charlm.checkpoint import CheckpointInfo, load_for_inference
 from charlm.checkpoint import store as ckpt
 from charlm.data import Tokenizer
 from charlm.errors import ConfigError
@@ -88,9 +88,9 @@ def open_tagger(config: TrainConfig, dctx: DistContext, device: torch.device, pr
     """Read and check the labelled files, choose what was left open, build the tagger (see the module doc)."""
     t0 = time.perf_counter()
     if dctx.active:
-        raise ConfigError("--task tag trains in one process; run it without torchrun")
+        raise ConfigError("--model tag trains in one process; run it without torchrun")
     if config.model.cell not in ("lstm", "gru"):
-        raise ConfigError(f"--cell {config.model.cell} does not apply to --task tag; choose lstm or gru")
+        raise ConfigError(f"--cell {config.model.cell} does not apply to --model tag; choose lstm or gru")
     tg = config.tagging
     train, fmt = read_sentences(config.data.corpus, tg.tag_column)
     if config.data.valid:
@@ -172,7 +172,7 @@ def _read_json(path: Any) -> Any:
 
 
 def _stored_lms(info: CheckpointInfo) -> tuple[dict[str, Any], ...]:
-    return tuple(open_checkpoint(info.path).model_config.to_dict().get("lms", ()))
+    return tuple(info.model_config.to_dict().get("lms", ()))
 
 
 def _tag_list(train: list[Sentence], scheme: str | None) -> list[str]:
