@@ -13,12 +13,12 @@
 Other rooms import from here, not from the modules inside.
 """
 
+from charlm.models import TaggerConfig
 from charlm.tagging.batch import TagBatch, encode
 from charlm.tagging.crf import CRF
 from charlm.tagging.data import FORMATS, Sentence, decode, read_labelled, read_raw, split_words
 from charlm.tagging.labels import check_tags, from_internal, to_internal, training_tags
 from charlm.tagging.metrics import TagScore, report, score
-from charlm.models import TaggerConfig
 from charlm.tagging.model import Tagger
 from charlm.tagging.predict import OUTPUT_FORMATS, SequenceTagger, TaggedSentence, load_tagger, write_tagged
 from charlm.tagging.schemes import SCHEMES, constraints, convert, spans

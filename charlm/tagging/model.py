@@ -4,7 +4,6 @@ character LMs) -> a bidirectional LSTM/GRU -> a softmax per word, or a linear-ch
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
