@@ -69,7 +69,7 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--pretokenize", "pretokenize", click.Choice(PRETOKENIZERS), "word: whitespace (tokenized text) or punct (raw)."),
     ("--subword-vocab-size", "subword_vocab_size", click.IntRange(1), "subword: SentencePiece vocabulary size."),
     ("--subword-model", "subword_model", click.Choice(SUBWORD_MODELS), "subword: SentencePiece model type."),
-    ("--model", "model", click.Choice(MODEL_KINDS), "rnn: recurrent LM; kn: Kneser-Ney n-gram LM; tag: a tagger (CoNLL-U or column files)."),
+    ("--model", "model", click.Choice(MODEL_KINDS), "rnn: recurrent LM; kn: Kneser-Ney LM; tag: a tagger."),
     ("--order", "order", click.IntRange(1), "kn: n-gram order [default: 7 for char, 5 for word and subword]."),
     ("--cell", "cell", click.Choice(CELLS), "Recurrent cell (rnn = Elman tanh)."),
     ("--layers", "num_layers", click.IntRange(1), "Stacked recurrent layers."),
