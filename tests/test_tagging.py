@@ -12,7 +12,6 @@ import torch
 
 import charlm
 from charlm.errors import CorpusError
-from charlm.training import TrainConfig, train
 from charlm.tagging import (
     SequenceTagger,
     check_tags,
@@ -26,6 +25,7 @@ from charlm.tagging import (
     training_tags,
 )
 from charlm.tagging.schemes import detect, violation
+from charlm.training import TrainConfig, train
 
 # --------------------------------------------------------------------------- schemes
 

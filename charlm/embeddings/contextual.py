@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,8 @@ def boundaries(words: Words, reverse: bool) -> tuple[str, np.ndarray]:
 
 class CharLMEmbedding(nn.Module):
     """One character LM's contextual string embeddings of words in sentences (frozen)."""
+
+    lm: Any  # an RNNLanguageModel: `features(ids, state)` -> ((B, T, D), state)
 
     def __init__(self, lm: nn.Module, tokenizer: Tokenizer, reverse: bool, cache_size: int = 20_000) -> None:
         super().__init__()

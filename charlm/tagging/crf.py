@@ -21,6 +21,10 @@ FORBIDDEN = -1e4  # added to the score of a transition the constraints forbid
 class CRF(nn.Module):
     """Tag-transition scores over K tags, with optional allowed-transition masks."""
 
+    penalty: torch.Tensor  # (K, K): 0 where allowed, FORBIDDEN where not (buffers, rebuilt from the tags)
+    start_penalty: torch.Tensor  # (K,)
+    end_penalty: torch.Tensor  # (K,)
+
     def __init__(
         self,
         num_tags: int,

@@ -4,6 +4,7 @@ character LMs) -> a bidirectional LSTM/GRU -> a softmax per word, or a linear-ch
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -32,7 +33,7 @@ class Tagger(nn.Module):
             CharLMEmbedding(RNNLanguageModel(ModelConfig.from_dict(d["model"])), tok, bool(d["reverse"]))
             for d, tok in zip(c.lms, lm_tokenizers, strict=True)
         )
-        self.lm_dim = sum(e.dim for e in self.lms)
+        self.lm_dim = sum(e.dim for e in self.embeddings)
         self.word_emb = nn.Embedding(c.num_words, c.word_emb, padding_idx=0)
         self.char_emb = nn.Embedding(c.num_chars, c.char_emb, padding_idx=0)
         self.char_rnn = nn.LSTM(c.char_emb, c.char_hidden, batch_first=True, bidirectional=True)
@@ -46,9 +47,14 @@ class Tagger(nn.Module):
         self.out = nn.Linear(2 * c.hidden_size, c.num_tags)
         self.crf = CRF(c.num_tags, *(crf_constraints or ())) if c.crf else None
 
+    @property
+    def embeddings(self) -> list[CharLMEmbedding]:
+        """The frozen character LMs' embedders, in the order their features are joined."""
+        return [cast(CharLMEmbedding, e) for e in self.lms]
+
     def train(self, mode: bool = True) -> Tagger:
         super().train(mode)
-        for e in self.lms:
+        for e in self.embeddings:
             e.train(False)  # the LMs stay frozen
         return self
 

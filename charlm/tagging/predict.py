@@ -47,7 +47,7 @@ def load_tagger(
     path: str | os.PathLike[str], which: str = "best", device: str | torch.device = "cpu", verify: bool = True
 ) -> tuple[Tagger, TagVocab, CheckpointInfo]:
     """The tagger of a checkpoint directory (eval mode), its vocabulary and description."""
-    info = open_checkpoint(path)
+    info = open_checkpoint(Path(path))
     if info.meta.get("task") != "tag":
         raise CheckpointError(f"{info.path} holds no tagger (it was not trained with --model tag)")
     try:
@@ -98,7 +98,7 @@ class SequenceTagger:
             words = [list(sentences[i]) for i in idx]
             b = encode(self.vocab, words).to(device)
             with torch.no_grad():
-                b.lm = embed_batch(list(self.model.lms), words)  # type: ignore[arg-type]
+                b.lm = embed_batch(self.model.embeddings, words)
             tags, probs = self.model.decode(b)
             for i, w, row, p in zip(idx, words, tags.tolist(), probs.tolist()):
                 predicted = from_internal([self.vocab.tags[t] for t in row[: len(w)]], self.vocab.scheme)
@@ -122,7 +122,7 @@ class SequenceTagger:
 
     def evaluate(self, path: str | os.PathLike[str], batch_size: int = 64) -> TagScore:
         """Accuracy, entity figures and the per-tag table of the tagger on a labelled file."""
-        sentences, _ = read_labelled(path, self.vocab.column)
+        sentences, _ = read_labelled(Path(path), self.vocab.column)
         scheme = None
         if self.vocab.scheme is not None:
             scheme = training_tags(sentences, None)

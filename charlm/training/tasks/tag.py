@@ -13,15 +13,15 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from charlm.checkpoint import CheckpointInfo, load_for_inference
+from charlm.checkpoint import load_for_inference
 from charlm.checkpoint import store as ckpt
 from charlm.data import Tokenizer
-from charlm.errors import ConfigError
+from charlm.errors import ConfigError, CorpusError
 from charlm.models import RNNLanguageModel
 from charlm.runtime import DistContext
 from charlm.tagging import (
@@ -91,54 +91,23 @@ def open_tagger(config: TrainConfig, dctx: DistContext, device: torch.device, pr
         raise ConfigError("--model tag trains in one process; run it without torchrun")
     if config.model.cell not in ("lstm", "gru"):
         raise ConfigError(f"--cell {config.model.cell} does not apply to --model tag; choose lstm or gru")
+    train, valid = read_data(config)
     tg = config.tagging
-    train, fmt = read_sentences(config.data.corpus, tg.tag_column)
-    if config.data.valid:
-        valid, _ = read_sentences(config.data.valid, tg.tag_column)
+    lm_models: list[RNNLanguageModel] = []
+    if info is not None:  # a resume: the run's own vocabulary, tags and LMs (their weights come from last)
+        vocab = TagVocab.from_dict(_read_json(info.path))
+        lm_configs = list(info.model_config.to_dict().get("lms", ()))
+        lm_tokenizers = [Tokenizer.from_dict(d) for d in vocab.lm_tokenizers]
     else:
-        cut = max(1, int(round(len(train) * (1 - config.data.valid_fraction))))
-        if cut >= len(train):
-            raise ConfigError(f"{len(train)} sentence(s) leave none for validation; give --valid FILE")
-        train, valid = train[:cut], train[cut:]
-    stored: TagVocab | None = None
-    if info is not None:
-        stored = TagVocab.from_dict(_read_json(info.path))
-    scheme = stored.scheme if stored is not None else training_tags(train, tg.tag_scheme)
-    check_tags(train, scheme, config.data.corpus[0])
-    check_tags(valid, scheme, (config.data.valid or config.data.corpus)[0])
-    lm_configs, lm_tokenizers, lm_models = load_lms(tg.embeddings)
-    if stored is not None:
-        vocab = stored
-        lm_tokenizers = [Tokenizer.from_dict(d) for d in stored.lm_tokenizers]
-    else:
+        lm_configs, lm_tokenizers, lm_models = load_lms(tg.embeddings)
+        scheme = training_tags(train, tg.tag_scheme)
         vocab = TagVocab.build(
-            [s.words for s in train],
-            _tag_list(train, scheme),
-            scheme=scheme,
-            column=tg.tag_column,
+            [s.words for s in train], _tag_list(train, scheme), scheme=scheme, column=tg.tag_column,
             lm_tokenizers=[t.to_dict() for t in lm_tokenizers],
-        )
-    for s in train + valid:
-        s.tags = to_internal(s.tags, scheme)
-        unknown = [i for i, t in enumerate(s.tags) if t not in vocab.tag_ids]
-        if unknown:
-            where = (config.data.valid or config.data.corpus)[0]
-            raise ConfigError(
-                f"{where}:{s.lines[unknown[0]]}: tag {s.tags[unknown[0]]!r} never occurs in the training data; "
-                "the tagger cannot predict it"
-            )
-    m = config.model
-    crf = tg.crf if tg.crf is not None else scheme is not None
-    chosen = []
-    c = config
-    if config.optim.lr is None:
-        c = c.replace(lr=DEFAULT_LR)
-    if config.task.batch_size is None:
-        c = c.replace(batch_size=DEFAULT_BATCH)
-    epochs, max_steps, budget = config.run.limits
-    if epochs is None and max_steps is None:
-        c = c.replace(epochs=float(MAX_PASSES), time_budget=budget)
-        chosen.append(f"at most {MAX_PASSES} passes over the {len(train):,} training sentences")
+        )  # fmt: skip
+    internal_tags(config, vocab, train, valid)
+    c, chosen = choose(config, vocab, len(train))
+    m = c.model
     tagger_config = TaggerConfig(
         num_words=len(vocab.words),
         num_chars=len(vocab.chars),
@@ -148,16 +117,13 @@ def open_tagger(config: TrainConfig, dctx: DistContext, device: torch.device, pr
         num_layers=m.num_layers,
         cell=m.cell,
         dropout=m.dropout if m.dropout is not None else DEFAULT_DROPOUT,
-        crf=crf,
-        lms=tuple(lm_configs) if stored is None else _stored_lms(info),
+        crf=tg.crf if tg.crf is not None else vocab.scheme is not None,  # spans: a CRF; plain tags: a softmax
+        lms=tuple(lm_configs),
     )
-    chosen.insert(0, f"{'CRF' if crf else 'softmax'} over {len(vocab.tags)} tags")
-    if scheme is not None:
-        chosen.append(f"{scheme.upper()} spans (trained as BIOES)")
     torch.manual_seed(config.run.seed)
-    cons = constraints(vocab.tags, "bioes") if crf and scheme is not None else None
+    cons = constraints(vocab.tags, "bioes") if tagger_config.crf and vocab.scheme is not None else None
     model = Tagger(tagger_config, cons, lm_tokenizers)
-    for emb, lm in zip(model.lms, lm_models):
+    for emb, lm in zip(model.embeddings, lm_models):
         emb.lm.load_state_dict(lm.state_dict())
     model.to(device)
     task = TagTask(c, vocab, model, train, valid, device)
@@ -165,14 +131,54 @@ def open_tagger(config: TrainConfig, dctx: DistContext, device: torch.device, pr
     return OpenedTask(task, c, None, "; ".join(chosen), time.perf_counter() - t0)
 
 
+def read_data(config: TrainConfig) -> tuple[list[Sentence], list[Sentence]]:
+    """The training and validation sentences: --valid files, or the last --valid-fraction of the sentences."""
+    train, _ = read_sentences(config.data.corpus, config.tagging.tag_column)
+    if config.data.valid:
+        return train, read_sentences(config.data.valid, config.tagging.tag_column)[0]
+    cut = max(1, int(round(len(train) * (1 - config.data.valid_fraction))))
+    if cut >= len(train):
+        raise ConfigError(f"{len(train)} sentence(s) leave none for validation; give --valid FILE")
+    return train[:cut], train[cut:]
+
+
+def internal_tags(config: TrainConfig, vocab: TagVocab, train: list[Sentence], valid: list[Sentence]) -> None:
+    """Check each file's tags against the scheme, then convert them to the model's own (BIOES for spans);
+    a validation tag the training data never had is a CorpusError naming its file and line."""
+    check_tags(train, vocab.scheme, config.data.corpus[0])
+    where = (config.data.valid or config.data.corpus)[0]
+    check_tags(valid, vocab.scheme, where)
+    for s in train + valid:
+        s.tags = to_internal(s.tags, vocab.scheme)
+        unknown = [i for i, t in enumerate(s.tags) if t not in vocab.tag_ids]
+        if unknown:
+            raise CorpusError(
+                f"{where}:{s.lines[unknown[0]]}: tag {s.tags[unknown[0]]!r} never occurs in the training data; "
+                "the tagger cannot predict it"
+            )
+
+
+def choose(config: TrainConfig, vocab: TagVocab, sentences: int) -> tuple[TrainConfig, list[str]]:
+    """The options a tagger run leaves open (rate, batch, passes), and what was chosen, in words."""
+    crf = config.tagging.crf if config.tagging.crf is not None else vocab.scheme is not None
+    c, chosen = config, [f"{'CRF' if crf else 'softmax'} over {len(vocab.tags)} tags"]
+    if config.optim.lr is None:
+        c = c.replace(lr=DEFAULT_LR)
+    if config.task.batch_size is None:
+        c = c.replace(batch_size=DEFAULT_BATCH)
+    epochs, max_steps, budget = config.run.limits
+    if epochs is None and max_steps is None:
+        c = c.replace(epochs=float(MAX_PASSES), time_budget=budget)
+        chosen.append(f"at most {MAX_PASSES} passes over the {sentences:,} training sentences")
+    if vocab.scheme is not None:
+        chosen.append(f"{vocab.scheme.upper()} spans (trained as BIOES)")
+    return c, chosen
+
+
 def _read_json(path: Any) -> Any:
     import json
 
     return json.loads(ckpt.locate(path, "tokenizer.json").read_text(encoding="utf-8"))
-
-
-def _stored_lms(info: CheckpointInfo) -> tuple[dict[str, Any], ...]:
-    return tuple(info.model_config.to_dict().get("lms", ()))
 
 
 def _tag_list(train: list[Sentence], scheme: str | None) -> list[str]:
@@ -215,8 +221,8 @@ class TagTask:
         self.embed_seconds = time.perf_counter() - t0
 
     def _embed(self, sentences: list[Sentence]) -> list[torch.Tensor]:
-        parts = [e.embed([s.words for s in sentences], EMBED_BATCH) for e in self.model.lms]
-        for e in self.model.lms:
+        parts = [e.embed([s.words for s in sentences], EMBED_BATCH) for e in self.model.embeddings]
+        for e in self.model.embeddings:
             e._cache.clear()  # the task keeps them; the LM's own cache would hold a second copy
         return [torch.cat(row, dim=1).half() for row in zip(*parts)]
 
@@ -239,7 +245,8 @@ class TagTask:
         return Batch(b, None, int(b.mask.sum()))
 
     def loss(self, net: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        loss = getattr(net, "module", net).loss(batch.inputs)
+        model = cast(Tagger, getattr(net, "module", net))  # the tagger (one process: never a DDP wrapper)
+        loss = model.loss(batch.inputs)
         return loss, loss
 
     def advance(self, state: RunState, batch: Batch) -> None:
@@ -315,7 +322,7 @@ class TagTask:
             f"sentences ({n_valid:,} words, {100 * oov:.1f}% unseen in training)",
         ]
         if self.model.lms:
-            lines.append(f"  contextual embeddings of {len(self.model.lms)} char LM(s) computed in "
+            lines.append(f"  contextual embeddings of {len(self.model.embeddings)} char LM(s) computed in "
                          f"{self.embed_seconds:.1f}s (counted in the budget)")  # fmt: skip
         return {"model": c.to_dict(), "start_lines": lines, "warnings": []}
 
