@@ -10,7 +10,10 @@ start boundary, with the whole right context read):
     backward  \\n t a s _ t a c _ e h T          sat: state at 's'   cat: at 'c'   the: at 'T'
 
 The LM is frozen (eval mode, no gradients); a batch of sentences is one padded forward pass (padding
-after a sentence's end cannot change its states: the LM reads left to right). `embed` keeps the
+after a sentence's end cannot change its states: the LM reads left to right). With `fast` the LM reads in
+bf16 where the device runs it natively (a CPU with AVX512-BF16 or AMX, checked at run time; a GPU of
+compute capability 8.0+): about twice as fast, the states rounded to bf16's 8 bits of mantissa. A
+tagger reads its LMs that way in training and in tagging alike; `LanguageModel.embed` gives exact fp32. `embed` keeps the
 embeddings of the sentences it has seen (`cache_size` of them), so a sentence is read once.
 """
 
@@ -25,6 +28,7 @@ import torch
 from torch import nn
 
 from charlm.data import Tokenizer, line_start_id
+from charlm.runtime import autocast, cpu_bf16_candidate
 
 Words = Sequence[str]
 
@@ -45,8 +49,11 @@ class CharLMEmbedding(nn.Module):
 
     lm: Any  # an RNNLanguageModel: `features(ids, state)` -> ((B, T, D), state)
 
-    def __init__(self, lm: nn.Module, tokenizer: Tokenizer, reverse: bool, cache_size: int = 20_000) -> None:
+    def __init__(
+        self, lm: nn.Module, tokenizer: Tokenizer, reverse: bool, cache_size: int = 20_000, fast: bool = False
+    ) -> None:
         super().__init__()
+        self.fast = fast
         self.lm = lm.eval()
         for p in self.lm.parameters():
             p.requires_grad_(False)
@@ -63,6 +70,14 @@ class CharLMEmbedding(nn.Module):
 
     def _device(self) -> torch.device:
         return next(self.lm.parameters()).device
+
+    def _dtype(self, device: torch.device) -> torch.dtype | None:
+        """bf16 when `fast` and the device runs it natively, else None (fp32)."""
+        if not self.fast:
+            return None
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else None
+        return torch.bfloat16 if device.type == "cpu" and cpu_bf16_candidate(self.lm.config.cell) else None
 
     def train(self, mode: bool = True) -> CharLMEmbedding:
         super().train(mode)
@@ -83,7 +98,8 @@ class CharLMEmbedding(nn.Module):
         where = torch.zeros(len(ids), words, dtype=torch.long)
         for i, (_, at) in enumerate(reads):
             where[i, : len(at)] = torch.from_numpy(at)
-        feats, _ = self.lm.features(x.to(device))  # (B, L, D)
+        with autocast(device, self._dtype(device)):
+            feats, _ = self.lm.features(x.to(device))  # (B, L, D)
         out = feats.float().gather(1, where.to(device).unsqueeze(2).expand(-1, -1, feats.size(2)))  # (B, W, D)
         lengths = torch.tensor([len(s) for s in sentences], device=device)
         return out * (torch.arange(words, device=device) < lengths.unsqueeze(1)).unsqueeze(2)

@@ -30,7 +30,7 @@ class Tagger(nn.Module):
         super().__init__()
         c = self.config = config
         self.lms = nn.ModuleList(
-            CharLMEmbedding(RNNLanguageModel(ModelConfig.from_dict(d["model"])), tok, bool(d["reverse"]))
+            CharLMEmbedding(RNNLanguageModel(ModelConfig.from_dict(d["model"])), tok, bool(d["reverse"]), fast=True)
             for d, tok in zip(c.lms, lm_tokenizers, strict=True)
         )
         self.lm_dim = sum(e.dim for e in self.embeddings)
