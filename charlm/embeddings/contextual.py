@@ -13,8 +13,8 @@ The LM is frozen (eval mode, no gradients); a batch of sentences is one padded f
 after a sentence's end cannot change its states: the LM reads left to right). With `fast` the LM reads in
 bf16 where the device runs it natively (a CPU with AVX512-BF16 or AMX, checked at run time; a GPU of
 compute capability 8.0+): about twice as fast, the states rounded to bf16's 8 bits of mantissa. A
-tagger reads its LMs that way in training and in tagging alike; `LanguageModel.embed` gives exact fp32. `embed` keeps the
-embeddings of the sentences it has seen (`cache_size` of them), so a sentence is read once.
+tagger reads its LMs that way in training and in tagging alike; `LanguageModel.embed` gives exact fp32.
+`embed` keeps the embeddings of the sentences it has seen (`cache_size` of them): a sentence is read once.
 """
 
 from __future__ import annotations
