@@ -124,9 +124,10 @@ def main() -> None:
             t0 = time.perf_counter()
             r = charlm("perplexity", a.lms[0], str(text), "--device", "cpu", "--json")
             ppl_s = time.perf_counter() - t0
-            tokens = json.loads(r.stdout.strip().splitlines()[-1]).get("tokens") if r.stdout.strip() else None
+            tokens = json.loads(r.stdout)["files"][0]["tokens"]
             yard = {"perplexity_wall_s": round(ppl_s, 2), "perplexity_tokens": tokens,
-                    "perplexity_tokens_per_s": round(tokens / ppl_s) if tokens else None}  # fmt: skip
+                    "perplexity_tokens_per_s": round(tokens / ppl_s),
+                    "note_yardstick": "wall time of charlm perplexity FWD ewt-dev.txt"}  # fmt: skip
         best = min(times)
         record({
             "experiment": "tag-speed", "tagger": a.tagger, "words": n_words, "sentences": len(sentences),
