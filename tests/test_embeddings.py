@@ -78,8 +78,11 @@ def test_a_backward_lm_is_the_forward_lm_of_the_reversed_text(tmp_path: Path, ti
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     b, f = charlm.load(tmp_path / "b", device="cpu"), charlm.load(tmp_path / "f", device="cpu")
     assert b.reverse and not f.reverse
-    # one network: the backward LM scores text (given already reversed) as the forward one of the reversed text
-    assert b.score("tac tas").logprob == pytest.approx(f.score("tac tas").logprob, rel=1e-6)
+    # the backward LM reads a text backwards: it scores "the cat sat" as the forward LM of the reversed
+    # text scores "tas tac eht", and its perplexity of the validation text is its validation figure
+    assert b.score("the cat sat").logprob == pytest.approx(f.score("tas tac eht").logprob, rel=1e-6)
+    assert b.perplexity(files["v"], exact=True).loss == pytest.approx(f.perplexity(files["rv"], exact=True).loss)
+    assert b.perplexity(text=valid_text).loss == pytest.approx(back.last_valid_loss, rel=1e-5)
 
 
 def test_a_tagger_fed_by_a_forward_and_a_backward_lm(tmp_path: Path, tiny_text: str) -> None:

@@ -19,7 +19,7 @@ import torch
 from charlm.api.keywords import DecodingKeywords, GenerateKeywords, check_names, random_seed
 from charlm.api.results import Completions, Stream, TokenScores
 from charlm.checkpoint import CheckpointInfo, load_for_inference, open_checkpoint
-from charlm.data import Tokenizer, normalise_newlines
+from charlm.data import Tokenizer, iter_text_chunks, normalise_newlines
 from charlm.errors import CheckpointError, ConfigError
 from charlm.evaluation import (
     DEFAULT_STREAMS,
@@ -220,7 +220,8 @@ class LanguageModel:
         exact=True scores one stream (the reference figure); otherwise `streams` parallel segments, each warmed
         on the tokens before it. A text is read as a file holding it would be (CRLF as LF). `progress(n)` is
         called with the bytes of each piece of a file scored. Raises `CorpusError` for a missing, empty,
-        binary or (encoding_errors="strict") non-UTF-8 file.
+        binary or (encoding_errors="strict") non-UTF-8 file. A backward LM (`reverse`) reads the text last
+        character first, as it was trained (a file is then read whole).
         """
         if (path is None) == (text is None):
             raise ConfigError("give a file's path or text=..., one of the two")
@@ -228,8 +229,12 @@ class LanguageModel:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer of at least 1, got {value!r}")
         scoring = dict(exact=exact, streams=streams, window=window)
+        if text is None and self.reverse:  # a backward LM reads the file last character first: read it whole
+            assert path is not None
+            text = "".join(iter_text_chunks(path, errors=encoding_errors))
         if text is not None:
-            return evaluate_text(self.model, self.tokenizer, normalise_newlines(_string(text)), **scoring)
+            read = normalise_newlines(_string(text))
+            return evaluate_text(self.model, self.tokenizer, read[::-1] if self.reverse else read, **scoring)
         assert path is not None
         return evaluate_file(self.model, self.tokenizer, path, errors=encoding_errors, progress=progress, **scoring)
 
@@ -247,6 +252,8 @@ class LanguageModel:
         if not isinstance(text, Sequence):
             raise ConfigError(f"score takes a string or a list of strings, got {type(text).__name__}")
         reads = [normalise_newlines(_string(t)) for t in text]
+        if self.reverse:  # a backward LM reads each text last character first (its tokens come out so)
+            reads = [r[::-1] for r in reads]
         ids = [self.tokenizer.encode(r) if r else [] for r in reads]
         logprobs = score_lines(self.model, ids, context_id(self.tokenizer))  # the texts as batches
         names: dict[int, str] = {}

@@ -131,6 +131,13 @@ def perplexity_command(
     _check_usage(ctx, exact, streams, interpolate, dynamic)
     dev = resolve_device(device)
     model, tokenizer, info = load_for_inference(checkpoint, which=which, device=dev, verify=not no_verify)
+    data = info.train_config.get("data")
+    if isinstance(data, dict) and data.get("reverse"):  # a backward LM: its own figures are on reversed text
+        err_console.print(
+            "[yellow]warning:[/] a backward LM (trained with --reverse): this scores the files as written; "
+            "charlm.load(CKPT).perplexity(FILE) reads them backwards, as it was trained",
+            soft_wrap=True,
+        )
     scoring = Scoring(exact=exact or streams == 1 or model.exact_only, streams=streams, window=window)
     _check_memory(model, files, dev, None if scoring.exact else streams, dynamic_segment if dynamic else None)
     each = functools.partial(_with_progress, show=not as_json)
