@@ -10,8 +10,7 @@ import click
 from charlm.api import load
 from charlm.cli.common import DEVICE_HELP, domain_errors, err_console, read_input
 from charlm.errors import CheckpointError
-from charlm.tagging import OUTPUT_FORMATS, SequenceTagger, read_raw, write_tagged
-from charlm.tagging.data import read_columns, read_conllu, sniff
+from charlm.tagging import OUTPUT_FORMATS, SequenceTagger, read_columns, read_conllu, read_raw, sniff, write_tagged
 
 INPUTS = ("auto", "conllu", "column", "raw")
 _DEFAULT_OUTPUT = {"conllu": "conllu", "column": "column", "raw": "slash"}

@@ -16,7 +16,17 @@ Other rooms import from here, not from the modules inside.
 from charlm.models import TaggerConfig
 from charlm.tagging.batch import TagBatch, encode
 from charlm.tagging.crf import CRF
-from charlm.tagging.data import FORMATS, Sentence, decode, read_labelled, read_raw, split_words
+from charlm.tagging.data import (
+    FORMATS,
+    Sentence,
+    decode,
+    read_columns,
+    read_conllu,
+    read_labelled,
+    read_raw,
+    sniff,
+    split_words,
+)
 from charlm.tagging.labels import check_tags, from_internal, to_internal, training_tags
 from charlm.tagging.metrics import TagScore, report, score
 from charlm.tagging.model import Tagger
@@ -44,10 +54,13 @@ __all__ = [
     "encode",
     "from_internal",
     "load_tagger",
+    "read_columns",
+    "read_conllu",
     "read_labelled",
     "read_raw",
     "report",
     "score",
+    "sniff",
     "spans",
     "split_words",
     "to_internal",

@@ -14,8 +14,8 @@ weights, optimiser and counters. One step of the loop:
     apply_gradients(optimizer, scaler, objective)   # the loop's: backward, clip, step
     task.advance(state, batch)                      # the task's position in its epoch
 
-The tasks, by `--model` (`charlm.training.tasks.TASKS`): `rnn`, the truncated-BPTT
-language model (tasks/lm.py). `kn`, the Kneser-Ney n-gram model, is estimated in one
+The tasks, by `--model` (`charlm.training.run.TASKS`): `rnn`, the truncated-BPTT
+language model (tasks/lm.py); `tag`, the sequence tagger (tasks/tag.py). `kn`, the Kneser-Ney n-gram model, is estimated in one
 pass, not trained by steps: `train()` runs it without the loop (tasks/ngram.py).
 
 Adding a task (a BiLSTM-CRF tagger, a sentence classifier) takes three pieces, and
