@@ -15,8 +15,9 @@ weights, optimiser and counters. One step of the loop:
     task.advance(state, batch)                      # the task's position in its epoch
 
 The tasks, by `--model` (`charlm.training.run.TASKS`): `rnn`, the truncated-BPTT
-language model (tasks/lm.py); `tag`, the sequence tagger (tasks/tag.py). `kn`, the Kneser-Ney n-gram model, is estimated in one
-pass, not trained by steps: `train()` runs it without the loop (tasks/ngram.py).
+language model (tasks/lm.py); `tag`, the sequence tagger (tasks/tag.py). `kn`, the Kneser-Ney
+n-gram model, is estimated in one pass, not trained by steps: `train()` runs it without the loop
+(tasks/ngram.py).
 
 Adding a task (a BiLSTM-CRF tagger, a sentence classifier) takes three pieces, and
 no second trainer:

@@ -50,6 +50,14 @@ DEFAULT_WORD_EMB = 100
 DEFAULT_DROPOUT = 0.33
 MAX_PASSES = 40  # a run limited by time alone reads the training sentences at most this often
 EMBED_BATCH = 64
+# options of a language model that a tagger would ignore: named explicitly, they are refused
+LM_ONLY = frozenset(
+    {
+        "level", "min_freq", "max_vocab", "pretokenize", "subword_vocab_size", "subword_model", "order",
+        "dropout_input", "dropout_embed", "weight_drop", "tie_weights", "adaptive_softmax", "adaptive_cutoffs", "bptt", "bptt_jitter",
+        "ar", "tar", "eval_streams", "eval_tokens", "sample_length", "reverse", "encoding_errors", "cache_dir",
+    }
+)  # fmt: skip
 
 
 def read_sentences(paths: tuple[str, ...], column: str) -> tuple[list[Sentence], str]:
@@ -89,6 +97,10 @@ def open_tagger(config: TrainConfig, dctx: DistContext, device: torch.device, pr
     t0 = time.perf_counter()
     if dctx.active:
         raise ConfigError("--model tag trains in one process; run it without torchrun")
+    ignored = sorted(LM_ONLY & set(config.explicit_options()))
+    if ignored:
+        flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+        raise ConfigError(f"{flags} {'does' if len(ignored) == 1 else 'do'} not apply to --model tag; drop them")
     if config.model.cell not in ("lstm", "gru"):
         raise ConfigError(f"--cell {config.model.cell} does not apply to --model tag; choose lstm or gru")
     train, valid = read_data(config)
