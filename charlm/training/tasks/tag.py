@@ -54,8 +54,9 @@ EMBED_BATCH = 64
 LM_ONLY = frozenset(
     {
         "level", "min_freq", "max_vocab", "pretokenize", "subword_vocab_size", "subword_model", "order",
-        "dropout_input", "dropout_embed", "weight_drop", "tie_weights", "adaptive_softmax", "adaptive_cutoffs", "bptt", "bptt_jitter",
-        "ar", "tar", "eval_streams", "eval_tokens", "sample_length", "reverse", "encoding_errors", "cache_dir",
+        "dropout_input", "dropout_embed", "weight_drop", "tie_weights", "adaptive_softmax", "adaptive_cutoffs",
+        "bptt", "bptt_jitter", "ar", "tar", "eval_streams", "eval_tokens", "sample_length", "reverse",
+        "encoding_errors", "cache_dir",
     }
 )  # fmt: skip
 
