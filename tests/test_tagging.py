@@ -205,6 +205,7 @@ def test_a_tiny_tagger_overfits_a_tiny_text(tmp_path: Path, crf: bool) -> None:
     # the validation record of the loop carries the task's figures
     recs = [r for r in charlm.checkpoint.read_metrics(out) if r.get("type") == "valid"]
     assert recs[-1]["valid_f1"] == 1.0 and recs[-1]["valid_accuracy"] == 1.0
+    assert recs[-1]["valid_criterion"] == 0.0 and result.best_valid_loss == 0.0  # best follows 1 - F1
 
 
 def test_a_tagger_run_resumes_where_it_stopped(tmp_path: Path) -> None:

@@ -267,12 +267,18 @@ def summary_rows(summary: dict[str, Any], last_valid: dict[str, Any] | None) -> 
         return f"{value:.4f} nats/token (ppl {math.exp(min(value, 700)):.2f}, {value / math.log(2):.3f} bits/token)"
 
     at = f" at step {summary['best_step']}" if summary.get("best_step") is not None else ""
+    valid = loss
+    if last_valid and "valid_criterion" in last_valid:  # a task whose best follows its own criterion (a tagger)
+
+        def valid(value: float | None) -> str:
+            return "-" if value is None else f"{value:.4f} (the criterion: 1 - accuracy, or 1 - entity F1)"
+
     rows = [
         ("stopped by", summary["status"]),
         ("steps / epochs", f"{summary['step']} / {summary['epoch']}"),
         ("train loss", loss(summary["train_loss"])),
-        ("last validation", loss(summary["last_valid_loss"])),
-        ("best validation", loss(summary["best_valid_loss"]) + at),
+        ("last validation", valid(summary["last_valid_loss"])),
+        ("best validation", valid(summary["best_valid_loss"]) + at),
     ]
     if summary.get("baselines") and "majority_accuracy" in summary["baselines"]:  # a tagger's
         rows.append(("baseline", f"most frequent tag per word: {100 * summary['baselines']['majority_accuracy']:.2f}%"))

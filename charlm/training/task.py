@@ -27,8 +27,9 @@ no second trainer:
    loss is a mean over: it weights the logged loss). `loss` returns the CRF's
    negative log-likelihood per tag (or the cross-entropy per sentence) and the
    objective (the same, plus any regulariser). `validate` returns figures with a
-   "valid_loss" (what best, --patience and the guards follow) and any others
-   (accuracy, F1); `sample` returns None; `baselines` a majority-class figure, or
+   "valid_loss" and any others (accuracy, F1); best, --patience and the guards follow
+   its "valid_criterion" (lower is better: a tagger's 1 - accuracy or 1 - F1), else
+   the loss; `sample` returns None; `baselines` a majority-class figure, or
    None. `columns` counts the task's units per epoch (sentences), `state.pos` where
    the next batch starts.
 2. an opener, `open_task(config, dctx, device, progress, info) -> OpenedTask`: read
