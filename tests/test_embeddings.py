@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 import charlm
 from charlm.checkpoint import read_metrics, write_inference_checkpoint
+from charlm.cli import main
 from charlm.data import fit_tokenizer
 from charlm.embeddings import boundaries
 from charlm.errors import ConfigError
@@ -83,6 +85,9 @@ def test_a_backward_lm_is_the_forward_lm_of_the_reversed_text(tmp_path: Path, ti
     assert b.score("the cat sat").logprob == pytest.approx(f.score("tas tac eht").logprob, rel=1e-6)
     assert b.perplexity(files["v"], exact=True).loss == pytest.approx(f.perplexity(files["rv"], exact=True).loss)
     assert b.perplexity(text=valid_text).loss == pytest.approx(back.last_valid_loss, rel=1e-5)
+    # charlm perplexity scores files as written, and says so for a backward LM
+    r = CliRunner().invoke(main, ["perplexity", str(tmp_path / "b"), str(files["v"])])
+    assert r.exit_code == 0 and "a backward LM (trained with --reverse)" in r.output
 
 
 def test_a_tagger_fed_by_a_forward_and_a_backward_lm(tmp_path: Path, tiny_text: str) -> None:
