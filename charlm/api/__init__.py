@@ -12,7 +12,7 @@ Other rooms (the CLI) import from here, not from the modules inside.
 
 from charlm.api.keywords import DecodingKeywords, GenerateKeywords, random_seed
 from charlm.api.many import MAX_BATCH, Request
-from charlm.api.model import LanguageModel, load
+from charlm.api.model import LanguageModel, load, load_language_model
 from charlm.api.results import Completions, Stream, TokenScores
 from charlm.api.training import train
 from charlm.evaluation import TextScore
@@ -34,6 +34,7 @@ __all__ = [
     "TokenScores",
     "TrainResult",
     "load",
+    "load_language_model",
     "random_seed",
     "train",
 ]

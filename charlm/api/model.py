@@ -19,9 +19,9 @@ import torch
 from charlm.api.keywords import DecodingKeywords, GenerateKeywords, check_names, random_seed
 from charlm.api.many import Request, check_logprobs, generate_many, make_request
 from charlm.api.results import Completions, Stream, TokenScores
-from charlm.checkpoint import CheckpointInfo, load_for_inference
-from charlm.data import Tokenizer, normalise_newlines
-from charlm.errors import ConfigError
+from charlm.checkpoint import CheckpointInfo, load_for_inference, open_checkpoint
+from charlm.data import Tokenizer, iter_text_chunks, normalise_newlines
+from charlm.errors import CheckpointError, ConfigError
 from charlm.evaluation import (
     DEFAULT_STREAMS,
     DEFAULT_WINDOW,
@@ -44,8 +44,10 @@ _DECODING_FIELDS = frozenset(f.name for f in dataclasses.fields(DecodingOptions)
 
 def load(
     path: str | os.PathLike[str], which: str = "best", device: str | torch.device = "auto", verify: bool = True
-) -> LanguageModel:
-    """The model of a checkpoint directory written by `charlm train` (a recurrent network or a Kneser-Ney model).
+) -> Any:
+    """The model of a checkpoint directory written by `charlm train`: a `LanguageModel` (a recurrent network or
+    a Kneser-Ney model), or the handle of a model trained for a task (checkpoint.json's "task": a tagger,
+    `charlm.tagging.SequenceTagger`, with `.tag` and `.evaluate`).
 
     which: "best" (the lowest validation loss; `last` while no validation ran) or "last" (the newest save);
     a Kneser-Ney run has one model and ignores it. device: "auto" (a CUDA GPU when there is one), "cpu",
@@ -55,8 +57,33 @@ def load(
     if which not in ("best", "last"):
         raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
+    task = open_checkpoint(Path(path)).meta.get("task")
+    if task is not None:
+        if task not in TASK_LOADERS:
+            raise CheckpointError(f"{path} holds a model for the task {task!r}, which this charlm cannot load")
+        return TASK_LOADERS[task](Path(path), which, dev, verify)
+    return load_language_model(path, which, dev, verify)
+
+
+def load_language_model(
+    path: str | os.PathLike[str], which: str = "best", device: str | torch.device = "auto", verify: bool = True
+) -> LanguageModel:
+    """`load` for a language model's checkpoint; one of a task's (a tagger) is a one-line CheckpointError."""
+    if which not in ("best", "last"):
+        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
     model, tokenizer, info = load_for_inference(Path(path), which=which, device=dev, verify=verify)
     return LanguageModel(model, tokenizer, info)
+
+
+def _load_tagger(path: Path, which: str, device: torch.device, verify: bool) -> Any:
+    from charlm.tagging import SequenceTagger, load_tagger
+
+    return SequenceTagger(*load_tagger(path, which, device, verify))
+
+
+# checkpoint.json's "task" -> the handle of its model (absent: a language model)
+TASK_LOADERS: dict[str, Callable[[Path, str, torch.device, bool], Any]] = {"tag": _load_tagger}
 
 
 class LanguageModel:
@@ -66,6 +93,7 @@ class LanguageModel:
         self.model = model  # the network (eval mode), for who needs its tensors
         self.tokenizer = tokenizer
         self.info = info  # what checkpoint.json says: the model and training options, the run id, ...
+        self._embedder: Any = None  # charlm.embeddings.CharLMEmbedding, made by the first `embed`
 
     @property
     def path(self) -> Path:
@@ -75,6 +103,26 @@ class LanguageModel:
     def kind(self) -> str:
         """ "rnn" (a recurrent network) or "kn" (a Kneser-Ney n-gram model)."""
         return self.info.model_kind
+
+    @property
+    def reverse(self) -> bool:
+        """True for a backward LM (`charlm train --reverse`): it reads text last character first."""
+        data = self.info.train_config.get("data")
+        return bool(data.get("reverse", False)) if isinstance(data, dict) else False
+
+    def embed(self, sentences: Sequence[Sequence[str]], batch_size: int = 64) -> list[torch.Tensor]:
+        """Contextual string embeddings (Akbik et al. 2018) of the words of each sentence (a list of words):
+        a tensor (words, D) per sentence, the LM's state at each word's end (a forward LM) or start (a
+        backward LM). The LM is frozen; each distinct sentence is read once (`charlm.embeddings`)."""
+        if self.kind != "rnn" or self.level != "char":
+            raise ConfigError("contextual string embeddings come from a character-level recurrent LM")
+        if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
+            raise ConfigError("embed takes a list of sentences, each a list of words")
+        if self._embedder is None:
+            from charlm.embeddings import CharLMEmbedding
+
+            self._embedder = CharLMEmbedding(self.model, self.tokenizer, self.reverse)
+        return self._embedder.embed(sentences, batch_size)
 
     @property
     def level(self) -> str:
@@ -228,7 +276,8 @@ class LanguageModel:
         exact=True scores one stream (the reference figure); otherwise `streams` parallel segments, each warmed
         on the tokens before it. A text is read as a file holding it would be (CRLF as LF). `progress(n)` is
         called with the bytes of each piece of a file scored. Raises `CorpusError` for a missing, empty,
-        binary or (encoding_errors="strict") non-UTF-8 file.
+        binary or (encoding_errors="strict") non-UTF-8 file. A backward LM (`reverse`) reads the text last
+        character first, as it was trained (a file is then read whole).
         """
         if (path is None) == (text is None):
             raise ConfigError("give a file's path or text=..., one of the two")
@@ -236,8 +285,12 @@ class LanguageModel:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer of at least 1, got {value!r}")
         scoring = dict(exact=exact, streams=streams, window=window)
+        if text is None and self.reverse:  # a backward LM reads the file last character first: read it whole
+            assert path is not None
+            text = "".join(iter_text_chunks(path, errors=encoding_errors))
         if text is not None:
-            return evaluate_text(self.model, self.tokenizer, normalise_newlines(_string(text)), **scoring)
+            read = normalise_newlines(_string(text))
+            return evaluate_text(self.model, self.tokenizer, read[::-1] if self.reverse else read, **scoring)
         assert path is not None
         return evaluate_file(self.model, self.tokenizer, path, errors=encoding_errors, progress=progress, **scoring)
 
@@ -255,6 +308,8 @@ class LanguageModel:
         if not isinstance(text, Sequence):
             raise ConfigError(f"score takes a string or a list of strings, got {type(text).__name__}")
         reads = [normalise_newlines(_string(t)) for t in text]
+        if self.reverse:  # a backward LM reads each text last character first (its tokens come out so)
+            reads = [r[::-1] for r in reads]
         ids = [self.tokenizer.encode(r) if r else [] for r in reads]
         logprobs = score_lines(self.model, ids, context_id(self.tokenizer))  # the texts as batches
         names: dict[int, str] = {}

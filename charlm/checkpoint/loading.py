@@ -116,6 +116,10 @@ def open_tokenizer(info: CheckpointInfo) -> Tokenizer:
     return tokenizer
 
 
+class NotALanguageModel(CheckpointError):
+    """The checkpoint holds a model trained for another task (checkpoint.json's "task")."""
+
+
 class MixedRuns(CheckpointError):
     """Files of two runs met: a reader crossed a swap (read again) or the directory was edited by hand."""
 
@@ -194,8 +198,14 @@ def load_for_inference(
     for attempt in range(3):
         try:
             info = open_checkpoint(path)
+            if info.model_kind not in _LOADERS:  # a model for a task (a tagger): not a language model
+                raise NotALanguageModel(
+                    f"{info.path} holds a {info.model_kind} model, not a language model; charlm.load returns its handle"
+                )
             tokenizer = open_tokenizer(info)
             return _LOADERS[info.model_kind](info, tokenizer, which, device, verify), tokenizer, info
+        except NotALanguageModel:
+            raise
         except (MixedRuns, CheckpointError) as exc:
             if attempt == 2 or not (isinstance(exc, MixedRuns) or _swapping(Path(path))):
                 raise CheckpointError(str(exc)) from None

@@ -94,6 +94,7 @@ def write_run_files(
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(directory)
     run_id = run_id or uuid.uuid4().hex
+    task = getattr(model_config, "task", None)  # a model trained for a task (a tagger); absent for an LM
     atomic_write_json(
         directory / META_FILE,
         {
@@ -102,6 +103,7 @@ def write_run_files(
             "charlm_version": __version__,
             "run_id": run_id,
             "model_kind": model_config.kind,
+            **({"task": task} if task else {}),
             "model": model_config.to_dict(),
             "train": train_config,
             "tokenizer": {

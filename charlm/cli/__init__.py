@@ -9,10 +9,12 @@ from __future__ import annotations
 import click
 
 from charlm import __version__
+from charlm.cli.evaluate_cmd import evaluate_command
 from charlm.cli.generate_cmd import generate_command
 from charlm.cli.perplexity_cmd import perplexity_command
 from charlm.cli.plot_cmd import plot_command
 from charlm.cli.score_cmd import score_command
+from charlm.cli.tag_cmd import tag_command
 from charlm.cli.train_cmd import train_command
 
 
@@ -23,4 +25,6 @@ def main() -> None:
 
 
 for command in (train_command, generate_command, perplexity_command, score_command, plot_command):
+    main.add_command(command)
+for command in (tag_command, evaluate_command):  # sequence labelling (charlm.tagging)
     main.add_command(command)

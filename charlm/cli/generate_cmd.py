@@ -14,7 +14,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from charlm.api import MAX_BATCH, load, random_seed
+from charlm.api import MAX_BATCH, load_language_model, random_seed
 from charlm.cli.common import DEVICE_HELP, domain_errors, option_table, read_input
 from charlm.cli.prompts import run_prompts
 from charlm.cli.repl import Repl
@@ -153,7 +153,7 @@ def generate_command(
     options = DecodingOptions(**(decoding | unescaped))
     dev = resolve_device(device)
     _warn_unused(click.get_current_context(), options)
-    lm = load(checkpoint, which=which, device=dev, verify=not no_verify)
+    lm = load_language_model(checkpoint, which=which, device=dev, verify=not no_verify)
     lm.decoding(options)  # the checks that need the vocabulary, before anything runs
     seed = random_seed() if seed is None else seed
     if prompts is not None:

@@ -131,6 +131,7 @@ def perplexity_command(
     _check_usage(ctx, exact, streams, interpolate, dynamic)
     dev = resolve_device(device)
     model, tokenizer, info = load_for_inference(checkpoint, which=which, device=dev, verify=not no_verify)
+    _warn_if_backward(info)
     scoring = Scoring(exact=exact or streams == 1 or model.exact_only, streams=streams, window=window)
     _check_memory(model, files, dev, None if scoring.exact else streams, dynamic_segment if dynamic else None)
     each = functools.partial(_with_progress, show=not as_json)
@@ -147,6 +148,17 @@ def perplexity_command(
             f"[red]error:[/] {report.failed} of {len(files)} files could not be evaluated (see the report)"
         )
         ctx.exit(1)
+
+
+def _warn_if_backward(info: CheckpointInfo) -> None:
+    """A backward LM (train --reverse) was validated on reversed text; this command scores files as written."""
+    data = info.train_config.get("data")
+    if isinstance(data, dict) and data.get("reverse"):
+        err_console.print(
+            "[yellow]warning:[/] a backward LM (trained with --reverse): this scores the files as written; "
+            "charlm.load(CKPT).perplexity(FILE) reads them backwards, as it was trained",
+            soft_wrap=True,
+        )
 
 
 def _check_usage(ctx: click.Context, exact: bool, streams: int, interpolate: str | None, dynamic: bool) -> None:

@@ -164,6 +164,8 @@ class TrainDisplay:
         if not self.last_valid:
             return "-"
         v = self.last_valid
+        if "valid_text" in v:  # a task's own figures (a tagger's accuracy and F1)
+            return f"{v['valid_loss']:.4f} ({v['valid_text']})"
         return f"{v['valid_loss']:.4f} (ppl {v['valid_ppl']:.2f}, {v['valid_bpc']:.3f} bpc)"
 
     # ------------------------------------------------------------ end
@@ -197,6 +199,12 @@ def start_lines(info: dict[str, Any]) -> list[str]:
         f"{info['max_steps']} steps" if info["max_steps"] else None,
         f"{fmt_time(info['time_budget'])} budget" if info["time_budget"] else None,
     ]
+    if "start_lines" in info:  # a task that describes itself (a tagger)
+        lines = [f"charlm train -> {info['out']}{resumed}; stop at {', '.join(x for x in limits if x)}"]
+        lines += info["start_lines"]
+        if info.get("chosen"):
+            lines.append(f"  chosen for this run: {info['chosen']}")
+        return lines
     lines = [
         f"charlm train -> {info['out']}{resumed}",
         f"  {info['level']} level, vocabulary {info['vocab_size']:,}, "
@@ -259,16 +267,26 @@ def summary_rows(summary: dict[str, Any], last_valid: dict[str, Any] | None) -> 
         return f"{value:.4f} nats/token (ppl {math.exp(min(value, 700)):.2f}, {value / math.log(2):.3f} bits/token)"
 
     at = f" at step {summary['best_step']}" if summary.get("best_step") is not None else ""
+    valid = loss
+    if last_valid and "valid_criterion" in last_valid:  # a task whose best follows its own criterion (a tagger)
+
+        def valid(value: float | None) -> str:
+            return "-" if value is None else f"{value:.4f} (the criterion: 1 - accuracy, or 1 - entity F1)"
+
     rows = [
         ("stopped by", summary["status"]),
         ("steps / epochs", f"{summary['step']} / {summary['epoch']}"),
         ("train loss", loss(summary["train_loss"])),
-        ("last validation", loss(summary["last_valid_loss"])),
-        ("best validation", loss(summary["best_valid_loss"]) + at),
+        ("last validation", valid(summary["last_valid_loss"])),
+        ("best validation", valid(summary["best_valid_loss"]) + at),
     ]
-    if summary.get("baselines"):
+    if summary.get("baselines") and "majority_accuracy" in summary["baselines"]:  # a tagger's
+        rows.append(("baseline", f"most frequent tag per word: {100 * summary['baselines']['majority_accuracy']:.2f}%"))
+    elif summary.get("baselines"):
         rows.append(("baselines", versus_baselines(summary["best_valid_loss"], summary["baselines"])))
-    if last_valid:
+    if last_valid and "valid_text" in last_valid:
+        rows.append(("last validation figures", last_valid["valid_text"]))
+    elif last_valid:
         rows.append(("validation bits/char", f"{last_valid['valid_bpc']:.4f} (last)"))
     rows += [
         ("tokens/s", f"{summary['tokens_per_s']:,.0f}"),

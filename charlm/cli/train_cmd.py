@@ -26,6 +26,8 @@ from charlm.training import (
     PRETOKENIZERS,
     SCHEDULES,
     SUBWORD_MODELS,
+    TAG_COLUMNS,
+    TAG_SCHEMES,
     TrainConfig,
     check_ngram_options,
     resumed_config,
@@ -59,6 +61,7 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--out -o", "out", click.Path(path_type=str), "Checkpoint directory [default: checkpoints/<corpus name>]."),
     ("--valid", "valid", click.Path(path_type=str), "Validation file(s), repeatable [default: the end of the corpus]."),
     ("--valid-fraction", "valid_fraction", _OPEN_UNIT, "Fraction held out for validation when no --valid."),
+    ("--reverse/--no-reverse", "reverse", None, "Read the text backwards: a backward LM (for contextual embeddings)."),
     ("--encoding-errors", "encoding_errors", click.Choice(ENCODING_ERRORS), "replace: bad bytes become U+FFFD."),
     ("--level", "level", click.Choice(LEVELS), "Tokenizer: characters, words or SentencePiece subwords."),
     ("--min-freq", "min_freq", click.IntRange(1), "word: rarer words become <unk> [default: 2 with punct, else 1]."),
@@ -66,7 +69,7 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--pretokenize", "pretokenize", click.Choice(PRETOKENIZERS), "word: whitespace (tokenized text) or punct (raw)."),
     ("--subword-vocab-size", "subword_vocab_size", click.IntRange(1), "subword: SentencePiece vocabulary size."),
     ("--subword-model", "subword_model", click.Choice(SUBWORD_MODELS), "subword: SentencePiece model type."),
-    ("--model", "model", click.Choice(MODEL_KINDS), "rnn: a recurrent network; kn: a Kneser-Ney n-gram model."),
+    ("--model", "model", click.Choice(MODEL_KINDS), "rnn: recurrent LM; kn: Kneser-Ney LM; tag: a tagger."),
     ("--order", "order", click.IntRange(1), "kn: n-gram order [default: 7 for char, 5 for word and subword]."),
     ("--cell", "cell", click.Choice(CELLS), "Recurrent cell (rnn = Elman tanh)."),
     ("--layers", "num_layers", click.IntRange(1), "Stacked recurrent layers."),
@@ -114,6 +117,10 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ),
     ("--seed", "seed", click.IntRange(0, MAX_SEED), "Random seed (weights, dropout, data order)."),
     ("--cache-dir", "cache_dir", click.Path(path_type=str), "Token cache [default: ~/.cache/charlm/tokens]."),
+    ("--tag-column", "tag_column", click.Choice(TAG_COLUMNS), "tag: the CoNLL-U column to learn (upos or xpos)."),
+    ("--tag-scheme", "tag_scheme", click.Choice(TAG_SCHEMES), "tag: the span scheme of the files [default: detected]."),
+    ("--crf/--no-crf", "crf", None, "tag: a CRF over the tags [default: for span tags, not for POS]."),
+    ("--embeddings", "embeddings", click.Path(path_type=str), "tag: a char-LM checkpoint to embed words (repeat)."),
     ("--baselines/--no-baselines", "baselines", None, "Score unigram and Kneser-Ney baselines first, to warn against."),
 ]
 # fmt: on
@@ -153,7 +160,7 @@ def _option_rows() -> list[tuple[str, dict[str, Any]]]:
     """OPTIONS as `option_table` rows, each defaulting to TrainConfig's value."""
     rows = []
     for flags, name, kind, help_text in OPTIONS:
-        many = name == "valid"
+        many = name in ("valid", "embeddings")
         default = None if many else DEFAULTS[name]
         typed = {"type": kind} if kind is not None else {}
         shown = default is not None and name != "out"
@@ -188,6 +195,7 @@ def train_command(
       charlm train corpora/tinyshakespeare.txt --time-budget 5m
     """
     options["valid"] = tuple(options.pop("valid"))
+    options["embeddings"] = tuple(options.pop("embeddings"))
     if options["model"] == "kn" and not resume:
         _train_ngram(ctx, corpus, overwrite, quiet, no_samples, options)
         return

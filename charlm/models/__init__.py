@@ -1,5 +1,5 @@
 """The models: the protocol every model satisfies, the recurrent language model (its dropouts and adaptive
-softmax), the Kneser-Ney n-gram model and its ARPA files.
+softmax), the Kneser-Ney n-gram model and its ARPA files, a tagger's options.
 
 Other rooms import from here, not from the modules inside.
 """
@@ -9,6 +9,7 @@ from charlm.models.kinds import MODEL_KINDS, config_from_dict
 from charlm.models.ngram import KneserNeyConfig, KneserNeyModel
 from charlm.models.protocol import LanguageModel, LMConfig, LMOutput, State, detach_state, reorder_state
 from charlm.models.rnn import CELLS, LOGIT_BUDGET, ModelConfig, RNNLanguageModel
+from charlm.models.tagger import TaggerConfig
 
 __all__ = [
     "CELLS",
@@ -22,6 +23,7 @@ __all__ = [
     "ModelConfig",
     "RNNLanguageModel",
     "State",
+    "TaggerConfig",
     "config_from_dict",
     "detach_state",
     "reorder_state",

@@ -9,9 +9,15 @@ from charlm.errors import ConfigError
 from charlm.models.ngram import KneserNeyConfig
 from charlm.models.protocol import LMConfig
 from charlm.models.rnn import ModelConfig
+from charlm.models.tagger import TaggerConfig
 
 # a recurrent network, or an interpolated modified Kneser-Ney n-gram model: each kind's options from their dict
-_CONFIGS: dict[str, Callable[[Any], LMConfig]] = {"rnn": ModelConfig.from_dict, "kn": KneserNeyConfig.from_dict}
+# a sequence tagger is a task of its own, not a language model (checkpoint.json says so with "task")
+_CONFIGS: dict[str, Callable[[Any], LMConfig]] = {
+    "rnn": ModelConfig.from_dict,
+    "kn": KneserNeyConfig.from_dict,
+    "tag": TaggerConfig.from_dict,
+}
 MODEL_KINDS = tuple(_CONFIGS)
 
 

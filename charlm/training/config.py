@@ -34,11 +34,14 @@ from charlm.training.sections import (
     PRETOKENIZERS,
     SCHEDULES,
     SUBWORD_MODELS,
+    TAG_COLUMNS,
+    TAG_SCHEMES,
     WORD_MAX_VOCAB,
     DataOptions,
     ModelOptions,
     OptimOptions,
     RunOptions,
+    TaggingOptions,
     TaskOptions,
     TokenizerOptions,
 )
@@ -46,8 +49,8 @@ from charlm.training.sections import (
 __all__ = [
     "DEFAULTS", "DEFAULT_ORDER", "DEFAULT_TIME_BUDGET", "ENCODING_ERRORS", "LEVELS", "LEVEL_DEFAULTS", "LEVEL_FIELDS",
     "LIMITS", "MAX_SEED", "MODEL_KINDS", "NGRAM_OPTIONS", "OPTIMIZERS", "OPTIONS", "PRETOKENIZERS", "RESUMABLE",
-    "SCHEDULES", "SECTIONS", "SUBWORD_MODELS", "WORD_MAX_VOCAB", "TrainConfig", "check_ngram_options",
-    "flat_options", "resumed_config",
+    "SCHEDULES", "SECTIONS", "SUBWORD_MODELS", "TAG_COLUMNS", "TAG_SCHEMES", "WORD_MAX_VOCAB",
+    "TrainConfig", "check_ngram_options", "flat_options", "resumed_config",
 ]  # fmt: skip
 
 # The sections, in the order checkpoint.json lists them.
@@ -58,6 +61,7 @@ SECTIONS: dict[str, type[Any]] = {
     "optim": OptimOptions,
     "run": RunOptions,
     "task": TaskOptions,
+    "tagging": TaggingOptions,
 }
 # The one field whose flat option name is not its own: --model is the model's kind.
 _RENAMED = {("model", "kind"): "model"}
@@ -76,7 +80,7 @@ DEFAULTS: dict[str, Any] = {
     for f in fields(kind)
     if (section, f.name) != ("data", "corpus")
 }
-_TUPLES = ("corpus", "valid", "adaptive_cutoffs")  # stored as JSON lists
+_TUPLES = ("corpus", "valid", "adaptive_cutoffs", "embeddings")  # stored as JSON lists
 
 # The n-gram order of `--model kn` when --order is not given, by level (measured in benchmarks/results_ngram.md).
 DEFAULT_ORDER = {"char": 7, "word": 5, "subword": 5}
@@ -141,6 +145,7 @@ class TrainConfig:
     optim: OptimOptions = field(default_factory=OptimOptions)
     run: RunOptions = field(default_factory=RunOptions)
     task: TaskOptions = field(default_factory=TaskOptions)
+    tagging: TaggingOptions = field(default_factory=TaggingOptions)
 
     def __post_init__(self) -> None:
         self.model_config(vocab_size=2, check_only=True)  # checks the model options early

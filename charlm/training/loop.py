@@ -207,14 +207,16 @@ class Loop:
         t0 = time.perf_counter()
         rec = self.validate()
         self.check_finite(rec["valid_loss"], "validation")
-        improved, patience_out = record_validation(self.state, rec["valid_loss"], self.config)
+        # what best, --patience and the guards follow: the task's own criterion (a tagger's error rate), else the loss
+        criterion = rec.get("valid_criterion", rec["valid_loss"])
+        improved, patience_out = record_validation(self.state, criterion, self.config)
         rec |= {"best_valid_loss": self.state.best_valid, "improved": improved}
         progress = self.limits.progress(self.state, self.elapsed())
-        warnings, overfit_stop = self.guards.check(self.state, rec["valid_loss"], progress)
+        warnings, overfit_stop = self.guards.check(self.state, criterion, progress)
         if warnings:
             rec["warnings"] = warnings
         s = self.state
-        best = {"step": s.step, "valid_loss": rec["valid_loss"], "valid_fingerprint": s.valid_fingerprint}
+        best = {"step": s.step, "valid_loss": criterion, "valid_fingerprint": s.valid_fingerprint}
         self.save(best=best if improved else None, records=[rec])
         self.eval_cost = time.perf_counter() - t0
         self.history.append(rec)

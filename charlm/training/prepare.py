@@ -105,8 +105,11 @@ def prepare_data(
         exclude=[config.out_dir],
         progress=progress,
     )
+    train, valid = tc.train, tc.valid
+    if config.data.reverse:  # a backward LM reads each part's tokens last to first (a copy in memory)
+        train, valid = np.ascontiguousarray(train[::-1]), np.ascontiguousarray(valid[::-1])
     return PreparedData(
-        tc.tokenizer, tc.train, tc.valid, tc.valid_chars, tc.valid_bytes, tc.valid_oov,
+        tc.tokenizer, train, valid, tc.valid_chars, tc.valid_bytes, tc.valid_oov,
         tc.fingerprint, tc.valid_fingerprint, tc.path, tc.reused,
     )  # fmt: skip
 

@@ -33,9 +33,10 @@ from charlm.training.state import TrainResult
 from charlm.training.task import TaskOpener
 from charlm.training.tasks import ngram
 from charlm.training.tasks.lm_setup import open_lm
+from charlm.training.tasks.tag import open_tagger
 
 # The tasks, by --model: those trained by the loop (`charlm.training.task.Task`), by their opener ...
-TASKS: dict[str, TaskOpener] = {"rnn": open_lm}
+TASKS: dict[str, TaskOpener] = {"rnn": open_lm, "tag": open_tagger}
 # ... and those estimated in one pass, without it.
 ESTIMATORS: dict[str, Callable[[TrainConfig, bool, bool, Any], TrainResult]] = {"kn": ngram.estimate}
 

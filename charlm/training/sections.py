@@ -11,6 +11,8 @@ Each section is what one part of charlm reads, and checks its own values:
                                  logging cadence, samples, baselines, device, precision, seed, early stopping
     task       TaskOptions       what the language-model task owns: its batches (streams, BPTT window,
                                  jitter) and its loss's regularisers (AR, TAR)
+    tagging    TaggingOptions    what a tagger run (--model tag) reads: the tag column, the span scheme, the CRF, the
+                                 character LMs whose contextual string embeddings it is fed
 
 Every field keeps its flat option name (the CLI's and `charlm.train`'s) except the model's kind, named
 `model` as an option and `kind` in its section (`config.model.kind`).
@@ -61,6 +63,7 @@ class DataOptions:
     valid_fraction: float = 0.1
     encoding_errors: str = "strict"
     cache_dir: str | None = None  # the token cache; default $CHARLM_CACHE_DIR or ~/.cache/charlm/tokens
+    reverse: bool = False  # read the text backwards (a backward LM, for contextual string embeddings)
 
     def __post_init__(self) -> None:
         _check(
@@ -223,7 +226,8 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class TaskOptions:
-    """What the language-model task owns: its batches and its loss's regularisers (None: by level or autosize)."""
+    """What the language-model task owns: its batches and its loss's regularisers (None: by level or autosize).
+    A tagger reads batch_size as sentences per batch."""
 
     batch_size: int | None = None
     bptt: int | None = None
@@ -240,5 +244,30 @@ class TaskOptions:
                 ),
                 (self.bptt is None or self.bptt >= 1, f"--bptt must be at least 1, got {self.bptt}"),
                 ((self.ar or 0) >= 0 and (self.tar or 0) >= 0, "--ar and --tar must be >= 0"),
+            ]
+        )
+
+
+TAG_COLUMNS = ("upos", "xpos")
+TAG_SCHEMES = ("bio", "iob1", "bioes")
+
+
+@dataclass(frozen=True)
+class TaggingOptions:
+    """What a tagger run reads (--model tag): None is chosen from the data (charlm.training.tasks.tag)."""
+
+    tag_column: str = "upos"  # CoNLL-U: universal (upos) or language-specific (xpos) part of speech
+    tag_scheme: str | None = None  # the span scheme of the files (bio, iob1, bioes); None: detected
+    crf: bool | None = None  # a CRF over the tags; None: for span tags (entities), not for plain tags
+    embeddings: tuple[str, ...] = ()  # charlm character-LM checkpoints whose states embed the words
+
+    def __post_init__(self) -> None:
+        _check(
+            [
+                _one_of("tag column", self.tag_column, TAG_COLUMNS),
+                (
+                    self.tag_scheme is None or self.tag_scheme in TAG_SCHEMES,
+                    f"unknown tag scheme {self.tag_scheme!r}; choose {', '.join(TAG_SCHEMES)}",
+                ),
             ]
         )

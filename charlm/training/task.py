@@ -14,9 +14,10 @@ weights, optimiser and counters. One step of the loop:
     apply_gradients(optimizer, scaler, objective)   # the loop's: backward, clip, step
     task.advance(state, batch)                      # the task's position in its epoch
 
-The tasks, by `--model` (`charlm.training.tasks.TASKS`): `rnn`, the truncated-BPTT
-language model (tasks/lm.py). `kn`, the Kneser-Ney n-gram model, is estimated in one
-pass, not trained by steps: `train()` runs it without the loop (tasks/ngram.py).
+The tasks, by `--model` (`charlm.training.run.TASKS`): `rnn`, the truncated-BPTT
+language model (tasks/lm.py); `tag`, the sequence tagger (tasks/tag.py). `kn`, the Kneser-Ney
+n-gram model, is estimated in one pass, not trained by steps: `train()` runs it without the loop
+(tasks/ngram.py).
 
 Adding a task (a BiLSTM-CRF tagger, a sentence classifier) takes three pieces, and
 no second trainer:
@@ -26,8 +27,9 @@ no second trainer:
    loss is a mean over: it weights the logged loss). `loss` returns the CRF's
    negative log-likelihood per tag (or the cross-entropy per sentence) and the
    objective (the same, plus any regulariser). `validate` returns figures with a
-   "valid_loss" (what best, --patience and the guards follow) and any others
-   (accuracy, F1); `sample` returns None; `baselines` a majority-class figure, or
+   "valid_loss" and any others (accuracy, F1); best, --patience and the guards follow
+   its "valid_criterion" (lower is better: a tagger's 1 - accuracy or 1 - F1), else
+   the loss; `sample` returns None; `baselines` a majority-class figure, or
    None. `columns` counts the task's units per epoch (sentences), `state.pos` where
    the next batch starts.
 2. an opener, `open_task(config, dctx, device, progress, info) -> OpenedTask`: read

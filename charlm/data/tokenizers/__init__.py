@@ -51,10 +51,12 @@ from charlm.data.tokenizers.kinds import (
     tokenizer_from_dict,
 )
 from charlm.data.tokenizers.pieces import line_start_id, token_safe_pieces
+from charlm.data.tokenizers.punct import PUNCT_RE
 from charlm.data.tokenizers.subword import MAX_SUBWORD_TRAIN_CHARS, SubwordTokenizer
 from charlm.data.tokenizers.word import WordTokenizer
 
 __all__ = [
+    "PUNCT_RE",
     "EOS",
     "FORMAT",
     "KINDS",
