@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from fixtures.make_fixtures import cpu_signature, weights_sha  # how the golden figures were recorded
 
+import charlm
 from charlm.cli import main
 from charlm.training import LIMITS, SECTIONS, flat_options
 
@@ -90,16 +91,20 @@ def test_fixed_seed_training_is_unchanged(tmp_path: Path) -> None:
         assert weights_sha(run / "last.safetensors") == GOLDEN["train_last_sha256"]
 
 
-def test_seeded_sample_and_greedy_text_are_unchanged() -> None:
+def test_greedy_text_is_unchanged_and_a_sample_is_the_models_own() -> None:
     sample = json.loads(invoke(["generate", str(V1 / "char"), "--prompt", "ROMEO:", "--length", "120", "--seed", "3",
                                 "--temperature", "0.8", "--json"]))["results"][0]  # fmt: skip
     greedy = json.loads(invoke(["generate", str(V1 / "char"), "--prompt", "ROMEO:", "--length", "60",
                                 "--strategy", "greedy", "--json"]))["results"][0]  # fmt: skip
-    want_sample = json.loads(GOLDEN["sample"])["results"][0]
     want_greedy = json.loads(GOLDEN["greedy"])["results"][0]
     assert greedy["text"] == want_greedy["text"] and close(greedy["logprob"], want_greedy["logprob"])
-    if SAME_CPU:  # one rounding difference can flip a draw on another CPU
-        assert sample == want_sample
+    # A seed's sampled text changed on purpose after v1 (GOLDEN["sample"] keeps v1's): sampling now draws
+    # from one counter-based stream per row (charlm.sampling.rng), so a prompt's text no longer depends on
+    # what shares its batch. What must hold across versions is that the draw is the checkpoint's own:
+    # the reported log-probability is the one the model gives the text.
+    lm = charlm.load(V1 / "char")
+    continuation = lm.score("ROMEO:" + sample["text"]).logprob - lm.score("ROMEO:").logprob
+    assert sample["tokens"] == 120 and math.isclose(continuation, sample["logprob"], rel_tol=1e-4)
 
 
 def test_perplexity_figure_is_unchanged() -> None:

@@ -34,6 +34,7 @@ from charlm.sampling import (
     top_p_filter,
     warm_up,
 )
+from charlm.sampling.rng import RowRandom
 
 NEG = float("-inf")
 
@@ -215,7 +216,7 @@ def test_filters_compose_temperature_then_top_k_then_top_p():
 
 def test_sampling_frequencies_follow_the_filtered_distribution():
     logits = _logits_of([0.5, 0.3, 0.15, 0.05]).float().expand(20000, -1)
-    ids, logp = choose(logits, DecodingOptions(top_p=0.85), seeded(3))
+    ids, logp = choose(logits, DecodingOptions(top_p=0.85), RowRandom.seeded(3, rows=logits.size(0)))
     freq = torch.bincount(ids, minlength=4).double() / ids.numel()
     expected = torch.tensor([0.5, 0.3, 0.15, 0.0]) / 0.95
     assert torch.allclose(freq, expected.double(), atol=0.015)
@@ -227,7 +228,7 @@ def test_sampling_frequencies_follow_the_filtered_distribution():
 def test_top_k_sampling_never_leaves_the_top_k():
     g = seeded(1)
     logits = torch.randn(500, 30, generator=g) * 3
-    ids, _ = choose(logits, DecodingOptions(top_k=3, temperature=2.0), g)
+    ids, _ = choose(logits, DecodingOptions(top_k=3, temperature=2.0), RowRandom.seeded(1, rows=500))
     top3 = logits.topk(3, -1).indices
     assert (top3 == ids[:, None]).any(1).all()
     assert len(set(ids.tolist())) > 3  # it does sample, across rows
@@ -237,7 +238,7 @@ def test_top_k_sampling_never_leaves_the_top_k():
 def test_top_p_sampling_never_leaves_the_nucleus():
     g = seeded(2)
     logits = torch.randn(300, 20, generator=g) * 2
-    ids, _ = choose(logits, DecodingOptions(top_p=0.6), g)
+    ids, _ = choose(logits, DecodingOptions(top_p=0.6), RowRandom.seeded(2, rows=300))
     allowed = torch.isfinite(top_p_filter(logits, 0.6))
     assert allowed.gather(1, ids[:, None]).all()
 

@@ -145,15 +145,16 @@ class LanguageModel:
 
     def _request(
         self, prompt: str | Prompt, options: DecodingOptions | None, keywords: GenerateKeywords
-    ) -> tuple[Prompt, DecodingOptions, torch.Generator, int | None]:
-        """What a decoding call needs, checked in the command line's order: options, seed, then the prompt."""
+    ) -> tuple[Prompt, DecodingOptions, torch.Generator | int, int | None]:
+        """What a decoding call needs, checked in the command line's order: options, seed, then the prompt.
+        -> (prompt, options, what the decoder draws its seed from, the seed to report)."""
         seed = keywords.pop("seed", None)
         opts = self.decoding(options, **cast(DecodingKeywords, keywords))
         if isinstance(seed, torch.Generator):
             return self.prompt(prompt), opts, seed, None
         seed = random_seed() if seed is None else seed
-        rng = self.generator(seed)
-        return self.prompt(prompt), opts, rng, seed
+        self.generator(seed)  # the seed's check, one line naming the range
+        return self.prompt(prompt), opts, seed, seed
 
     def perplexity(
         self,

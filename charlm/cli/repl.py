@@ -10,7 +10,7 @@ from charlm.api import LanguageModel
 from charlm.cli.common import err_console
 from charlm.cli.terminal import continue_text, error, note, unescape, write
 from charlm.errors import CharlmError, ConfigError
-from charlm.sampling import DecodingOptions
+from charlm.sampling import DecodingOptions, derived_seed
 
 _HELP = r"""Type a prompt and press Enter; the continuation streams back. Ctrl-C stops it; Ctrl-D or /quit leaves.
   /temperature T     sampling temperature (0 = greedy)
@@ -79,7 +79,7 @@ class Repl:
         self.lm = lm
         self.options, self.seed = options, seed
         self._start = (options, seed)
-        self.generator = lm.generator(seed)  # one generator for the session: each prompt draws on from it
+        self._turn = 0  # prompts since the last (re)seed: see _next_seed
         self._commands: dict[str, Callable[[str], Any]] = {
             "temperature": lambda v: self._set(temperature=float(v)),
             "top-k": lambda v: self._set(top_k=_int_or_off(v)),
@@ -168,14 +168,20 @@ class Repl:
 
     def _reseed(self, value: str) -> None:
         seed = int(value)
-        self.generator = self.lm.generator(seed)  # checked before anything changes: a bad seed leaves the old one
-        self.seed = seed
+        self.lm.generator(seed)  # checked before anything changes: a bad seed leaves the old one
+        self.seed, self._turn = seed, 0
         self.show()
 
     def _reset(self, value: str) -> None:
         self.options, self.seed = self._start
-        self.generator = self.lm.generator(self.seed)
+        self._turn = 0
         self.show()
+
+    def _next_seed(self) -> int:
+        """The seed of the next prompt: the session's seed for the first prompt after it is set (the text
+        `charlm generate --seed S` gives), then seeds derived from it, one per prompt, so the session goes on."""
+        turn, self._turn = self._turn, self._turn + 1
+        return self.seed if turn == 0 else derived_seed(self.seed, turn)
 
     def command(self, line: str) -> Any:
         """Run one /command; a ConfigError (or a bad number) leaves the settings as they were."""
@@ -222,7 +228,7 @@ class Repl:
             if not line.strip():
                 continue
             try:
-                continue_text(self.lm, line, self.options, self.generator, echo_prompt=False)
+                continue_text(self.lm, line, self.options, self._next_seed(), echo_prompt=False)
             except KeyboardInterrupt:
                 write("\n")
                 note("[stopped]")

@@ -40,7 +40,7 @@ class HistoryControls:
             or bool(options.logits_processors)
             or any(len(s) > 1 for s in sequences)
         )
-        self.step = 0
+        self.step: int | torch.Tensor = 0  # tokens emitted: one int for rows started together, else (B,)
         o = options
         self.penalties = o.repetition_penalty != 1.0 or o.presence_penalty != 0.0 or o.frequency_penalty != 0.0
         self.counts = torch.zeros(rows, vocab, dtype=torch.long, device=device) if self.penalties else None
@@ -87,8 +87,37 @@ class HistoryControls:
         if self.keep_history:
             self.history = torch.cat([self.history, ids[:, None]], 1)  # (B, T+1)
 
+    def select(self, index: torch.Tensor) -> None:
+        """Keep the rows `index` (B',), in that order (a batch whose rows end at different times)."""
+        if isinstance(self.step, torch.Tensor):
+            self.step = self.step[index]
+        self.reorder(index)
+
+    def extend(self, other: HistoryControls) -> None:
+        """Append the rows of `other` (same options, started later): histories are right-aligned, the shorter
+        ones left-padded with -1, and each row keeps its own count of tokens emitted."""
+        rows, more = self.history.size(0), other.history.size(0)
+        steps = [_steps(self.step, rows, self.history.device), _steps(other.step, more, self.history.device)]
+        self.step = torch.cat(steps)
+        if self.counts is not None and other.counts is not None:
+            self.counts = torch.cat([self.counts, other.counts])
+        t = max(self.history.size(1), other.history.size(1))
+        self.history = torch.cat([_left_pad(self.history, t), _left_pad(other.history, t)])
+
     def reorder(self, parent: torch.Tensor) -> None:
         """Beam search: row i now continues row parent[i]."""
         if self.counts is not None:
             self.counts = self.counts[parent]
         self.history = self.history[parent]
+
+
+def _steps(step: int | torch.Tensor, rows: int, device: torch.device) -> torch.Tensor:
+    return step if isinstance(step, torch.Tensor) else torch.full((rows,), step, dtype=torch.long, device=device)
+
+
+def _left_pad(history: torch.Tensor, length: int) -> torch.Tensor:
+    """history (B, T) -> (B, length), -1 before the ids (an id no filter matches)."""
+    if history.size(1) == length:
+        return history
+    pad = history.new_full((history.size(0), length - history.size(1)), -1)
+    return torch.cat([pad, history], 1)

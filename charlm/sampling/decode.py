@@ -26,6 +26,7 @@ from charlm.sampling.controls import HistoryControls
 from charlm.sampling.filters import choose
 from charlm.sampling.options import DecodingOptions
 from charlm.sampling.protocols import DecodingModel, TextCodec
+from charlm.sampling.rng import RowRandom, seed_of
 from charlm.sampling.text import Generation, Plan, Prompt, TextTracker, make_plan, render
 
 SYNC_EVERY = 32  # whole-result sampling moves ids to the host at most once per this many steps
@@ -55,7 +56,7 @@ def token_steps(
     logits: torch.Tensor,
     state: State,
     options: DecodingOptions,
-    generator: torch.Generator | None,
+    rng: RowRandom | None,
     banned: Sequence[int] = (),
     ending: Sequence[int] = (),
     sequences: Sequence[Sequence[int]] = (),
@@ -68,7 +69,7 @@ def token_steps(
     """
     controls = HistoryControls.make(options, ending, logits.size(0), logits.size(-1), logits.device, sequences)
     for i in range(options.max_new_tokens):
-        ids, logp = choose(logits, options, generator, banned, controls)
+        ids, logp = choose(logits, options, rng, banned, controls)
         if controls is not None:
             controls.record(ids)
         yield ids, logp
@@ -81,11 +82,11 @@ def _plan_steps(
     logits: torch.Tensor,
     state: State,
     options: DecodingOptions,
-    generator: torch.Generator | None,
+    rng: RowRandom | None,
     plan: Plan,
 ) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
     """`token_steps` with the plan's masks: banned ids, ending ids, banned strings' id sequences."""
-    return token_steps(model, logits, state, options, generator, plan.banned, plan.ending, plan.ban_ids)
+    return token_steps(model, logits, state, options, rng, plan.banned, plan.ending, plan.ban_ids)
 
 
 def _sync_points() -> Iterator[int]:
@@ -98,7 +99,7 @@ def _sync_points() -> Iterator[int]:
 
 # ------------------------------------------------------------------ a batch without text stops: tensor-shaped
 def _sample_tensor(
-    model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, generator: torch.Generator | None
+    model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, rng: RowRandom
 ) -> list[Generation]:
     """N samples whose only stop is the length or the n-th <eos>: counted on the device, decoded once at the end."""
     n, limit = options.num_samples, options.max_new_tokens
@@ -111,7 +112,7 @@ def _sample_tensor(
     length = torch.full((n,), limit, dtype=torch.long, device=device)  # tokens each row keeps
     sync = _sync_points()
     next_sync = next(sync)
-    for t, (ids, lp) in enumerate(_plan_steps(model, logits, state, options, generator, plan), 1):
+    for t, (ids, lp) in enumerate(_plan_steps(model, logits, state, options, rng, plan), 1):
         ids_seen.append(ids)
         lps_seen.append(lp)
         if plan.eos_id is None:
@@ -176,14 +177,14 @@ class _Row:
 
 
 def _sample_rows(
-    model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, generator: torch.Generator | None
+    model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, rng: RowRandom
 ) -> list[Generation]:
     logits, state = _batch_start(model, plan, options.num_samples)
     rows = [_Row(plan.tracker(tokenizer)) for _ in range(options.num_samples)]
     chunk: list[tuple[torch.Tensor, torch.Tensor]] = []
     sync = _sync_points()
     next_sync = next(sync)
-    steps = _plan_steps(model, logits, state, options, generator, plan)
+    steps = _plan_steps(model, logits, state, options, rng, plan)
     for t, step in enumerate(steps, 1):
         chunk.append(step)
         if t < next_sync and t < options.max_new_tokens:
@@ -218,11 +219,11 @@ class TextStream:
         tokenizer: TextCodec,
         plan: Plan,
         options: DecodingOptions,
-        generator: torch.Generator | None,
+        rng: RowRandom,
     ) -> None:
         self.prompt = plan.prompt
         self.result: Generation | None = None
-        self._gen = self._run(model, _Row(plan.tracker(tokenizer)), plan, options, generator)
+        self._gen = self._run(model, _Row(plan.tracker(tokenizer)), plan, options, rng)
 
     def __iter__(self) -> Iterator[str]:
         return self._gen
@@ -237,13 +238,13 @@ class TextStream:
         self.close()
 
     def _run(
-        self, model: DecodingModel, row: _Row, plan: Plan, options: DecodingOptions, generator: torch.Generator | None
+        self, model: DecodingModel, row: _Row, plan: Plan, options: DecodingOptions, rng: RowRandom
     ) -> Generator[str, None, None]:
         # No torch.no_grad() here: grad mode is per thread, so it would leak to the caller at every
         # yield. warm_up and the model's step run without gradients themselves.
         with eval_mode(model):  # type: ignore[arg-type]
             logits, state = warm_up(model, plan.prompt.ids)
-            for ids, logp in _plan_steps(model, logits, state, options, generator, plan):
+            for ids, logp in _plan_steps(model, logits, state, options, rng, plan):
                 piece = row.accept(int(ids[0]), float(logp[0]), plan, options.max_new_tokens)  # one sync per token
                 if piece:
                     yield piece
@@ -260,11 +261,14 @@ def stream(
     tokenizer: TextCodec,
     prompt: str | Prompt,
     options: DecodingOptions,
-    generator: torch.Generator | None = None,
+    seed: torch.Generator | int | None = None,
 ) -> TextStream:
     """Generate one continuation (greedy or sample), yielding text pieces as they are produced.
 
-    with stream(model, tok, "ROMEO:", DecodingOptions(max_new_tokens=200), torch.Generator().manual_seed(1)) as s:
+    `seed`: an int (the same seed gives the same text as `generate`), a torch.Generator to draw a seed from,
+    or None (a seed drawn from torch's global generator).
+
+    with stream(model, tok, "ROMEO:", DecodingOptions(max_new_tokens=200), seed=1) as s:
         for piece in s:
             print(piece, end="", flush=True)
     s.result.logprob
@@ -276,7 +280,8 @@ def stream(
     if options.num_samples != 1:
         raise ConfigError("streaming produces one sequence; use generate() for several samples")
     options.check_vocab(tokenizer.vocab_size)
-    return TextStream(model, tokenizer, make_plan(tokenizer, prompt, options), options, generator)
+    rng = RowRandom.seeded(seed_of(seed), 1, model.device)
+    return TextStream(model, tokenizer, make_plan(tokenizer, prompt, options), options, rng)
 
 
 def generate(
@@ -284,16 +289,20 @@ def generate(
     tokenizer: TextCodec,
     prompt: str | Prompt,
     options: DecodingOptions,
-    generator: torch.Generator | None = None,
+    seed: torch.Generator | int | None = None,
 ) -> list[Generation]:
-    """Whole results: `num_samples` samples (one batch), one greedy text, or the n best beam hypotheses (best first)."""
+    """Whole results: `num_samples` samples (one batch), one greedy text, or the n best beam hypotheses (best first).
+
+    Sample i draws from the random stream of (seed, i) (`charlm.sampling.rng`), whatever else runs beside it.
+    `seed` as for `stream`."""
     options.check_vocab(tokenizer.vocab_size)
     check_memory(model, tokenizer.vocab_size, options)
     plan = make_plan(tokenizer, prompt, options)
     with eval_mode(model), torch.no_grad():  # type: ignore[arg-type]
         if options.effective_strategy != "beam":
             sample = _sample_rows if plan.text_stops else _sample_tensor
-            return sample(model, tokenizer, plan, options, generator)
+            rng = RowRandom.seeded(seed_of(seed), options.num_samples, model.device)
+            return sample(model, tokenizer, plan, options, rng)
         logits, state = warm_up(model, plan.prompt.ids)
         hyps = beam_search(
             model,

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from charlm.errors import ConfigError
 from charlm.sampling.options import DecodingOptions
+from charlm.sampling.rng import RowRandom
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -86,21 +87,28 @@ def greedy_next(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=-1)
 
 
-def sample_next(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """logits (B, V), already filtered -> one id per row (B,), drawn with `generator` (None: torch's global RNG)."""
+def sample_next(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """logits (B, V), already filtered, and one uniform in [0, 1) per row (B,) -> one id per row (B,).
+
+    The inverse of each row's cumulative distribution at its u (`charlm.sampling.rng`): a row's id depends
+    only on its own logits and u, never on the other rows of the batch. An id of probability 0 is never drawn.
+    """
     probs = logits.float().softmax(dim=-1)  # (B, V)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    cdf = probs.double().cumsum(dim=-1)  # (B, V)
+    target = u.to(cdf.device, torch.float64)[:, None] * cdf[:, -1:]  # (B, 1), below each row's total
+    return (cdf <= target).sum(dim=-1).clamp_(max=logits.size(-1) - 1)  # first index whose cdf passes target
 
 
 def choose(
     logits: torch.Tensor,
     options: DecodingOptions,
-    generator: torch.Generator | None,
+    rng: RowRandom | None,
     banned: Sequence[int] = (),
     adjust: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoding decision: logits (B, V) -> ids (B,) and their log-probability under the model (B,).
 
+    `rng` gives each row its uniform when sampling (greedy decoding draws nothing).
     `adjust` (the history filters, or None when all are off) runs after the ban, before temperature.
     The log-probability is the model's own, before banning and filtering.
     """
@@ -112,7 +120,9 @@ def choose(
         ids = greedy_next(allowed)
     else:
         o = options
-        ids = sample_next(filter_logits(allowed, o.temperature, o.top_k, o.top_p, o.min_p, o.typical_p), generator)
+        if rng is None:
+            raise ConfigError("sampling needs random streams (a seed); use greedy decoding or give a seed")
+        ids = sample_next(filter_logits(allowed, o.temperature, o.top_k, o.top_p, o.min_p, o.typical_p), rng.next())
     return ids, logp.gather(1, ids[:, None]).squeeze(1)  # (B,), (B,)
 
 

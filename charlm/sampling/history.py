@@ -2,6 +2,7 @@
 
     counts (B, V): how often each row has emitted each id   -> repetition, presence, frequency penalties
     history (B, T): the ids each row has emitted, in order   -> no-repeat n-gram
+                    (left-padded with -1 for a row that joined a running batch later than the others)
     step: how many tokens each row has emitted               -> min_new_tokens
 
 Only the generated ids count, not the prompt: a penalty steers the continuation away
@@ -47,18 +48,30 @@ def no_repeat_ngram_filter(logits: torch.Tensor, history: torch.Tensor, n: int) 
     windows = history.unfold(1, n, 1)  # (B, T-n+1, n)
     prefix = history[:, length - n + 1 :]  # (B, n-1)
     match = (windows[:, :, : n - 1] == prefix[:, None, :]).all(-1)  # (B, T-n+1)
-    hits = torch.zeros_like(logits, dtype=torch.long).scatter_add_(1, windows[:, :, n - 1], match.long())  # (B, V)
+    follow = windows[:, :, n - 1]  # (B, T-n+1): the id after each window; -1 pads a row that joined a batch late
+    match &= follow >= 0
+    hits = torch.zeros_like(logits, dtype=torch.long).scatter_add_(1, follow.clamp(min=0), match.long())  # (B, V)
     return logits.masked_fill(hits > 0, float("-inf"))
 
 
-def min_new_tokens_filter(logits: torch.Tensor, step: int, min_new_tokens: int, ending: Sequence[int]) -> torch.Tensor:
-    """Before `min_new_tokens` tokens are out (`step` counts them), the `ending` ids (<eos>, a line end,
-    the ids that could complete a stop string) get -inf: nothing can end the text early."""
-    if step >= min_new_tokens or not ending:
+def min_new_tokens_filter(
+    logits: torch.Tensor, step: int | torch.Tensor, min_new_tokens: int, ending: Sequence[int]
+) -> torch.Tensor:
+    """Before `min_new_tokens` tokens are out (`step` counts them: an int, or one count per row (B,)), the
+    `ending` ids (<eos>, a line end, the ids that could complete a stop string) get -inf: nothing can end
+    the text early."""
+    if not ending:
         return logits
-    out = logits.clone()
-    out[..., list(ending)] = float("-inf")
-    return out
+    if isinstance(step, int):
+        if step >= min_new_tokens:
+            return logits
+        out = logits.clone()
+        out[..., list(ending)] = float("-inf")
+        return out
+    early = (step < min_new_tokens)[:, None]  # (B, 1)
+    ids = torch.tensor(list(ending), dtype=torch.long, device=logits.device)
+    masked = logits.index_fill(-1, ids, float("-inf"))
+    return torch.where(early, masked, logits)
 
 
 def banned_sequences_filter(
