@@ -6,7 +6,6 @@ from dataclasses import dataclass, fields
 
 from charlm.errors import ConfigError
 
-MAX_LOGPROBS = 20  # alternatives per token a request may ask for (OpenAI allows 5)
 MAX_STOP = 16  # stop (and ban) strings per request
 MAX_STOP_CHARS = 256  # characters per stop or ban string
 

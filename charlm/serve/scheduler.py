@@ -30,7 +30,7 @@ import torch
 
 from charlm.api import LanguageModel
 from charlm.errors import CharlmError
-from charlm.sampling import Generation
+from charlm.sampling import DecodeBatch, Generation, TokenInfo
 from charlm.serve.caps import Caps
 from charlm.serve.errors import APIError, from_domain, server_error, shutting_down
 from charlm.serve.schemas import CompletionRequest
@@ -44,7 +44,7 @@ class Piece:
 
     choice: int
     text: str
-    tokens: tuple[Any, ...] = ()  # TokenInfo(text, logprob, top) of the tokens behind the text
+    tokens: tuple[TokenInfo, ...] = ()  # the tokens behind the text, when logprobs were asked for
     result: Generation | None = None
 
 
@@ -76,9 +76,7 @@ class Job:
 BatchFactory = Callable[[Any, Any, int], Any]
 
 
-def decode_batch(model: Any, tokenizer: Any, max_rows: int) -> Any:
-    from charlm.sampling import DecodeBatch  # type: ignore[attr-defined]
-
+def decode_batch(model: Any, tokenizer: Any, max_rows: int) -> DecodeBatch:
     return DecodeBatch(model, tokenizer, max_rows=max_rows)
 
 
@@ -189,7 +187,9 @@ class ModelWorker:
                 return
             for p, prompt in enumerate(req.prompts):
                 for i in range(req.n):
-                    row = self._batch.add(prompt, req.options, req.seed, sample=i, logprobs=req.logprobs or 0)
+                    row = self._batch.add(
+                        prompt, req.options, req.seed, sample=i, logprobs=req.logprobs or 0, stream=req.stream
+                    )
                     job.rows.append(row)
                     self._live[row] = (job, p * req.n + i)
             job.remaining = len(job.rows)

@@ -18,8 +18,8 @@ from typing import Any
 
 from charlm.api import LanguageModel, Prompt, random_seed
 from charlm.errors import CharlmError
-from charlm.sampling import DecodingOptions
-from charlm.serve.caps import MAX_LOGPROBS, MAX_STOP, MAX_STOP_CHARS, Caps
+from charlm.sampling import MAX_LOGPROBS, DecodingOptions
+from charlm.serve.caps import MAX_STOP, MAX_STOP_CHARS, Caps
 from charlm.serve.errors import bad_request, from_domain
 from charlm.training import MAX_SEED
 
