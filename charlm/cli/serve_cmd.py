@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Any
 
 import click
+import torch
 
 from charlm.cli.common import DEVICE_HELP, domain_errors, option_table
 from charlm.cli.terminal import note, warn
@@ -35,6 +37,11 @@ CAP_OPTIONS: list[tuple[str, dict[str, Any]]] = [
 @option_table(CAP_OPTIONS)
 @click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which weights.")
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads for the model's steps [default: one fewer than the cores, at least 1: the HTTP side keeps one].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No access log.")
 @domain_errors
 def serve_command(
@@ -44,6 +51,7 @@ def serve_command(
     api_key: str | None,
     which: str,
     device: str,
+    threads: int | None,
     quiet: bool,
     **caps: int,
 ) -> None:
@@ -59,9 +67,11 @@ def serve_command(
 
     serving.require_extra()
     limits = serving.Caps(**caps)
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) - 1))
     models = serving.load_models(list(checkpoints), device=device, which=which)
     for name, lm in models.items():
         note(f"model {name}: {lm.kind} {lm.level} model from {lm.path} on {lm.device}")
+    note(f"{torch.get_num_threads()} CPU thread{'s' if torch.get_num_threads() != 1 else ''} for the model's steps")
     note(limits.describe())
     if not api_key and not _loopback(host):
         warn(f"listening on {host} without --api-key: anyone who can reach this machine can use the models")

@@ -134,7 +134,7 @@ async def stream_events(worker: ModelWorker, job: Job, meta: Meta) -> AsyncItera
                         per_choice.setdefault(piece.choice, []).append(piece)
             for index, pieces in per_choice.items():
                 choice = choices[index]
-                offset = sum(len(t.text) for t in choice.tokens)
+                offset = choice.token_chars
                 for piece in pieces:
                     choice.add(piece)
                 out.append(chunk(meta, req, choice, pieces, index not in started, offset))
