@@ -127,6 +127,29 @@ def load_figures(url: str, counts: list[int], tokens: int, rounds: dict[int, int
     return rows
 
 
+# ------------------------------------------------------------------ the yardstick: the engine alone
+def engine_figures(lm: charlm.LanguageModel, counts: list[int], tokens: int, threads: int) -> list[dict]:
+    """DecodeBatch in this process, no HTTP: N rows of `tokens` streamed tokens each, added at once."""
+    from charlm.sampling import DecodeBatch
+
+    torch.set_num_threads(threads)
+    options, prompt = lm.decoding(max_new_tokens=tokens), lm.prompt("")
+    rows = []
+    for n in counts:
+        rates = []
+        for r in range(3):
+            batch = DecodeBatch(lm.model, lm.tokenizer, max_rows=max(counts))
+            start = time.perf_counter()
+            for i in range(n):
+                batch.add(prompt, options, seed=1000 * n + 100 * r + i)
+            while len(batch):
+                batch.step()
+            rates.append(n * tokens / (time.perf_counter() - start))
+        rows.append({"threads": threads, "rows": n, "rate": statistics.median(rates)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 # ------------------------------------------------------------------ fuzzed bad requests
 FIELDS = ["prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream", "logprobs", "echo",
           "presence_penalty", "frequency_penalty", "top_k", "min_p", "typical_p", "repetition_penalty",
@@ -193,7 +216,9 @@ def fuzz(url: str, pid: int, count: int) -> dict:
 
 
 # ------------------------------------------------------------------ the report
-def report(args: argparse.Namespace, lm: charlm.LanguageModel, rows: list[dict], fz: dict | None) -> str:
+def report(
+    args: argparse.Namespace, lm: charlm.LanguageModel, rows: list[dict], engine: list[dict], fz: dict | None
+) -> str:
     cfg = lm.info.model_config
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -212,6 +237,12 @@ def report(args: argparse.Namespace, lm: charlm.LanguageModel, rows: list[dict],
             f"| {r['clients']} | {r['rounds']} | {r['tokens']:,} | {r['wall']:.2f} | {r['rate']:,.0f} | "
             f"{r['rate'] / base:.1f}x | {1000 * r['ttft_median']:.1f} | {1000 * r['ttft_p99']:.1f} |"
         )
+    if engine:
+        lines += ["", "The engine alone (DecodeBatch in one process, no HTTP; median of 3):", ""]
+        lines += ["| threads | rows | tokens/s | x one row |", "|---:|---:|---:|---:|"]
+        for e in engine:
+            one = next(x["rate"] for x in engine if x["threads"] == e["threads"] and x["rows"] == engine[0]["rows"])
+            lines.append(f"| {e['threads']} | {e['rows']} | {e['rate']:,.0f} | {e['rate'] / one:.1f}x |")
     if fz is not None:
         ok = all(400 <= s < 500 for s in fz["statuses"])
         lines += [
@@ -231,6 +262,7 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--fuzz", type=int, default=1000)
     ap.add_argument("--server-args", default="", help="more options for charlm serve, e.g. '--max-rows 32'")
+    ap.add_argument("--engine-threads", default="1,2", help="thread counts for the engine-alone yardstick ('': none)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     args.server_args = args.server_args.split()
@@ -246,7 +278,8 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(30)
-    text = report(args, lm, rows, fz)
+    engine = [e for t in args.engine_threads.split(",") if t for e in engine_figures(lm, counts, args.tokens, int(t))]
+    text = report(args, lm, rows, engine, fz)
     print(text)
     if args.out:
         with args.out.open("a", encoding="utf-8") as f:
