@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import charlm
+import charlm.sampling.batch as batch_module
 from charlm.errors import ConfigError
 from charlm.sampling import DecodeBatch, DecodingOptions, RowRandom, run_batch, sample_next, uniforms
 from charlm.sampling.rng import row_key
@@ -98,6 +99,22 @@ def test_a_small_batch_limit_gives_the_same_texts(lm: charlm.LanguageModel) -> N
     assert [g.text for g in run_batch(lm.model, lm.tokenizer, requests, max_rows=2)] == [
         g.text for g in run_batch(lm.model, lm.tokenizer, requests)
     ]
+
+
+def test_prompts_read_in_packed_chunks_or_alone_give_the_same_texts(
+    lm: charlm.LanguageModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = [(p, o, 30 + i) for i, (p, o) in enumerate(MIXED)]
+    whole = [g.text for g in run_batch(lm.model, lm.tokenizer, requests)]  # one packed read
+    width = lm.model.state_floats
+    # a budget that fits two short prompts at once but not the longest (23 ids): chunks, then one read alone
+    monkeypatch.setattr(batch_module, "LOGIT_BUDGET", 2 * (10 * width + lm.tokenizer.vocab_size))
+    alone_reads, packed = [], []
+    real_warm, real_many = batch_module.warm_up, type(lm.model).read_many
+    monkeypatch.setattr(batch_module, "warm_up", lambda m, ids: alone_reads.append(ids) or real_warm(m, ids))
+    monkeypatch.setattr(type(lm.model), "read_many", lambda m, ps: packed.append(len(ps)) or real_many(m, ps))
+    assert [g.text for g in run_batch(lm.model, lm.tokenizer, requests)] == whole
+    assert [len(ids) for ids in alone_reads] == [23] and sum(packed) == 6 and len(packed) > 1
 
 
 def test_a_row_that_joins_a_running_batch_gets_its_text_alone(lm: charlm.LanguageModel) -> None:

@@ -390,22 +390,27 @@ class _Interrupted:
         self._real.close()
 
 
-def test_repl_ctrl_c_stops_the_continuation_not_the_session(char_ckpt, monkeypatch):
-    real_stream = LanguageModel.stream
-    made = []
+def test_repl_ctrl_c_stops_the_continuation_not_the_session(char_ckpt, monkeypatch, tmp_path):
+    real_step = repl_mod.DecodeBatch.step
+    calls = []
 
-    def interrupted(self, *args, **kwargs):
-        s = real_stream(self, *args, **kwargs)
-        made.append(_Interrupted(s, 2) if not made else s)  # the first continuation is interrupted after two pieces
-        return made[-1]
+    def interrupted(self):
+        calls.append(self)
+        if len(calls) == 3:  # the first continuation is interrupted after two tokens
+            raise KeyboardInterrupt
+        return real_step(self)
 
-    monkeypatch.setattr(LanguageModel, "stream", interrupted)
-    result = ok(char_ckpt, "-i", "-n", "8", "--temperature", "0", input="the\nthe\n")
+    monkeypatch.setattr(repl_mod.DecodeBatch, "step", interrupted)
+    saved = tmp_path / "session.txt"
+    result = ok(char_ckpt, "-i", "-n", "8", "--temperature", "0", input=f"the\nthe\n/save {saved}\n")
     assert "[stopped]" in result.stderr
     [expected] = library(char_ckpt, "the", DecodingOptions(strategy="greedy", max_new_tokens=8))
     assert result.stdout.split("\n")[0] == expected.text[:2]
     assert expected.text.rstrip("\n") in result.stdout  # the second prompt ran in full
-    assert len(made) == 2 and made[0].closed  # the interrupted stream was closed: the model has its mode back
+    # what was printed of the stopped text stays in the session's text
+    assert saved.read_text(encoding="utf-8") == f"the{expected.text[:2]}\nthe{expected.text}" + (
+        "" if expected.text.endswith("\n") else "\n"
+    )
 
 
 def test_repl_ctrl_c_at_the_prompt_keeps_the_session(char_ckpt):
@@ -505,3 +510,60 @@ def test_prompt_file_bad_input_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["generate", str(FIXTURE_CHAR), "--prompt-file", str(binary)])
     assert result.exit_code == 1 and "looks binary" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_repl_continue_carries_the_state_of_the_last_text(char_ckpt, tmp_path):
+    saved = tmp_path / "s.txt"
+    result = ok(char_ckpt, "-i", "-n", "15", "--seed", "4", input=f"/seed 4\nROMEO:\n/continue\n/save {saved}\n")
+    lm = charlm.load(char_ckpt, device="cpu")
+    first = lm.generate("ROMEO:", max_new_tokens=15, seed=4).text
+    # /continue draws from the session's next seed, going on from the state after "ROMEO:" + first
+    then = lm.generate("ROMEO:" + first, max_new_tokens=15, seed=repl_mod.derived_seed(4, 1)).text
+    assert saved.read_text(encoding="utf-8").rstrip("\n") == ("ROMEO:" + first + then).rstrip("\n")
+    assert first in result.stdout and then.rstrip("\n") in result.stdout
+
+
+def test_repl_continue_after_beam_reads_the_text_again(char_ckpt):
+    result = ok(char_ckpt, "-i", "-n", "6", input="/beam 2\nthe\n/continue\n")
+    assert result.stdout.count("#1") == 2 and "error" not in result.stderr
+
+
+def test_repl_score_save_and_their_errors(char_ckpt, tmp_path):
+    saved = tmp_path / "s.txt"
+    saved.write_text("keep me", encoding="utf-8")
+    result = ok(char_ckpt, "-i", input=f"/continue\n/save {saved}\n/score the cat\nab\n/save {saved}\n/score\n")
+    lm = charlm.load(char_ckpt, device="cpu")
+    s = lm.score("the cat")
+    assert f"log-prob {s.logprob:.3f} · {len(s.logprobs)} tokens" in result.stderr
+    assert "nothing to continue yet" in result.stderr and "nothing to save yet" in result.stderr
+    assert f"{saved} exists" in result.stderr and saved.read_text(encoding="utf-8") == "keep me"  # nothing lost
+    assert "/score needs a value" in result.stderr
+
+
+def test_repl_multi_line_entries(char_ckpt):
+    calls = []
+    original = repl_mod.Repl._generate
+
+    def spy(self, prompt, start):
+        calls.append(prompt)
+        return original(self, prompt, start)
+
+    lines = iter(["first \\", "second", '"""', "a", "b", '"""', "/quit"])
+    repl = repl_mod.Repl(charlm.load(char_ckpt, device="cpu"), DecodingOptions(max_new_tokens=3), 0)
+    repl._generate = spy.__get__(repl)  # type: ignore[method-assign]
+    repl.run(read=lambda _p: next(lines))
+    assert calls == ["first \nsecond", "a\nb"]
+
+
+def test_repl_history_file_is_kept_across_sessions(tmp_path, monkeypatch):
+    readline = pytest.importorskip("readline")
+    path = tmp_path / "state" / "history"
+    monkeypatch.setenv("CHARLM_HISTORY", str(path))
+    readline.clear_history()
+    first = repl_mod.LineHistory.open()
+    assert first is not None and first.path == path
+    readline.add_history("ROMEO:")
+    first.save()
+    readline.clear_history()
+    second = repl_mod.LineHistory.open()
+    assert second is not None and readline.get_history_item(readline.get_current_history_length()) == "ROMEO:"

@@ -11,6 +11,7 @@ Other rooms (the CLI) import from here, not from the modules inside.
 """
 
 from charlm.api.keywords import DecodingKeywords, GenerateKeywords, random_seed
+from charlm.api.many import MAX_BATCH, Request
 from charlm.api.model import LanguageModel, load
 from charlm.api.results import Completions, Stream, TokenScores
 from charlm.api.training import train
@@ -19,6 +20,7 @@ from charlm.sampling import DecodingOptions, Generation, Prompt
 from charlm.training import TrainResult
 
 __all__ = [
+    "MAX_BATCH",
     "Completions",
     "DecodingKeywords",
     "DecodingOptions",
@@ -26,6 +28,7 @@ __all__ = [
     "Generation",
     "LanguageModel",
     "Prompt",
+    "Request",
     "Stream",
     "TextScore",
     "TokenScores",

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, overload
 
 import torch
 
 from charlm.api.keywords import DecodingKeywords, GenerateKeywords, check_names, random_seed
+from charlm.api.many import Request, check_logprobs, generate_many, make_request
 from charlm.api.results import Completions, Stream, TokenScores
 from charlm.checkpoint import CheckpointInfo, load_for_inference
 from charlm.data import Tokenizer, normalise_newlines
@@ -32,7 +33,7 @@ from charlm.evaluation import (
     score_lines,
 )
 from charlm.runtime import resolve_device
-from charlm.sampling import DecodingOptions, Prompt, describe_unknown, encode_prompt, generate, stream
+from charlm.sampling import DecodingOptions, Prompt, describe_unknown, encode_prompt, generate, seed_of, stream
 from charlm.training import MAX_SEED
 
 if TYPE_CHECKING:
@@ -118,12 +119,23 @@ class LanguageModel:
         return encode_prompt(self.tokenizer, text)
 
     def generate(
-        self, prompt: str | Prompt = "", options: DecodingOptions | None = None, **keywords: Unpack[GenerateKeywords]
+        self,
+        prompt: str | Prompt = "",
+        options: DecodingOptions | None = None,
+        *,
+        logprobs: int = 0,
+        **keywords: Unpack[GenerateKeywords],
     ) -> Completions:
         """Continue `prompt` (default: a fresh line): `num_samples` samples drawn as one batch, one greedy text,
         or the n best beam hypotheses, best first. Decoding options come as `options` and/or keywords, and
-        `seed=` (`GenerateKeywords`): the same seed gives the text `charlm generate --seed` gives."""
+        `seed=` (`GenerateKeywords`): the same seed gives the text `charlm generate --seed` gives.
+        logprobs=N (greedy, sampling): each result's `tokens` hold every generated token's log-probability
+        and the N most likely tokens at that step (`TokenInfo`), the same text either way."""
         p, opts, rng, seed = self._request(prompt, options, keywords)
+        if check_logprobs(logprobs, opts):
+            request = Request(p.text, p, opts, seed_of(rng), logprobs)
+            [found] = generate_many(self, [request], max(opts.num_samples, 1))
+            return dataclasses.replace(found, prompt=prompt if isinstance(prompt, str) else p.text, seed=seed)
         results = generate(self.model, self.tokenizer, p, opts, rng)
         return Completions(
             prompt=prompt if isinstance(prompt, str) else p.text,
@@ -134,6 +146,49 @@ class LanguageModel:
             unknown=p.unknown,
             warning=describe_unknown(self.tokenizer, p),
         )
+
+    def request(
+        self,
+        item: str | Mapping[str, Any],
+        options: DecodingOptions | None = None,
+        *,
+        seed: int = 0,
+        logprobs: int = 0,
+        batch_size: int = 256,
+        **keywords: Unpack[DecodingKeywords],
+    ) -> Request:
+        """One prompt of `generate_many`, checked: a string, or {"prompt": ..., its own decoding options,
+        "seed", "logprobs", "id"}; its options replace `options` and `keywords`. One-line ConfigError."""
+        shared = self.decoding(options, **keywords)
+        return make_request(self, item, shared, seed, logprobs, batch_size)
+
+    def generate_many(
+        self,
+        prompts: Iterable[str | Mapping[str, Any] | Request],
+        options: DecodingOptions | None = None,
+        *,
+        seed: int | None = None,
+        logprobs: int = 0,
+        batch_size: int = 256,
+        **keywords: Unpack[DecodingKeywords],
+    ) -> Iterator[Completions]:
+        """Continue many prompts as one running batch (up to `batch_size` rows at once); yield a `Completions`
+        per prompt, in input order, as soon as it and those before it are done. A prompt is a string or an
+        object with its own options (see `request`); prompt i without a seed of its own gets `seed + i`
+        (`seed`: default a fresh one, `Completions.seed` reports each). Every prompt is checked before the
+        first is decoded. Each text equals `generate(prompt, options, seed=its seed)`: every row draws from
+        its own random stream (`charlm.sampling.rng`)."""
+        base = random_seed() if seed is None else seed
+        self.generator(base)
+        requests = [
+            p
+            if isinstance(p, Request)
+            else self.request(
+                p, options, seed=(base + i) % (MAX_SEED + 1), logprobs=logprobs, batch_size=batch_size, **keywords
+            )
+            for i, p in enumerate(prompts)
+        ]
+        return generate_many(self, requests, batch_size)
 
     def stream(
         self, prompt: str | Prompt = "", options: DecodingOptions | None = None, **keywords: Unpack[GenerateKeywords]

@@ -14,13 +14,21 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from charlm.api import load, random_seed
+from charlm.api import MAX_BATCH, load, random_seed
 from charlm.cli.common import DEVICE_HELP, domain_errors, option_table, read_input
+from charlm.cli.prompts import run_prompts
 from charlm.cli.repl import Repl
 from charlm.cli.terminal import continue_text, note, unescape, warn, write
 from charlm.errors import ConfigError
 from charlm.runtime import resolve_device
-from charlm.sampling import MAX_BEAM_WIDTH, MAX_NEW_TOKENS, MAX_SAMPLES, STRATEGIES, DecodingOptions
+from charlm.sampling import (
+    MAX_BEAM_WIDTH,
+    MAX_LOGPROBS,
+    MAX_NEW_TOKENS,
+    MAX_SAMPLES,
+    STRATEGIES,
+    DecodingOptions,
+)
 from charlm.training import MAX_SEED
 
 # The decoding options, named as DecodingOptions names them (length is max_new_tokens).
@@ -80,6 +88,26 @@ DECODING_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
     help="Continue the text of this UTF-8 file ('-': standard input), read as it is (no escapes); not with --prompt.",
 )
+@click.option(
+    "--prompts",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Many prompts, one per line, or JSON lines with options of their own ('-': standard input), decoded "
+    "as one batch; prints one JSON line per prompt, in order.",
+)
+@click.option("--skip-bad", is_flag=True, help="--prompts: skip a bad line with a warning instead of stopping.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, MAX_BATCH),
+    default=256,
+    show_default=True,
+    help="--prompts: most sequences decoded at once.",
+)
+@click.option(
+    "--logprobs",
+    type=click.IntRange(0, MAX_LOGPROBS),
+    default=0,
+    help="Greedy and sampling: report each token's log-probability and the N most likely tokens (--json, --prompts).",
+)
 @option_table(DECODING_OPTIONS)
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), help="Random seed: the same seed gives the same text here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON and nothing else on stdout.")
@@ -94,6 +122,10 @@ def generate_command(
     checkpoint: Path,
     prompt: str,
     prompt_file: Path | None,
+    prompts: Path | None,
+    skip_bad: bool,
+    batch_size: int,
+    logprobs: int,
     seed: int | None,
     as_json: bool,
     interactive: bool,
@@ -108,10 +140,15 @@ def generate_command(
       charlm generate checkpoints/shakespeare --prompt "ROMEO:" --length 300 --temperature 0.8
       charlm generate checkpoints/shakespeare -p "ROMEO:" --strategy beam --beam-width 8 --stop '\\n\\n'
       charlm generate checkpoints/shakespeare --prompt-file opening.txt --length 500
+      charlm generate checkpoints/shakespeare --prompts openings.txt --length 200 --seed 1 > out.jsonl
       charlm generate checkpoints/shakespeare --interactive
     """
     if as_json and interactive:
         raise ConfigError("--json and --interactive do not combine; drop one")
+    if prompts is not None and (prompt or prompt_file is not None or interactive):
+        raise ConfigError("--prompts does not combine with --prompt, --prompt-file or --interactive; drop one")
+    if logprobs and not (as_json or prompts is not None):
+        raise ConfigError("--logprobs is reported in JSON; add --json (or use --prompts)")
     unescaped = {name: tuple(unescape(s) for s in decoding[name]) for name in ("stop", "ban")}
     options = DecodingOptions(**(decoding | unescaped))
     dev = resolve_device(device)
@@ -119,12 +156,15 @@ def generate_command(
     lm = load(checkpoint, which=which, device=dev, verify=not no_verify)
     lm.decoding(options)  # the checks that need the vocabulary, before anything runs
     seed = random_seed() if seed is None else seed
+    if prompts is not None:
+        run_prompts(lm, prompts, options, seed, logprobs, batch_size, skip_bad)
+        return
     text = _prompt_text(prompt, prompt_file)
     if interactive:
         Repl(lm, options, seed).run(first=text or None)
         return
     if as_json:
-        found = lm.generate(text, options, seed=seed)
+        found = lm.generate(text, options, seed=seed, logprobs=logprobs)
         if found.warning:
             warn(found.warning)
         click.echo(json.dumps({"checkpoint": str(checkpoint), **found.to_dict()}, ensure_ascii=False))

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import torch
+
 from charlm.api import LanguageModel
-from charlm.cli.common import err_console
-from charlm.cli.terminal import continue_text, error, note, unescape, write
+from charlm.cli.common import console, err_console
+from charlm.cli.lineinput import LineHistory, read_entry
+from charlm.cli.terminal import error, note, unescape, warn, write
 from charlm.errors import CharlmError, ConfigError
-from charlm.sampling import DecodingOptions, derived_seed
+from charlm.fileio import atomic_write_bytes
+from charlm.models import State
+from charlm.sampling import DecodeBatch, DecodingOptions, Generation, Prompt, derived_seed, describe_unknown, warm_up
 
 _HELP = r"""Type a prompt and press Enter; the continuation streams back. Ctrl-C stops it; Ctrl-D or /quit leaves.
   /temperature T     sampling temperature (0 = greedy)
@@ -33,10 +40,15 @@ _HELP = r"""Type a prompt and press Enter; the continuation streams back. Ctrl-C
   /ban TEXT|off           never generate TEXT (repeat to add more; off clears)
   /lines N|off       stop after N line ends
   /seed S            re-seed the random generator
+  /continue          go on from where the last text stopped (its state carried)
+  /score TEXT        the model's log-probability of TEXT (per token, perplexity)
+  /save FILE         write the session's text so far (prompts and continuations) to FILE
   /settings          show the settings
   /reset             back to the settings and seed the session started with
   /help  /quit
-A line starting with // sends a prompt that starts with /."""
+A line ending with \ goes on on the next line; a line of three double quotes starts and ends a block.
+A line starting with // sends a prompt that starts with /. Arrow keys edit the line and walk the
+history, kept in the history file across sessions (CHARLM_HISTORY, default ~/.local/state/charlm/history)."""
 
 _QUIT = object()
 _CONTROLS = (
@@ -80,6 +92,8 @@ class Repl:
         self.options, self.seed = options, seed
         self._start = (options, seed)
         self._turn = 0  # prompts since the last (re)seed: see _next_seed
+        self.exchanges: list[str] = []  # the session's text: each prompt with its continuation(s)
+        self._carry: tuple[torch.Tensor, State] | None = None  # logits and state after the last exchange
         self._commands: dict[str, Callable[[str], Any]] = {
             "temperature": lambda v: self._set(temperature=float(v)),
             "top-k": lambda v: self._set(top_k=_int_or_off(v)),
@@ -102,6 +116,9 @@ class Repl:
             "min-new-tokens": lambda v: self._set(min_new_tokens=int(v)),
             "ban": lambda v: self._set(ban=() if v.lower() in ("off", "none") else (*self.options.ban, unescape(v))),
             "seed": self._reseed,
+            "continue": self._continue,
+            "score": self._score,
+            "save": self._save,
             "settings": lambda v: self.show(),
             "reset": self._reset,
             "help": lambda v: err_console.print(_HELP, markup=False, highlight=False, soft_wrap=True),
@@ -120,6 +137,8 @@ class Repl:
             "stop",
             "lines",
             "seed",
+            "score",
+            "save",
             *_CONTROLS,
         }
 
@@ -199,41 +218,150 @@ class Repl:
                 f"/{name}: {value!r} is not a number; e.g. {_EXAMPLES.get(name, '/' + name + ' 1')}"
             ) from None
 
-    def run(self, first: str | None = None, read: Callable[[str], str] = input) -> None:
+    def run(self, first: str | None = None, read: Callable[[str], str] | None = None) -> None:
         """Until Ctrl-D, /quit or the end of piped input. Ctrl-C stops the current continuation only."""
         tty = sys.stdin.isatty()
+        history = LineHistory.open() if tty and read is None else None
+        reader = read or input
         note("charlm interactive: type a prompt, /help for commands, Ctrl-D or /quit to leave", style="bold")
         self.show()
         pending = [first] if first else []
-        while True:
-            try:
-                line = pending.pop() if pending else read("> " if tty else "")
-            except EOFError:
-                if tty:
-                    write("\n")
-                return
-            except KeyboardInterrupt:
-                write("\n")
-                note("(Ctrl-D or /quit to leave)")
-                continue
-            if line.startswith("/") and not line.startswith("//"):
+        try:
+            while True:
                 try:
-                    if self.command(line) is _QUIT:
-                        return
-                except CharlmError as exc:
-                    error(str(exc))
-                continue
-            if line.startswith("//"):
-                line = line[1:]
-            if not line.strip():
-                continue
+                    line = pending.pop() if pending else read_entry(reader, tty)
+                except EOFError:
+                    if tty:
+                        write("\n")
+                    return
+                except KeyboardInterrupt:
+                    write("\n")
+                    note("(Ctrl-D or /quit to leave)")
+                    continue
+                if self.handle(line) is _QUIT:
+                    return
+        finally:
+            if history is not None:
+                history.save()
+
+    def handle(self, line: str) -> Any:
+        """One entry: a /command, or a prompt to continue."""
+        if line.startswith("/") and not line.startswith("//"):
             try:
-                continue_text(self.lm, line, self.options, self._next_seed(), echo_prompt=False)
-            except KeyboardInterrupt:
-                write("\n")
-                note("[stopped]")
+                return self.command(line)
             except CharlmError as exc:
                 error(str(exc))
+            return None
+        if line.startswith("//"):
+            line = line[1:]
+        if not line.strip():
+            return None
+        self._generate(line, None)
+        return None
+
+    def _generate(self, prompt: str, start: tuple[torch.Tensor, State] | None) -> None:
+        """Continue `prompt` (a new exchange), or with `start` the last exchange (its state carried)."""
+        o = self.options
+        seed = self._next_seed()
+        try:
+            if o.effective_strategy == "beam" or o.num_samples > 1:
+                text = self.exchanges[-1] if start is not None else prompt
+                found = self.lm.generate(text, o, seed=seed)
+                _print_all(found, o)
+                self._record(prompt, found.text if found else "", None, start is not None)
+                return
+            self._stream_row(prompt, seed, start)
+        except KeyboardInterrupt:
+            write("\n")
+            note("[stopped]")
+            self._carry = None  # the state of a stopped text is not kept: /continue reads the text again
+        except CharlmError as exc:
+            error(str(exc))
+
+    def _stream_row(self, prompt: str, seed: int, start: tuple[torch.Tensor, State] | None) -> None:
+        lm, o = self.lm, self.options
+        batch = DecodeBatch(lm.model, lm.tokenizer, max_rows=1)
+        if start is None:
+            p = lm.prompt(prompt)
+            if p.unknown:
+                warn(describe_unknown(lm.tokenizer, p) or "")
+        else:  # the text decoder needs the last ids as context only; the state carries the rest
+            p = Prompt("", tuple(lm.tokenizer.encode(self.exchanges[-1][-64:])) or (0,))
+        row = batch.add(p, o, seed, start=start, keep_state=True)
+        began = time.perf_counter()
+        shown: list[str] = []
+        self._carry = None
+        if start is None:
+            self.exchanges.append(prompt)
+        try:
+            while len(batch):
+                for event in batch.step():
+                    if event.piece:
+                        write(event.piece)
+                        shown.append(event.piece)
+                    if event.done and event.result is not None:
+                        self._carry = event.carry
+                        self.exchanges[-1] += event.result.text
+                        _finish_line(event.result, time.perf_counter() - began)
+        except KeyboardInterrupt:
+            batch.cancel(row)
+            self.exchanges[-1] += "".join(shown)  # what was printed stays the session's text
+            raise
+
+    def _record(self, prompt: str, text: str, carry: tuple[torch.Tensor, State] | None, cont: bool) -> None:
+        if cont:
+            self.exchanges[-1] += text
+        else:
+            self.exchanges.append(prompt + text)
+        self._carry = carry
+
+    def _continue(self, value: str) -> None:
+        if not self.exchanges:
+            raise ConfigError("nothing to continue yet; type a prompt first")
+        if self._carry is None:  # after beam search, several samples or Ctrl-C: read the text again
+            warm = warm_up(self.lm.model, self.lm.prompt(self.exchanges[-1]).ids)
+            self._generate("", warm)
+        else:
+            self._generate("", self._carry)
+
+    def _score(self, value: str) -> None:
+        text = unescape(value)
+        s = self.lm.score(text)
+        if s.unknown:
+            shown = ", ".join(map(repr, s.unknown))
+            warn(f"{len(s.unknown)} unit(s) outside the vocabulary ({shown}), scored as <unk>")
+        note(
+            f"log-prob {s.logprob:.3f} · {len(s.logprobs)} tokens · mean {s.mean:.4f} per token · "
+            f"perplexity {s.perplexity:.3f}"
+        )
+
+    def _save(self, value: str) -> None:
+        path = Path(value).expanduser()
+        if not self.exchanges:
+            raise ConfigError("nothing to save yet; type a prompt first")
+        if path.exists():
+            raise ConfigError(f"{path} exists; /save to a new file name (nothing was written)")
+        text = "".join(e if e.endswith("\n") else e + "\n" for e in self.exchanges)  # each on its own lines
+        atomic_write_bytes(path, text.encode("utf-8"))
+        note(f"saved {len(text):,} characters to {path}")
+
+
+def _finish_line(r: Generation, seconds: float) -> None:
+    if not r.text.endswith("\n"):
+        write("\n")  # the next output starts on its own line
+    rate = f", {r.num_tokens / seconds:,.0f} tokens/s" if seconds > 0 else ""
+    note(f"{r.num_tokens} tokens in {seconds:.2f}s{rate}, log-prob {r.logprob:.2f}, {r.finish_reason}")
+
+
+def _print_all(found: Any, options: DecodingOptions) -> None:
+    beam = options.effective_strategy == "beam"
+    for i, r in enumerate(found, 1):
+        if beam:
+            head = f"#{i}  score {r.score:.4f}  log-prob {r.logprob:.2f}  {r.num_tokens} tokens  ({r.finish_reason})"
+        else:
+            head = f"sample {i}  log-prob {r.logprob:.2f}  {r.num_tokens} tokens  ({r.finish_reason})"
+        console.rule(head, align="left", style="dim")
+        write(r.text if r.text.endswith("\n") else r.text + "\n")
 
 
 _EXAMPLES = {
@@ -248,6 +376,8 @@ _EXAMPLES = {
     "stop": r"/stop \n or /stop off",
     "lines": "/lines 2 or /lines off",
     "seed": "/seed 1",
+    "score": "/score To be, or not to be",
+    "save": "/save session.txt",
     "repetition-penalty": "/repetition-penalty 1.2",
     "presence-penalty": "/presence-penalty 0.5",
     "frequency-penalty": "/frequency-penalty 0.5",

@@ -18,6 +18,7 @@ matrix (`charlm.models.adaptive`). The model satisfies `charlm.models.LanguageMo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, cast
 
@@ -39,6 +40,7 @@ from charlm.models.adaptive import (
     wide,
 )
 from charlm.models.dropout import drop_weight, embed, seq_dropout
+from charlm.models.packed import read_many
 from charlm.models.protocol import LMConfig, LMOutput, State
 
 # Logits held at once (elements, B x T x V) when a long text is read: evaluation and
@@ -243,6 +245,10 @@ class RNNLanguageModel(nn.Module):
         """
         raw, state = self._stack(ids, state)
         return self._head_input(raw)[1], state
+
+    def read_many(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, State]:
+        """Prompts of different lengths read as one packed batch: `charlm.models.packed.read_many`."""
+        return read_many(self, prompts)
 
     def warm_state(self, ids: torch.Tensor) -> State:
         """The state after reading ids (B, T) from the zero state: features only, no logits needed."""

@@ -17,7 +17,7 @@ Stop conditions: `max_new_tokens`; <eos> for kinds with one (the word kind:
 others; stop strings (the text ends just before the first one).
 """
 
-from charlm.sampling.batch import MAX_LOGPROBS, DecodeBatch, RowEvent, TokenInfo, run_batch
+from charlm.sampling.batch import MAX_LOGPROBS, DecodeBatch, RowEvent, run_batch
 from charlm.sampling.beam import BeamFinisher, Hypothesis, beam_search, length_normalised
 from charlm.sampling.decode import TextStream, generate, stream, token_steps, warm_up
 from charlm.sampling.filters import (
@@ -49,8 +49,16 @@ from charlm.sampling.options import (
     LogitsProcessor,
 )
 from charlm.sampling.protocols import DecodingModel, TextCodec
-from charlm.sampling.rng import RowRandom, derived_seed, row_key, uniforms
-from charlm.sampling.text import Generation, Prompt, StopMatcher, TextDecoder, describe_unknown, encode_prompt
+from charlm.sampling.rng import RowRandom, derived_seed, row_key, seed_of, uniforms
+from charlm.sampling.text import (
+    Generation,
+    Prompt,
+    StopMatcher,
+    TextDecoder,
+    TokenInfo,
+    describe_unknown,
+    encode_prompt,
+)
 
 __all__ = [
     "MAX_LOGPROBS",
@@ -61,6 +69,7 @@ __all__ = [
     "RowRandom",
     "derived_seed",
     "row_key",
+    "seed_of",
     "uniforms",
     "MAX_BEAM_WIDTH",
     "MAX_NEW_TOKENS",

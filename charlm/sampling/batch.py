@@ -27,33 +27,17 @@ from typing import Any
 import torch
 
 from charlm.errors import ConfigError
-from charlm.models import State
+from charlm.models import LOGIT_BUDGET, State
 from charlm.runtime import eval_mode
 from charlm.sampling.controls import HistoryControls
-from charlm.sampling.decode import _Row, warm_up
+from charlm.sampling.decode import RowText, warm_up
 from charlm.sampling.filters import ban, filter_logits, greedy_next, sample_next
 from charlm.sampling.options import DecodingOptions
 from charlm.sampling.protocols import DecodingModel, TextCodec
 from charlm.sampling.rng import BLOCK, row_key, uniforms
-from charlm.sampling.text import Generation, Plan, Prompt, make_plan, render
+from charlm.sampling.text import Generation, Plan, Prompt, TokenInfo, make_plan, render
 
 MAX_LOGPROBS = 20  # alternatives reported per token at most (OpenAI's completions allow 5; 20 is plenty)
-
-
-@dataclass(frozen=True)
-class TokenInfo:
-    """One generated token: its text, the model's log-probability of it, and the `top` alternatives
-    (text, log-probability), most likely first, when asked for."""
-
-    text: str
-    logprob: float
-    top: tuple[tuple[str, float], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"token": self.text, "logprob": self.logprob}
-        if self.top:
-            d["top"] = [{"token": t, "logprob": lp} for t, lp in self.top]
-        return d
 
 
 @dataclass
@@ -67,6 +51,8 @@ class RowEvent:
     tokens: tuple[TokenInfo, ...] = ()
     done: bool = False
     result: Generation | None = None
+    # keep_state rows, once done: the next-token logits (1, V) and state after the row's last token
+    carry: tuple[torch.Tensor, State] | None = None
 
 
 @dataclass
@@ -76,10 +62,20 @@ class _Live:
     id: int
     plan: Plan
     options: DecodingOptions
-    text: _Row
+    text: RowText
     logprobs: int
     group: tuple[Any, ...]
     details: list[TokenInfo] = field(default_factory=list)
+    keep_state: bool = False
+
+
+@dataclass
+class _Pending:
+    """A row waiting for the next step: its prompt is read then, with the other rows queued by then."""
+
+    live: _Live
+    key: torch.Tensor  # (1, 2)
+    start: tuple[torch.Tensor, State] | None  # (logits (1, V), state): given, or set once the prompt is read
 
 
 @dataclass
@@ -130,7 +126,7 @@ class DecodeBatch:
         self._counts: torch.Tensor | None = None  # (B,): draws each row has made
         self._block: torch.Tensor | None = None  # (B, BLOCK) uniforms for draws [_base, _base + BLOCK) of each row
         self._base = torch.zeros(0, dtype=torch.long)  # (B,)
-        self._pending: list[tuple[_Live, torch.Tensor, State, torch.Tensor]] = []
+        self._pending: list[_Pending] = []
         self._names: dict[int, str] = {}
 
     def __len__(self) -> int:
@@ -150,11 +146,16 @@ class DecodeBatch:
         sample: int = 0,
         logprobs: int = 0,
         stream: bool = True,
+        start: tuple[torch.Tensor, State] | None = None,
+        keep_state: bool = False,
     ) -> int:
         """Read `prompt` and queue the row for the next step; -> its id. Greedy or sampling, one sequence
         (several samples: one row each, sample=0, 1, ...); `logprobs` alternatives reported per token.
         stream=False: no text until the row ends (its ids are decoded once then; cheaper when nobody
-        reads the text as it grows), unless a stop string or line count needs to read it."""
+        reads the text as it grows), unless a stop string or line count needs to read it.
+        start: (logits (1, V), state) to go on from instead of reading the prompt (a session that continues
+        its last text; the prompt's ids then only give the text decoder its context). keep_state: the
+        row's final event carries the logits and state after its last token (`RowEvent.carry`)."""
         if options.effective_strategy == "beam":
             raise ConfigError("beam search does not decode row by row; use generate() for it")
         if options.num_samples != 1:
@@ -165,19 +166,17 @@ class DecodeBatch:
             raise ConfigError(f"the batch is full ({self.max_rows} rows); wait for a row to end")
         options.check_vocab(self.tokenizer.vocab_size)
         plan = make_plan(self.tokenizer, prompt, options)
-        with eval_mode(self.model), torch.no_grad():  # type: ignore[arg-type]
-            logits, state = warm_up(self.model, plan.prompt.ids)  # (1, V): alone, as generate() reads it
-        key = torch.tensor([row_key(seed, sample)], dtype=torch.long, device=logits.device)  # (1, 2)
-        text = _Row(plan.tracker(self.tokenizer) if stream or plan.text_stops else None)
-        live = _Live(self._next_id, plan, options, text, logprobs, _signature(options, plan))
+        key = torch.tensor([row_key(seed, sample)], dtype=torch.long, device=self.model.device)  # (1, 2)
+        text = RowText(plan.tracker(self.tokenizer) if stream or plan.text_stops else None)
+        live = _Live(self._next_id, plan, options, text, logprobs, _signature(options, plan), keep_state=keep_state)
         self._next_id += 1
-        self._pending.append((live, logits, state, key))
+        self._pending.append(_Pending(live, key, start))
         return live.id
 
     def cancel(self, row: int) -> bool:
         """Drop a row at once (its client went away); -> whether it was there."""
-        for i, (live, *_) in enumerate(self._pending):
-            if live.id == row:
+        for i, p in enumerate(self._pending):
+            if p.live.id == row:
                 del self._pending[i]
                 return True
         keep = [i for i, r in enumerate(self._rows) if r.id != row]
@@ -191,9 +190,10 @@ class DecodeBatch:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        logits = [p[1] for p in pending]
-        states = [p[2] for p in pending]
-        keys = [p[3] for p in pending]
+        self._read(pending)
+        logits: list[torch.Tensor] = [p.start[0] for p in pending if p.start is not None]
+        states: list[State] = [p.start[1] for p in pending if p.start is not None]
+        keys = [p.key for p in pending]
         if self._logits is not None and self._state is not None and self._keys is not None:
             logits.insert(0, self._logits)
             states.insert(0, self._state)
@@ -204,11 +204,12 @@ class DecodeBatch:
         zeros = torch.zeros(len(pending), dtype=torch.long, device=self._logits.device)
         self._counts = zeros if self._counts is None else torch.cat([self._counts, zeros])
         self._block = None
-        for live, lg, _, _ in pending:
+        for p in pending:
+            live = p.live
             self._rows.append(live)
             group = self._groups.get(live.group)
             controls = HistoryControls.make(
-                live.options, live.plan.ending, 1, lg.size(-1), lg.device, live.plan.ban_ids
+                live.options, live.plan.ending, 1, self._logits.size(-1), self._logits.device, live.plan.ban_ids
             )
             if group is None:
                 self._groups[live.group] = _Group(live.options, live.plan, [live.id], controls)
@@ -216,6 +217,34 @@ class DecodeBatch:
             group.members.append(live.id)
             if group.controls is not None and controls is not None:
                 group.controls.extend(controls)
+
+    def _read(self, pending: list[_Pending]) -> None:
+        """Give every queued row without a start its prompt's (logits, state): read as packed batches of
+        prompts (`read_many`) when the model can, each batch bounded like a window of logits, else alone."""
+        todo = sorted((p for p in pending if p.start is None), key=lambda p: len(p.live.plan.prompt.ids))
+        read_many = getattr(self.model, "read_many", None)
+        width, vocab = max(1, int(getattr(self.model, "state_floats", 0))), self.model.vocab_size
+
+        def floats(rows: int, longest: int) -> int:  # the padded outputs of every layer and the logits
+            return rows * (longest * width + vocab)
+
+        with eval_mode(self.model), torch.no_grad():  # type: ignore[arg-type]
+            while todo:
+                longest = len(todo[0].live.plan.prompt.ids)
+                if read_many is None or floats(1, longest) > LOGIT_BUDGET:
+                    p = todo.pop(0)
+                    p.start = warm_up(self.model, p.live.plan.prompt.ids)  # (1, V): as generate() reads it
+                    continue
+                take = 1
+                while take < len(todo):
+                    longest = len(todo[take].live.plan.prompt.ids)
+                    if floats(take + 1, longest) > LOGIT_BUDGET:
+                        break
+                    take += 1
+                chunk, todo = todo[:take], todo[take:]
+                logits, state = read_many([p.live.plan.prompt.ids for p in chunk])
+                for i, p in enumerate(chunk):
+                    p.start = (logits[i : i + 1], tuple(t[:, i : i + 1] for t in state))
 
     def _keep(self, keep: Sequence[int]) -> None:
         """Keep the rows at batch positions `keep` (ascending), dropping the others and their groups' rows."""
@@ -287,6 +316,9 @@ class DecodeBatch:
         top = self._top(logp)
         # one host transfer per step for the whole batch: the text of each row is the host's work
         events = self._accept(ids.tolist(), chosen_lp.double().tolist(), top)
+        for i, e in enumerate(events):
+            if e.done and self._rows[i].keep_state:
+                e.carry = self.model.step(ids[i : i + 1], tuple(t[:, i : i + 1] for t in self._state))
         stay = [i for i, e in enumerate(events) if not e.done]
         if len(stay) < len(events):
             self._keep(stay)  # the ended rows leave before the model steps
@@ -315,6 +347,7 @@ class DecodeBatch:
                 values, indices = top[i]
                 alts = tuple((self._name(j), v) for j, v in zip(indices[: live.logprobs], values[: live.logprobs]))
                 details = (TokenInfo(self._name(token), lp, alts),)
+                live.details.append(details[0])
             if live.text.done:
                 emitted = sum(map(len, live.text.text))  # this step's piece included
                 row = live.text
@@ -323,6 +356,7 @@ class DecodeBatch:
                     if row.tracker is not None
                     else render(self.tokenizer, live.plan, row.ids, row.logprob, row.reached_eos)
                 )
+                result.tokens = tuple(live.details)
                 # what the decoder or the stop matcher held back comes out with the last piece
                 events.append(RowEvent(live.id, piece + result.text[emitted:], details, True, result))
             else:

@@ -12,6 +12,7 @@ steps 1, 2, 4, ... then every 32), and only a stop rule that needs the text
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,12 +127,11 @@ def _sample_tensor(
             if bool(ended.all()):  # one host sync per chunk
                 break
     ids_all = torch.stack(ids_seen, 1)  # (N, T)
-    keep = torch.arange(ids_all.size(1), device=device)[None, :] < length[:, None]  # (N, T)
-    logprob = (torch.stack(lps_seen, 1).double() * keep).sum(1)  # (N,)
     rows, lengths = ids_all.tolist(), length.tolist()
+    lps = torch.stack(lps_seen, 1).double().tolist()  # (N, T): summed exactly, as every decoding path sums
     return [
-        render(tokenizer, plan, row[:k], lp, reached)
-        for row, k, lp, reached in zip(rows, lengths, logprob.tolist(), ended.tolist())
+        render(tokenizer, plan, row[:k], math.fsum(lp[:k]), reached)
+        for row, k, lp, reached in zip(rows, lengths, lps, ended.tolist())
     ]
 
 
@@ -143,13 +143,13 @@ def _batch_start(model: DecodingModel, plan: Plan, n: int) -> tuple[torch.Tensor
 
 # ------------------------------------------------------------------ a batch with text stops: rows read on the host
 @dataclass
-class _Row:
+class RowText:
     """Host bookkeeping of one sequence whose stop rule reads its text."""
 
     tracker: TextTracker | None
     ids: list[int] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
-    logprob: float = 0.0
+    logprobs: list[float] = field(default_factory=list)
     eos_seen: int = 0
     done: bool = False
     reached_eos: bool = False
@@ -157,7 +157,7 @@ class _Row:
     def accept(self, token: int, logp: float, plan: Plan, limit: int) -> str:
         """Record one token; return the text it releases; mark the row done at its stop."""
         self.ids.append(token)
-        self.logprob += logp
+        self.logprobs.append(logp)
         piece = self.tracker.push([token]) if self.tracker is not None else ""
         if piece:
             self.text.append(piece)
@@ -175,12 +175,17 @@ class _Row:
         reason = "eos" if self.reached_eos else "stop" if self.tracker.stopped else "length"
         return Generation("".join(self.text) + tail, self.ids, self.logprob, reason)
 
+    @property
+    def logprob(self) -> float:
+        """The exact sum of the tokens' log-probabilities (the same figure whichever path decoded them)."""
+        return math.fsum(self.logprobs)
+
 
 def _sample_rows(
     model: DecodingModel, tokenizer: TextCodec, plan: Plan, options: DecodingOptions, rng: RowRandom
 ) -> list[Generation]:
     logits, state = _batch_start(model, plan, options.num_samples)
-    rows = [_Row(plan.tracker(tokenizer)) for _ in range(options.num_samples)]
+    rows = [RowText(plan.tracker(tokenizer)) for _ in range(options.num_samples)]
     chunk: list[tuple[torch.Tensor, torch.Tensor]] = []
     sync = _sync_points()
     next_sync = next(sync)
@@ -223,7 +228,7 @@ class TextStream:
     ) -> None:
         self.prompt = plan.prompt
         self.result: Generation | None = None
-        self._gen = self._run(model, _Row(plan.tracker(tokenizer)), plan, options, rng)
+        self._gen = self._run(model, RowText(plan.tracker(tokenizer)), plan, options, rng)
 
     def __iter__(self) -> Iterator[str]:
         return self._gen
@@ -238,7 +243,7 @@ class TextStream:
         self.close()
 
     def _run(
-        self, model: DecodingModel, row: _Row, plan: Plan, options: DecodingOptions, rng: RowRandom
+        self, model: DecodingModel, row: RowText, plan: Plan, options: DecodingOptions, rng: RowRandom
     ) -> Generator[str, None, None]:
         # No torch.no_grad() here: grad mode is per thread, so it would leak to the caller at every
         # yield. warm_up and the model's step run without gradients themselves.

@@ -211,6 +211,22 @@ class TextTracker:
 
 
 # ------------------------------------------------------------------ results
+@dataclass(frozen=True)
+class TokenInfo:
+    """One generated token: its text, the model's log-probability of it, and the `top` alternatives
+    (text, log-probability), most likely first, when asked for."""
+
+    text: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"token": self.text, "logprob": self.logprob}
+        if self.top:
+            d["top"] = [{"token": t, "logprob": lp} for t, lp in self.top]
+        return d
+
+
 @dataclass
 class Generation:
     """One continuation: its text (the prompt not included), ids, and how likely the model finds it."""
@@ -220,6 +236,7 @@ class Generation:
     logprob: float  # sum of the model's log-probabilities of `ids`, nats
     finish_reason: str  # "length", "eos", "stop" (a stop string or the line limit)
     score: float | None = None  # beam: logprob / len(ids)^alpha
+    tokens: tuple[TokenInfo, ...] = ()  # each token's details, when asked for (logprobs=N)
 
     @property
     def num_tokens(self) -> int:
@@ -229,6 +246,8 @@ class Generation:
         d = {"text": self.text, "tokens": self.num_tokens, "logprob": self.logprob, "finish_reason": self.finish_reason}
         if self.score is not None:
             d["score"] = self.score
+        if self.tokens:
+            d["logprobs"] = [t.to_dict() for t in self.tokens]
         return d
 
 
