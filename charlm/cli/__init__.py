@@ -14,6 +14,7 @@ from charlm.cli.generate_cmd import generate_command
 from charlm.cli.perplexity_cmd import perplexity_command
 from charlm.cli.plot_cmd import plot_command
 from charlm.cli.score_cmd import score_command
+from charlm.cli.serve_cmd import serve_command
 from charlm.cli.tag_cmd import tag_command
 from charlm.cli.train_cmd import train_command
 
@@ -24,7 +25,7 @@ def main() -> None:
     """Train recurrent language models on your own text, generate text, score lines, measure perplexity."""
 
 
-for command in (train_command, generate_command, perplexity_command, score_command, plot_command):
+for command in (train_command, generate_command, perplexity_command, score_command, plot_command, serve_command):
     main.add_command(command)
 for command in (tag_command, evaluate_command):  # sequence labelling (charlm.tagging)
     main.add_command(command)
