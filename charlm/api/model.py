@@ -18,9 +18,10 @@ import torch
 
 from charlm.api.keywords import DecodingKeywords, GenerateKeywords, check_names, random_seed
 from charlm.api.results import Completions, Stream, TokenScores
-from charlm.checkpoint import CheckpointInfo, load_for_inference
+from charlm.checkpoint import CheckpointInfo, load_for_inference, open_checkpoint
+from charlm.classify import Classifier, load_classifier
 from charlm.data import Tokenizer, normalise_newlines
-from charlm.errors import ConfigError
+from charlm.errors import CheckpointError, ConfigError
 from charlm.evaluation import (
     DEFAULT_STREAMS,
     DEFAULT_WINDOW,
@@ -43,8 +44,10 @@ _DECODING_FIELDS = frozenset(f.name for f in dataclasses.fields(DecodingOptions)
 
 def load(
     path: str | os.PathLike[str], which: str = "best", device: str | torch.device = "auto", verify: bool = True
-) -> LanguageModel:
-    """The model of a checkpoint directory written by `charlm train` (a recurrent network or a Kneser-Ney model).
+) -> LanguageModel | Classifier:
+    """The model of a checkpoint directory written by `charlm train`: a `LanguageModel` (a recurrent network or
+    a Kneser-Ney model), or for a task's run the task's handle (`--model classify`: a `Classifier`, with
+    `classify(texts)` and `evaluate(file)`); checkpoint.json's "task" says which (`TASK_LOADERS`).
 
     which: "best" (the lowest validation loss; `last` while no validation ran) or "last" (the newest save);
     a Kneser-Ney run has one model and ignores it. device: "auto" (a CUDA GPU when there is one), "cpu",
@@ -54,8 +57,27 @@ def load(
     if which not in ("best", "last"):
         raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
+    task = open_checkpoint(Path(path)).meta.get("task")
+    if task is not None:
+        if task not in TASK_LOADERS:
+            raise CheckpointError(f"{path} holds a model for the task {task!r}, which this charlm cannot load")
+        return TASK_LOADERS[task](Path(path), which=which, device=dev, verify=verify)
+    return load_language_model(path, which, dev, verify)
+
+
+def load_language_model(
+    path: str | os.PathLike[str], which: str = "best", device: str | torch.device = "auto", verify: bool = True
+) -> LanguageModel:
+    """`load` for a language model's checkpoint; one of a task's (a classifier) is a one-line CheckpointError."""
+    if which not in ("best", "last"):
+        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
     model, tokenizer, info = load_for_inference(Path(path), which=which, device=dev, verify=verify)
     return LanguageModel(model, tokenizer, info)
+
+
+# What `load` returns for a checkpoint whose checkpoint.json names a task (absent: a language model).
+TASK_LOADERS: dict[str, Callable[..., Classifier]] = {"classify": load_classifier}
 
 
 class LanguageModel:

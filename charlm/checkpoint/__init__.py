@@ -26,7 +26,7 @@ from charlm.checkpoint.store import (
     weights_metadata,
     write_inference_checkpoint,
 )
-from charlm.checkpoint.tensors import load_model_tensors, optimizer_from_flat
+from charlm.checkpoint.tensors import load_model_tensors, load_tensors, optimizer_from_flat
 
 __all__ = [
     "ARPA",
@@ -41,6 +41,7 @@ __all__ = [
     "is_checkpoint_dir",
     "load_for_inference",
     "load_model_tensors",
+    "load_tensors",
     "load_training_state",
     "locate",
     "open_checkpoint",

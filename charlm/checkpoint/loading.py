@@ -194,6 +194,11 @@ def load_for_inference(
     for attempt in range(3):
         try:
             info = open_checkpoint(path)
+            if info.model_kind not in _LOADERS:  # a task's model (a classifier), not a language model
+                raise CheckpointError(
+                    f"{info.path} holds a {info.model_kind} model, not a language model; "
+                    f"use it with `charlm {info.model_kind}` or `charlm evaluate`"
+                )
             tokenizer = open_tokenizer(info)
             return _LOADERS[info.model_kind](info, tokenizer, which, device, verify), tokenizer, info
         except (MixedRuns, CheckpointError) as exc:

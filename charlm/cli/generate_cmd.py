@@ -14,7 +14,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from charlm.api import load, random_seed
+from charlm.api import load_language_model, random_seed
 from charlm.cli.common import DEVICE_HELP, domain_errors, option_table, read_input
 from charlm.cli.repl import Repl
 from charlm.cli.terminal import continue_text, note, unescape, warn, write
@@ -116,7 +116,7 @@ def generate_command(
     options = DecodingOptions(**(decoding | unescaped))
     dev = resolve_device(device)
     _warn_unused(click.get_current_context(), options)
-    lm = load(checkpoint, which=which, device=dev, verify=not no_verify)
+    lm = load_language_model(checkpoint, which=which, device=dev, verify=not no_verify)
     lm.decoding(options)  # the checks that need the vocabulary, before anything runs
     seed = random_seed() if seed is None else seed
     text = _prompt_text(prompt, prompt_file)

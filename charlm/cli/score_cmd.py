@@ -16,7 +16,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from charlm.api import TokenScores, load
+from charlm.api import TokenScores, load_language_model
 from charlm.cli.common import DEVICE_HELP, console, domain_errors, read_input
 from charlm.cli.terminal import note, warn
 
@@ -56,7 +56,7 @@ def score_command(
         lines.pop()  # the last line's end, or an empty input
     numbered = [(n, line) for n, line in enumerate(lines, 1) if line]
     skipped = len(lines) - len(numbered)
-    lm = load(checkpoint, which=which, device=device, verify=not no_verify)
+    lm = load_language_model(checkpoint, which=which, device=device, verify=not no_verify)
     scores = lm.score([line for _, line in numbered])
     rows = list(zip((n for n, _ in numbered), scores))
     if sort:

@@ -6,12 +6,18 @@ from collections.abc import Callable
 from typing import Any
 
 from charlm.errors import ConfigError
+from charlm.models.classifier import ClassifierConfig
 from charlm.models.ngram import KneserNeyConfig
 from charlm.models.protocol import LMConfig
 from charlm.models.rnn import ModelConfig
 
-# a recurrent network, or an interpolated modified Kneser-Ney n-gram model: each kind's options from their dict
-_CONFIGS: dict[str, Callable[[Any], LMConfig]] = {"rnn": ModelConfig.from_dict, "kn": KneserNeyConfig.from_dict}
+# a recurrent network, an interpolated modified Kneser-Ney n-gram model, or a text classifier (a task of its
+# own, not a language model: checkpoint.json says so with "task"): each kind's options from their dict
+_CONFIGS: dict[str, Callable[[Any], Any]] = {
+    "rnn": ModelConfig.from_dict,
+    "kn": KneserNeyConfig.from_dict,
+    "classify": ClassifierConfig.from_dict,
+}
 MODEL_KINDS = tuple(_CONFIGS)
 
 

@@ -32,10 +32,11 @@ from charlm.training.prepare import check_out_dir, check_resume_or_overwrite
 from charlm.training.state import TrainResult
 from charlm.training.task import TaskOpener
 from charlm.training.tasks import ngram
+from charlm.training.tasks.classify_setup import open_classify
 from charlm.training.tasks.lm_setup import open_lm
 
 # The tasks, by --model: those trained by the loop (`charlm.training.task.Task`), by their opener ...
-TASKS: dict[str, TaskOpener] = {"rnn": open_lm}
+TASKS: dict[str, TaskOpener] = {"rnn": open_lm, "classify": open_classify}
 # ... and those estimated in one pass, without it.
 ESTIMATORS: dict[str, Callable[[TrainConfig, bool, bool, Any], TrainResult]] = {"kn": ngram.estimate}
 
