@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from charlm.classify import (
     Columns,
     Example,
     multi_label_report,
+    naive_bayes,
     parse_examples,
     read_examples,
     report,
@@ -75,7 +77,7 @@ def test_every_format_gives_the_same_examples(tmp_path: Path) -> None:
         ("bad.jsonl", '{"text": "a", "label": "x"}\n{"txt": "b", "label": "x"}\n', "line 2: no string field 'text'"),
         ("bad.jsonl", '{"text": "a", "label": {"x": 1}}\n', "line 1: field 'label' is not a label"),
         ("bad.ft", "__label__a fine\nno label\n", "line 2: no __label__"),
-        ("bad.csv", "text,label\nfine,x\n\"a\",b,c\n", "line 3: 3 fields, the header has 2"),
+        ("bad.csv", 'text,label\nfine,x\n"a",b,c\n', "line 3: 3 fields, the header has 2"),
         ("bad.csv", "body,label\nfine,x\n", "line 1: no column 'text'"),
         ("bad.txt", "one text\n", "cannot tell the format"),
     ],
@@ -137,7 +139,9 @@ def test_metrics_equal_scikit_learn() -> None:
         assert [c.recall for c in r.classes] == pytest.approx(rc)
         assert [c.f1 for c in r.classes] == pytest.approx(f)
         assert [c.support for c in r.classes] == list(s)
-        assert r.confusion is not None and r.confusion.tolist() == sk.confusion_matrix(gold, pred, labels=labels).tolist()
+        assert (
+            r.confusion is not None and r.confusion.tolist() == sk.confusion_matrix(gold, pred, labels=labels).tolist()
+        )
     gold, pred = rng.integers(0, 2, (100, 4)), rng.integers(0, 2, (100, 4))
     m = multi_label_report(gold, pred, ("a", "b", "c", "d"))
     assert m.macro_f1 == pytest.approx(sk.f1_score(gold, pred, average="macro", zero_division=0))
@@ -197,3 +201,28 @@ def test_vocabulary_round_trip_and_examples_compare() -> None:
     again = ClassifierVocab.from_dict(json.loads(json.dumps(vocab.to_dict())))
     assert again.to_dict() == vocab.to_dict() and again.fingerprint() == vocab.fingerprint()
     assert Example("x", ("a",), 1) == Example("x", ("a",), 1)
+
+
+def test_naive_bayes_equals_counting_by_hand() -> None:
+    texts = ["good fun", "good good plot", "bad plot", "bad dull fun", "dull"]
+    gold = [0, 0, 1, 1, 1]
+    vocab = ClassifierVocab.fit(texts, ["pos", "neg"], ngrams=True)
+    sets = vocab.ngram_sets(texts)
+    targets = np.eye(2)[gold]
+    weights, bias = naive_bayes.fit_table(sets, targets, len(vocab.ngrams), multi_label=False)
+    got = naive_bayes.scores(vocab.ngram_sets(["good plot", "dull fun"]), weights, bias)
+    # by hand: binarized counts per label, add-one smoothing over the n-gram vocabulary, then the log-odds
+    V = len(vocab.ngrams)
+
+    def log_p(text: str, label: int) -> float:
+        grams = naive_bayes.ngrams_of(text.split())
+        members = [naive_bayes.ngrams_of(t.split()) for t, y in zip(texts, gold) if y == label]
+        total = sum(len(m) for m in members)
+        prior = math.log((len(members) + 1) / (len(texts) + 2))
+        return prior + sum(math.log((sum(g in m for m in members) + 1) / (total + V)) for g in grams if g in
+                           vocab.ngram_index)  # fmt: skip
+
+    for row, text in zip(got.tolist(), ["good plot", "dull fun"]):
+        assert row[0] - row[1] == pytest.approx(log_p(text, 0) - log_p(text, 1), rel=1e-5)
+    crossed = naive_bayes.cross_fitted(sets, targets, V, False, seed=3)
+    assert crossed.shape == (5, 2) and torch.isfinite(crossed).all()

@@ -45,13 +45,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     write_data(tmp / "dev.tsv", 40, 2)
     out = tmp / "run"
     args = ["train", str(tmp / "train.tsv"), "--model", "classify", "--valid", str(tmp / "dev.tsv"), "--out", str(out),
-            "--max-steps", "60", "--eval-interval", "30", *TINY]  # fmt: skip
+            "--max-steps", "60", "--eval-interval", "30", "--no-ngrams", *TINY]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return out, tmp / "dev.tsv"
 
 
 def test_a_tiny_classifier_separates_two_obvious_labels(trained: tuple[Path, Path]) -> None:
+    """The recurrent network alone (--no-ngrams) learns which words mark each label."""
     out, dev = trained
     clf = charlm.load(out)
     assert isinstance(clf, charlm.Classifier) and clf.labels == ("neg", "pos")

@@ -12,6 +12,7 @@ The network itself is `charlm.models.TextClassifier`; its training is `charlm.tr
 Other rooms import from here, not from the modules inside.
 """
 
+from charlm.classify import naive_bayes
 from charlm.classify.figures import confusion_png, write_confusion_png
 from charlm.classify.handle import Classifier, Prediction, load_classifier, predict_probabilities, score
 from charlm.classify.metrics import ClassScore, Report, confusion_rows, multi_label_report, report, table_rows
@@ -44,6 +45,7 @@ __all__ = [
     "guess_format",
     "load_classifier",
     "multi_label_report",
+    "naive_bayes",
     "parse_examples",
     "predict_probabilities",
     "read_examples",

@@ -29,6 +29,7 @@ class ClassifyOptions:
     lm_backward: str | None = None  # one trained on reversed text, read over the text reversed
     finetune: bool = False  # train the language models too (default: frozen, only the head learns)
     class_weights: str = "none"  # balanced: each class weighted by N / (K x its count), for unbalanced data
+    ngrams: bool = True  # stack a naive Bayes model of the words and word pairs (charlm.classify.naive_bayes)
 
     def __post_init__(self) -> None:
         checks = [

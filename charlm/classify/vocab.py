@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from charlm.classify.naive_bayes import bags, choose_ngrams, ngrams_of
 from charlm.data import Tokenizer, line_start_id
 from charlm.data.tokenizers import tokenizer_from_dict
 from charlm.errors import CheckpointError
@@ -51,8 +52,11 @@ class ClassifierVocab:
         chars: Sequence[str],
         labels: Sequence[str],
         lm_tokenizers: Sequence[tuple[str, Tokenizer]] = (),
+        ngrams: Sequence[str] = (),
     ) -> None:
         self.words, self.chars, self.labels = list(words), list(chars), list(labels)
+        self.ngrams = list(ngrams)  # the naive Bayes model's unigrams and bigrams ("a b")
+        self.ngram_index = {g: i for i, g in enumerate(self.ngrams)}
         self.lm_tokenizers = list(lm_tokenizers)  # (direction, tokenizer)
         self.word_index = {w: i for i, w in enumerate(self.words)}
         self.char_index = {c: i for i, c in enumerate(self.chars)}
@@ -61,12 +65,32 @@ class ClassifierVocab:
 
     @classmethod
     def fit(
-        cls, texts: Iterable[str], labels: Sequence[str], lm_tokenizers: Sequence[tuple[str, Tokenizer]] = ()
+        cls,
+        texts: Iterable[str],
+        labels: Sequence[str],
+        lm_tokenizers: Sequence[tuple[str, Tokenizer]] = (),
+        ngrams: bool = False,
     ) -> ClassifierVocab:
-        counts = Counter(w for t in texts for w in words_of(t))
+        word_lists = [words_of(t) for t in texts]
+        counts = Counter(w for words in word_lists for w in words)
         kept = sorted((w for w, n in counts.items() if n >= MIN_WORD_FREQ), key=lambda w: (-counts[w], w))
         chars = sorted({c for w in counts for c in w})
-        return cls(["<pad>", "<unk>", *kept], ["<pad>", "<unk>", *chars], labels, lm_tokenizers)
+        grams = choose_ngrams(word_lists, len(labels)) if ngrams else []
+        return cls(["<pad>", "<unk>", *kept], ["<pad>", "<unk>", *chars], labels, lm_tokenizers, grams)
+
+    def ngram_sets(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text's n-grams the model knows, as ids (unknown ones are left out)."""
+        index = self.ngram_index
+        return [
+            np.fromiter((i for g in ngrams_of(words_of(t)) if (i := index.get(g)) is not None), dtype=np.int64)
+            for t in texts
+        ]
+
+    def with_ngrams(self, batch: ClassifierInput, texts: Sequence[str]) -> ClassifierInput:
+        """`batch` with its texts' n-grams, for the naive Bayes model (when the vocabulary has n-grams)."""
+        if self.ngrams:
+            batch.ngram_ids, batch.ngram_offsets = bags(self.ngram_sets(texts))
+        return batch
 
     @property
     def vocab_size(self) -> int:
@@ -75,7 +99,7 @@ class ClassifierVocab:
     def encode(self, texts: Sequence[str]) -> ClassifierInput:
         """Texts -> one batch on the CPU (see `ClassifierInput`); an empty text reads as one <unk>."""
         if self.lm_tokenizers:
-            return self._encode_lm(texts)
+            return self.with_ngrams(self._encode_lm(texts), texts)
         rows = [words_of(t) or ["<unk>"] for t in texts]
         T = -(-max(len(r) for r in rows) // 8) * 8  # a few shapes, not one a batch: the fused layers plan per shape
         ids = np.zeros((len(rows), T), dtype=np.int64)
@@ -90,7 +114,8 @@ class ClassifierVocab:
             cut = w[:C]
             chars[k, : len(cut)] = [self.char_index.get(c, UNK) for c in cut]
         lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
-        return ClassifierInput(lengths, torch.from_numpy(ids), torch.from_numpy(chars), torch.from_numpy(type_index))
+        batch = ClassifierInput(lengths, torch.from_numpy(ids), torch.from_numpy(chars), torch.from_numpy(type_index))
+        return self.with_ngrams(batch, texts)
 
     def _encode_lm(self, texts: Sequence[str]) -> ClassifierInput:
         all_ids, all_lengths = [], []
@@ -129,13 +154,14 @@ class ClassifierVocab:
             "chars": self.chars,
             "labels": self.labels,
             "language_models": [{"direction": d, "tokenizer": t.to_dict()} for d, t in self.lm_tokenizers],
+            "ngrams": self.ngrams,
         }
 
     @classmethod
     def from_dict(cls, d: Any) -> ClassifierVocab:
         try:
             lms = [(str(x["direction"]), tokenizer_from_dict(x["tokenizer"])) for x in d.get("language_models", [])]
-            return cls(d["words"], d["chars"], d["labels"], lms)
+            return cls(d["words"], d["chars"], d["labels"], lms, d.get("ngrams", []))
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise CheckpointError(f"a classifier's {FILE} is corrupt ({exc.__class__.__name__})") from None
 

@@ -129,6 +129,7 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--lm-backward", "lm_backward", click.Path(exists=True, path_type=str),
      "classify: a language model trained on reversed text, read over the text reversed."),
     ("--finetune/--no-finetune", "finetune", None, "classify: train the language models too (default: frozen)."),
+    ("--ngrams/--no-ngrams", "ngrams", None, "classify: add a naive Bayes model of words and word pairs."),
     ("--class-weights", "class_weights", click.Choice(CLASS_WEIGHTS), "classify: balanced weighs rare labels up."),
 ]
 # fmt: on

@@ -8,7 +8,8 @@ Two encoders, one head:
             the text, the backward one over the text reversed; frozen unless `finetune`
 
     pooled over the valid positions (mean, max, last, or several joined with "+")
-    -> LayerNorm -> dropout -> linear: logits (B, K); softmax over labels, or one sigmoid each (multi-label)
+    -> LayerNorm -> dropout -> linear: logits (B, K), plus (`ngrams`) a naive Bayes model's scores of the
+    text's words and word pairs, times a learnt weight per label; softmax over labels, or one sigmoid each
 
 The batch is a `ClassifierInput`; text becomes ids in `charlm.classify` (its vocabulary), never here.
 """
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from charlm.errors import ConfigError
 from charlm.models.rnn import ModelConfig, RNNLanguageModel
@@ -59,6 +61,7 @@ class ClassifierConfig:
     lm_forward: dict[str, Any] | None = None  # the language models' own ModelConfig dicts
     lm_backward: dict[str, Any] | None = None
     finetune: bool = False
+    ngrams: int = 0  # n-grams of the stacked naive Bayes model (charlm.classify.naive_bayes); 0: none
 
     def __post_init__(self) -> None:
         pooling_parts(self.pooling)
@@ -117,6 +120,9 @@ class ClassifierInput:
     lm_ids: tuple[torch.Tensor, ...] = ()  # one (B, T_i) per language model, from its line-start token
     lm_lengths: tuple[torch.Tensor, ...] = ()  # (B,) each
     pooled: torch.Tensor | None = None  # (B, F) the language models' pooled features, computed once
+    ngram_ids: torch.Tensor | None = None  # (N,) the n-grams of every text, one after the other ...
+    ngram_offsets: torch.Tensor | None = None  # (B,) ... each text's first
+    ngram_logits: torch.Tensor | None = None  # (B, K) naive Bayes scores given (training's are cross-fitted)
 
     def to(self, device: torch.device) -> ClassifierInput:
         def move(t: Any) -> Any:
@@ -130,6 +136,9 @@ class ClassifierInput:
             tuple(move(t) for t in self.lm_ids),
             tuple(move(t) for t in self.lm_lengths),
             move(self.pooled),
+            move(self.ngram_ids),
+            move(self.ngram_offsets),
+            move(self.ngram_logits),
         )
 
 
@@ -202,6 +211,10 @@ class TextClassifier(nn.Module):
         self.norm = nn.LayerNorm(self.feature_size)
         self.drop = nn.Dropout(c.dropout)
         self.out = nn.Linear(self.feature_size, c.num_labels)
+        if c.ngrams:  # naive Bayes' table is fitted, not trained: only its weight per label learns
+            self.ngram_weight = nn.Parameter(torch.zeros(c.ngrams, c.num_labels), requires_grad=False)
+            self.ngram_bias = nn.Parameter(torch.zeros(c.num_labels), requires_grad=False)
+            self.ngram_gate = nn.Parameter(torch.ones(c.num_labels))
 
     @staticmethod
     def lm_width(lm: RNNLanguageModel) -> int:
@@ -219,11 +232,18 @@ class TextClassifier(nn.Module):
 
     def forward(self, batch: ClassifierInput) -> torch.Tensor:
         """batch -> logits (B, K)."""
-        return self.head(self.encode(batch))
+        return self.head(self.encode(batch), batch)
 
-    def head(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled features (B, F) -> logits (B, K)."""
-        return self.out(self.drop(self.norm(features)))
+    def head(self, features: torch.Tensor, batch: ClassifierInput) -> torch.Tensor:
+        """Pooled features (B, F) -> logits (B, K), with naive Bayes' scores of the batch's n-grams added."""
+        logits = self.out(self.drop(self.norm(features)))  # (B, K)
+        if not self.config.ngrams:
+            return logits
+        nb = batch.ngram_logits
+        if nb is None:
+            assert batch.ngram_ids is not None and batch.ngram_offsets is not None
+            nb = F.embedding_bag(batch.ngram_ids, self.ngram_weight, batch.ngram_offsets, mode="sum") + self.ngram_bias
+        return logits + self.ngram_gate * nb  # (B, K)
 
     def encode(self, batch: ClassifierInput) -> torch.Tensor:
         """The pooled features (B, F) of a batch."""

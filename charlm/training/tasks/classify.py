@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from charlm.checkpoint import META_FILE
 from charlm.checkpoint import store as ckpt
-from charlm.classify import ClassifierVocab, Example, predict_probabilities, score
+from charlm.classify import ClassifierVocab, Example, naive_bayes, predict_probabilities, score
 from charlm.fileio import atomic_write_json
 from charlm.models import ClassifierInput, TextClassifier
 from charlm.training.config import TrainConfig
@@ -98,6 +98,20 @@ class ClassifyTask:
         self.valid_pooled: torch.Tensor | None = None
         self._describe = describe
         self._order: tuple[int, torch.Tensor] | None = None
+        self.train_ngram_logits: torch.Tensor | None = None  # (N, K) naive Bayes, cross-fitted
+
+    def stack_naive_bayes(self, fit_new: bool) -> None:
+        """Naive Bayes on every training text into the model (a new run; a resume has it in its weights), and
+        the cross-fitted scores training steps read (`charlm.classify.naive_bayes`)."""
+        sets = self.vocab.ngram_sets([e.text for e in self.train_examples])
+        targets = self.vocab.label_targets([e.labels for e in self.train_examples], True).numpy()
+        size, multi = len(self.vocab.ngrams), self.multi_label
+        if fit_new:
+            weights, bias = naive_bayes.fit_table(sets, targets, size, multi)
+            with torch.no_grad():
+                self.model.ngram_weight.copy_(weights)
+                self.model.ngram_bias.copy_(bias)
+        self.train_ngram_logits = naive_bayes.cross_fitted(sets, targets, size, multi, self.config.run.seed)
 
     def read_features(self) -> None:
         """Frozen language models: read every text once, at the first step or validation (after a resume has
@@ -135,6 +149,9 @@ class ClassifyTask:
             inputs = ClassifierInput(torch.zeros(len(rows), dtype=torch.int64), pooled=self.train_pooled[rows])
         else:
             inputs = self.vocab.encode([self.train_examples[i].text for i in rows.tolist()])
+        if self.train_ngram_logits is not None:  # what naive Bayes makes of texts it was not fitted on
+            inputs.ngram_ids, inputs.ngram_offsets = None, None
+            inputs.ngram_logits = self.train_ngram_logits[rows]
         return Batch(inputs.to(self.device), self.targets[rows].to(self.device), len(rows))
 
     def loss(self, net: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,7 +173,9 @@ class ClassifyTask:
         if self.valid_pooled is not None:
             self.model.eval()
             with torch.inference_mode():
-                logits = self.model.head(self.valid_pooled.to(self.device))
+                texts = [e.text for e in self.valid_examples]
+                batch = self.vocab.with_ngrams(ClassifierInput(torch.zeros(len(texts))), texts).to(self.device)
+                logits = self.model.head(self.valid_pooled.to(self.device), batch)
                 probs = self.model.probabilities(logits).float().cpu().numpy()
             self.model.train()
         else:

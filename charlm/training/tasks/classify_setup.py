@@ -114,7 +114,8 @@ def open_classify(
     if info is None:
         lms = language_models(config)
         labels = sorted({x for e in train for x in e.labels})
-        vocab = ClassifierVocab.fit([e.text for e in train], labels, [(d, tok) for d, _, tok in lms])
+        lm_tokenizers = [(d, tok) for d, _, tok in lms]
+        vocab = ClassifierVocab.fit([e.text for e in train], labels, lm_tokenizers, config.classify.ngrams)
     else:
         vocab = ClassifierVocab.load(locate(info.path, "tokenizer.json"))
     multi = config.classify.multi_label
@@ -130,12 +131,15 @@ def open_classify(
         cell=m.cell, num_layers=m.num_layers, hidden_size=m.hidden_size or 1, pooling=str(k.pooling),
         dropout=float(m.dropout or 0.0), finetune=k.finetune,
         lm_forward=_lm_config(lms, "forward", info), lm_backward=_lm_config(lms, "backward", info),
+        ngrams=len(vocab.ngrams),
     )  # fmt: skip
     torch.manual_seed(config.run.seed)
     model = TextClassifier(model_config)
     for reader, (_, lm, _) in zip(model.lms if k.uses_lm else (), lms):
         reader.load_state_dict(reader_tensors(lm))
     task = ClassifyTask(config, model, vocab, train, valid, device, _describe(model, vocab, train, valid, valid_from))
+    if vocab.ngrams:
+        task.stack_naive_bayes(fit_new=info is None)
     return OpenedTask(task, config, None, chosen, 0.0)
 
 
