@@ -112,6 +112,8 @@ def test_user_errors_are_one_line(trained: tuple[Path, Path], tmp_path: Path) ->
     unknown.write_text("maybe\tthe film\n", encoding="utf-8")
     result = runner.invoke(main, ["evaluate", str(out), str(unknown)])
     assert result.exit_code == 1 and "label 'maybe' is not one the model knows" in result.output
+    result = runner.invoke(main, ["train", str(bad), "--model", "classify", "--bptt", "20", "--level", "word"])
+    assert result.exit_code == 1 and "--bptt, --level do not apply to --model classify" in result.output
     result = runner.invoke(main, ["generate", str(out), "--length", "5"])
     assert result.exit_code == 1 and "not a language model" in result.output
 

@@ -133,7 +133,10 @@ class Classifier:
         if isinstance(texts, str):
             return self.classify([texts])[0]
         texts = _texts(texts)
-        probs = self.probabilities(texts)
+        return self.predictions(texts, self.probabilities(texts))
+
+    def predictions(self, texts: Sequence[str], probs: np.ndarray) -> list[Prediction]:
+        """`Prediction`s from texts and their probabilities (N, K), as `classify` makes them."""
         labels = self.labels
         out = []
         for text, row in zip(texts, probs.tolist()):

@@ -86,7 +86,7 @@ def classify_command(
     examples = parse_examples(text, name, fmt, columns_of(clf, text_column, None), labelled=False)
     texts = [e.text for e in examples]
     probs = clf.probabilities(texts)
-    predictions = clf.classify(texts) if output != "tsv" else []
+    predictions = clf.predictions(texts, probs) if output != "tsv" else []
     labels = clf.labels
     if not examples:
         note("no texts to classify")

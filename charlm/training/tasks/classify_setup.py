@@ -28,6 +28,23 @@ from charlm.training.task import OpenedTask
 from charlm.training.tasks.classify import ClassifyTask
 
 MAX_PASSES = 20  # a run limited by time alone reads its texts at most this often
+# Options of language-model runs that a classifier has no use for: given, they are refused, not ignored.
+LM_ONLY = frozenset(
+    {
+        "level", "min_freq", "max_vocab", "pretokenize", "subword_vocab_size", "subword_model", "encoding_errors",
+        "cache_dir", "dropout_input", "dropout_embed", "weight_drop", "locked_dropout", "tie_weights",
+        "adaptive_softmax", "adaptive_cutoffs", "bptt", "bptt_jitter", "ar", "tar", "eval_streams", "eval_tokens",
+        "sample_length",
+    }
+)  # fmt: skip
+
+
+def check_options(config: TrainConfig) -> None:
+    """Refuse the language-model options a classify run would ignore, naming their flags."""
+    ignored = sorted(k for k in config.explicit_options() if k in LM_ONLY)
+    if ignored:
+        flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+        raise ConfigError(f"{flags} {'does' if len(ignored) == 1 else 'do'} not apply to --model classify; drop them")
 
 
 def read_data(config: TrainConfig) -> tuple[list[Example], list[Example], str]:
@@ -109,6 +126,7 @@ def open_classify(
     """The run's data, vocabulary and options, then the task (its model built from the run's seed)."""
     if dctx.active:
         raise ConfigError("a classify run trains in one process; run `charlm train --model classify` without torchrun")
+    check_options(config)
     train, valid, valid_from = read_data(config)
     lms: list[tuple[str, RNNLanguageModel, Any]] = []
     if info is None:
