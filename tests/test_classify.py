@@ -226,3 +226,12 @@ def test_naive_bayes_equals_counting_by_hand() -> None:
         assert row[0] - row[1] == pytest.approx(log_p(text, 0) - log_p(text, 1), rel=1e-5)
     crossed = naive_bayes.cross_fitted(sets, targets, V, False, seed=3)
     assert crossed.shape == (5, 2) and torch.isfinite(crossed).all()
+
+
+def test_balanced_class_weights() -> None:
+    from charlm.training.tasks.classify import class_weights
+
+    examples = [Example("t", ("a",), i) for i in range(6)] + [Example("t", ("b",), 9), Example("t", ("b",), 10)]
+    vocab = ClassifierVocab.fit(["t"], ["a", "b", "c"])
+    # scikit-learn's "balanced": N / (K x count), 8 / (3 x 6) and 8 / (3 x 2); a label never seen weighs 1
+    assert class_weights(vocab, examples, False).tolist() == pytest.approx([8 / 18, 8 / 6, 1.0])

@@ -167,6 +167,11 @@ def test_language_model_features_frozen(tmp_path: Path) -> None:
         assert torch.equal(reader.embedding.weight, lm.embedding.weight)
     probs = clf.probabilities(["the film was superb", "", "x" * 3000])
     assert probs.shape == (3, 2) and torch.allclose(torch.from_numpy(probs.sum(1)), torch.ones(3))
+    charlm.train(tmp_path / "train.tsv", model="classify", out=tmp_path / "f", max_steps=3, batch_size=8,
+                 lm_forward=str(tmp_path / "lm"), finetune=True, ngrams=False)  # fmt: skip
+    tuned = charlm.load(tmp_path / "f", which="last")
+    assert isinstance(tuned, charlm.Classifier) and tuned.model.config.finetune
+    assert not torch.equal(tuned.model.lms[0].embedding.weight, lm.embedding.weight)  # --finetune trains the LM
     with pytest.raises(charlm.CheckpointError, match="holds a classify model, not a language model"):
         charlm.train(tmp_path / "train.tsv", model="classify", out=tmp_path / "d", max_steps=1,
                      lm_forward=str(tmp_path / "c"))  # fmt: skip

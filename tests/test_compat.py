@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from fixtures.make_fixtures import cpu_signature, weights_sha  # how the golden figures were recorded
 
 from charlm.cli import main
-from charlm.training import LIMITS, SECTIONS, flat_options
+from charlm.training import DEFAULTS, LIMITS, SECTIONS, flat_options
 
 V1 = Path(__file__).parent / "fixtures" / "v1"
 ROOT = Path(__file__).parent.parent
@@ -70,7 +70,9 @@ def test_old_checkpoints_resume(name: str, tmp_path: Path) -> None:
     def kept(options: dict) -> dict:
         return {k: v for k, v in options.items() if k not in ("corpus", "out", *LIMITS)}
 
-    assert kept(flat_options(new)) == kept(old) and flat_options(new)["max_steps"] == steps_before + 10
+    rewritten = kept(flat_options(new))
+    assert {k: rewritten[k] for k in kept(old)} == kept(old) and flat_options(new)["max_steps"] == steps_before + 10
+    assert all(v == DEFAULTS[k] for k, v in rewritten.items() if k not in old)  # options added since: defaults
 
 
 def test_old_kn_checkpoint_scores_as_it_did() -> None:
