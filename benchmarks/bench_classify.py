@@ -5,6 +5,7 @@
     python benchmarks/bench_classify.py lm --budget 6m --out /tmp/lm-backward --reverse
     python benchmarks/bench_classify.py accuracy --budget 5m --out /tmp/clf-lm -- --lm-forward /tmp/lm-forward ...
     python benchmarks/bench_classify.py speed --checkpoint /tmp/clf
+    python benchmarks/bench_classify.py nb                                        # naive Bayes alone
 
 `accuracy` trains on ../shared/corpora/rt-polarity/train.tsv with charlm's defaults (its own validation
 share of the training texts chooses `best`; the dev file is never seen in training) and reports dev
@@ -28,12 +29,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 from click.testing import CliRunner
 
 import charlm
 from charlm.checkpoint import read_metrics
-from charlm.classify import words_of
+from charlm.classify import ClassifierVocab, naive_bayes, read_examples, report, words_of
 from charlm.cli import main
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "rt-polarity"
@@ -139,9 +141,23 @@ def bare_lstm(clf: charlm.Classifier, texts: list[str], repeats: int) -> float:
     return best
 
 
+def naive_bayes_alone(ns: argparse.Namespace, extra: list[str]) -> None:
+    """The stacked naive Bayes model by itself: fitted on every training sentence, scored on dev (seconds)."""
+    train = read_examples(DATA / "train.tsv")
+    dev = read_examples(DATA / "dev.tsv")
+    labels = sorted({x for e in train for x in e.labels})
+    vocab = ClassifierVocab.fit([e.text for e in train], labels, ngrams=True)
+    targets = vocab.label_targets([e.labels for e in train], True).numpy()
+    weights, bias = naive_bayes.fit_table(vocab.ngram_sets([e.text for e in train]), targets, len(vocab.ngrams), False)
+    predicted = naive_bayes.scores(vocab.ngram_sets([e.text for e in dev]), weights, bias).argmax(1).numpy()
+    r = report(np.array([vocab.label_index[e.labels[0]] for e in dev]), predicted, tuple(labels))
+    header("naive Bayes alone (binarized unigrams and bigrams, add-one), fitted on all of train.tsv")
+    print(f"{len(vocab.ngrams):,} n-grams; dev accuracy {r.accuracy:.4f}, macro-F1 {r.macro_f1:.4f}")
+
+
 def main_() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["accuracy", "lm", "speed"])
+    parser.add_argument("what", choices=["accuracy", "lm", "speed", "nb"])
     parser.add_argument("--budget", default="5m")
     parser.add_argument("--out", default="/tmp/bench-classify")
     parser.add_argument("--reverse", action="store_true")
@@ -150,7 +166,7 @@ def main_() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     ns, extra = parser.parse_known_args()
     extra = [x for x in extra if x != "--"]
-    {"accuracy": accuracy, "lm": lm, "speed": speed}[ns.what](ns, extra)
+    {"accuracy": accuracy, "lm": lm, "speed": speed, "nb": naive_bayes_alone}[ns.what](ns, extra)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ What charlm chooses when left open, the same rule for every data set (not tuned 
     --dropout     0.5 (on the word inputs and before the output: small labelled sets overfit first)
     --lr          2e-3 (1e-3 when language models are fine-tuned);  --batch-size 32
     --pooling     max over a BiLSTM's states; mean+max+last over language-model features
-    how long      a run limited by time alone reads its texts at most 20 times (best keeps the best
-                  validation), and validates about once an epoch (every 25 to 250 steps)
+    how long      a run limited by time alone reads its texts at most 20 times (100 when only a head over
+                  frozen language models learns: its steps cost ~1/100), best keeping the best validation,
+                  and validates about once an epoch (every 25 to 250 steps)
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from charlm.training.config import DEFAULTS, TrainConfig
 from charlm.training.task import OpenedTask
 from charlm.training.tasks.classify import ClassifyTask
 
-MAX_PASSES = 20  # a run limited by time alone reads its texts at most this often
+MAX_PASSES = 20  # a run limited by time alone reads its texts at most this often ...
+MAX_PASSES_FROZEN = 100  # ... or this often when only a head over frozen features learns (a pass costs ~1/100)
 # Options of language-model runs that a classifier has no use for: given, they are refused, not ignored.
 LM_ONLY = frozenset(
     {
@@ -114,7 +116,8 @@ def choose(config: TrainConfig, n_train: int, steps_per_epoch: int) -> tuple[Tra
         chosen["eval_interval"] = max(25, min(DEFAULTS["eval_interval"], steps_per_epoch))
     epochs, max_steps, budget = c.run.limits
     if epochs is None and max_steps is None:
-        chosen["epochs"], chosen["time_budget"] = float(MAX_PASSES), budget
+        frozen = lm and not c.classify.finetune
+        chosen["epochs"], chosen["time_budget"] = float(MAX_PASSES_FROZEN if frozen else MAX_PASSES), budget
     shown = {k: v for k, v in chosen.items() if k != "time_budget"}
     return c.replace(**chosen), ", ".join(f"{k.replace('_', '-')} {v:g}" if isinstance(v, float) else
                                           f"{k.replace('_', '-')} {v}" for k, v in shown.items())  # fmt: skip
