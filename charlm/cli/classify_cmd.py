@@ -100,7 +100,9 @@ def classify_command(
             click.echo(json.dumps({"line": e.line, **p.to_dict()}, ensure_ascii=False))
     else:
         table = Table(
-            title=escape(f"{checkpoint} ({which}): {len(texts):,} texts"), box=box.SIMPLE_HEAD, pad_edge=False
+            title=escape(f"{checkpoint} ({which}): {len(texts):,} text{'s' if len(texts) != 1 else ''}"),
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
         )
         for column, justify in (("line", "right"), ("label", "left"), ("p", "right"), ("next", "left")):
             table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
