@@ -30,6 +30,9 @@ __version__ = "0.1.0"
 
 # Names served by charlm.api, imported on first use (it imports torch).
 _API = (
+    "Classifier",
+    "Prediction",
+    "Report",
     "Completions",
     "DecodingOptions",
     "Generation",
@@ -44,10 +47,13 @@ _API = (
 
 if TYPE_CHECKING:
     from charlm.api import (
+        Classifier,
         Completions,
         DecodingOptions,
         Generation,
         LanguageModel,
+        Prediction,
+        Report,
         Stream,
         TextScore,
         TokenScores,
@@ -59,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CharlmError",
     "CheckpointError",
+    "Classifier",
     "Completions",
     "ConfigError",
     "CorpusError",
@@ -66,6 +73,8 @@ __all__ = [
     "DivergedError",
     "Generation",
     "LanguageModel",
+    "Prediction",
+    "Report",
     "StorageError",
     "Stream",
     "TextScore",

@@ -71,7 +71,7 @@ def test_old_checkpoints_resume(name: str, tmp_path: Path) -> None:
     def kept(options: dict) -> dict:
         return {k: v for k, v in options.items() if k not in ("corpus", "out", *LIMITS)}
 
-    # options added since the old run was written (the tagger's, --reverse) are there with their defaults
+    # options added since the old run was written (the tagger's, the classifier's, --reverse) have their defaults
     added = {k: v for k, v in TrainConfig.from_dict(new).options().items() if k not in old}
     assert added == {k: DEFAULTS[k] for k in added}
     assert {k: v for k, v in kept(flat_options(new)).items() if k in old} == kept(old)

@@ -20,6 +20,7 @@ from charlm.api.keywords import DecodingKeywords, GenerateKeywords, check_names,
 from charlm.api.many import Request, check_logprobs, generate_many, make_request
 from charlm.api.results import Completions, Stream, TokenScores
 from charlm.checkpoint import CheckpointInfo, load_for_inference, open_checkpoint
+from charlm.classify import load_classifier
 from charlm.data import Tokenizer, iter_text_chunks, normalise_newlines
 from charlm.errors import CheckpointError, ConfigError
 from charlm.evaluation import (
@@ -46,8 +47,10 @@ def load(
     path: str | os.PathLike[str], which: str = "best", device: str | torch.device = "auto", verify: bool = True
 ) -> Any:
     """The model of a checkpoint directory written by `charlm train`: a `LanguageModel` (a recurrent network or
-    a Kneser-Ney model), or the handle of a model trained for a task (checkpoint.json's "task": a tagger,
-    `charlm.tagging.SequenceTagger`, with `.tag` and `.evaluate`).
+    a Kneser-Ney model), or for a task's run the task's handle: a tagger (`--model tag`:
+    `charlm.tagging.SequenceTagger`, with `.tag` and `.evaluate`) or a text classifier (`--model classify`: a
+    `Classifier`, with `classify(texts)` and `evaluate(file)`); checkpoint.json's "task" says which
+    (`TASK_LOADERS`).
 
     which: "best" (the lowest validation loss; `last` while no validation ran) or "last" (the newest save);
     a Kneser-Ney run has one model and ignores it. device: "auto" (a CUDA GPU when there is one), "cpu",
@@ -61,14 +64,15 @@ def load(
     if task is not None:
         if task not in TASK_LOADERS:
             raise CheckpointError(f"{path} holds a model for the task {task!r}, which this charlm cannot load")
-        return TASK_LOADERS[task](Path(path), which, dev, verify)
+        return TASK_LOADERS[task](Path(path), which=which, device=dev, verify=verify)
     return load_language_model(path, which, dev, verify)
 
 
 def load_language_model(
     path: str | os.PathLike[str], which: str = "best", device: str | torch.device = "auto", verify: bool = True
 ) -> LanguageModel:
-    """`load` for a language model's checkpoint; one of a task's (a tagger) is a one-line CheckpointError."""
+    """`load` for a language model's checkpoint; one of a task's (a tagger, a classifier) is a one-line
+    CheckpointError."""
     if which not in ("best", "last"):
         raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
@@ -82,8 +86,8 @@ def _load_tagger(path: Path, which: str, device: torch.device, verify: bool) -> 
     return SequenceTagger(*load_tagger(path, which, device, verify))
 
 
-# checkpoint.json's "task" -> the handle of its model (absent: a language model)
-TASK_LOADERS: dict[str, Callable[[Path, str, torch.device, bool], Any]] = {"tag": _load_tagger}
+# What `load` returns for a checkpoint whose checkpoint.json names a task (absent: a language model).
+TASK_LOADERS: dict[str, Callable[..., Any]] = {"tag": _load_tagger, "classify": load_classifier}
 
 
 class LanguageModel:

@@ -198,9 +198,10 @@ def load_for_inference(
     for attempt in range(3):
         try:
             info = open_checkpoint(path)
-            if info.model_kind not in _LOADERS:  # a model for a task (a tagger): not a language model
+            if info.model_kind not in _LOADERS:  # a task's model (a tagger, a classifier), not a language model
                 raise NotALanguageModel(
-                    f"{info.path} holds a {info.model_kind} model, not a language model; charlm.load returns its handle"
+                    f"{info.path} holds a {info.model_kind} model, not a language model; "
+                    f"use it with `charlm {info.model_kind}` or `charlm evaluate` (charlm.load returns its handle)"
                 )
             tokenizer = open_tokenizer(info)
             return _LOADERS[info.model_kind](info, tokenizer, which, device, verify), tokenizer, info

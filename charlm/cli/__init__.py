@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from charlm import __version__
+from charlm.cli.classify_cmd import classify_command
 from charlm.cli.evaluate_cmd import evaluate_command
 from charlm.cli.generate_cmd import generate_command
 from charlm.cli.perplexity_cmd import perplexity_command
@@ -22,10 +23,19 @@ from charlm.cli.train_cmd import train_command
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="charlm")
 def main() -> None:
-    """Train recurrent language models on your own text, generate text, score lines, measure perplexity."""
+    """Train recurrent language models on your own text, generate text, score lines, measure perplexity;
+    train text classifiers on labelled data and label texts with them."""
 
 
-for command in (train_command, generate_command, perplexity_command, score_command, plot_command, serve_command):
-    main.add_command(command)
-for command in (tag_command, evaluate_command):  # sequence labelling (charlm.tagging)
+for command in (
+    train_command,
+    generate_command,
+    perplexity_command,
+    score_command,
+    plot_command,
+    serve_command,
+    tag_command,
+    classify_command,
+    evaluate_command,
+):
     main.add_command(command)

@@ -166,6 +166,8 @@ class TrainDisplay:
         v = self.last_valid
         if "valid_text" in v:  # a task's own figures (a tagger's accuracy and F1)
             return f"{v['valid_loss']:.4f} ({v['valid_text']})"
+        if "valid_accuracy" in v:  # a classifier's
+            return f"{v['valid_loss']:.4f} (accuracy {v['valid_accuracy']:.3f}, macro-F1 {v['valid_macro_f1']:.3f})"
         return f"{v['valid_loss']:.4f} (ppl {v['valid_ppl']:.2f}, {v['valid_bpc']:.3f} bpc)"
 
     # ------------------------------------------------------------ end
@@ -205,6 +207,14 @@ def start_lines(info: dict[str, Any]) -> list[str]:
         if info.get("chosen"):
             lines.append(f"  chosen for this run: {info['chosen']}")
         return lines
+    if "task_lines" in info:  # a task that is not a language model describes itself (a classifier)
+        lines = [f"charlm train -> {info['out']}{resumed}", *info["task_lines"]]
+        lines[-1] += f" on {info['device']}; stop at {', '.join(x for x in limits if x)}"
+        if info.get("chosen"):
+            lines.append(f"  chosen for this run: {info['chosen']}")
+        if info.get("baselines"):
+            lines.append(f"  baseline on the validation texts: {baseline_text(info['baselines'], info['level'])}")
+        return lines
     lines = [
         f"charlm train -> {info['out']}{resumed}",
         f"  {info['level']} level, vocabulary {info['vocab_size']:,}, "
@@ -240,6 +250,9 @@ def baseline_text(b: dict[str, Any], level: str) -> str:
         bpc = f", {f['bpc']:.3f} bpc" if level == "char" and f.get("bpc") is not None else ""
         return f"{f['loss']:.3f} (ppl {_ppl(f['ppl'])}{bpc})"
 
+    if "majority" in b:  # a classifier's: always the most frequent training label
+        f = b["majority"]
+        return f"majority label {f['label']!r}: loss {f['loss']:.3f}, accuracy {f['accuracy']:.3f}"
     kn = f"Kneser-Ney {b['kn_order']}-gram "
     kn += figure(b["kn"]) if b.get("kn") else f"skipped: {b.get('kn_skipped') or 'not measured'}"
     return f"unigram {figure(b['unigram'])}, {kn}"
@@ -247,6 +260,8 @@ def baseline_text(b: dict[str, Any], level: str) -> str:
 
 def versus_baselines(best: float | None, b: dict[str, Any]) -> str:
     """The summary's comparison: the baselines' perplexities and how far the best validation is from them."""
+    if "majority" in b:
+        return baseline_text(b, "classify")
     kn, uni = b.get("kn"), b["unigram"]
     shown = f"unigram ppl {_ppl(uni['ppl'])}"
     if kn:
@@ -264,6 +279,8 @@ def summary_rows(summary: dict[str, Any], last_valid: dict[str, Any] | None) -> 
     def loss(value: float | None) -> str:
         if value is None:
             return "-"
+        if summary.get("loss_unit"):  # not a language model: no perplexity
+            return f"{value:.4f} nats/{summary['loss_unit']}"
         return f"{value:.4f} nats/token (ppl {math.exp(min(value, 700)):.2f}, {value / math.log(2):.3f} bits/token)"
 
     at = f" at step {summary['best_step']}" if summary.get("best_step") is not None else ""
@@ -286,10 +303,13 @@ def summary_rows(summary: dict[str, Any], last_valid: dict[str, Any] | None) -> 
         rows.append(("baselines", versus_baselines(summary["best_valid_loss"], summary["baselines"])))
     if last_valid and "valid_text" in last_valid:
         rows.append(("last validation figures", last_valid["valid_text"]))
+    elif last_valid and "valid_accuracy" in last_valid:
+        figures = f"accuracy {last_valid['valid_accuracy']:.4f}, macro-F1 {last_valid['valid_macro_f1']:.4f}"
+        rows.append(("validation", f"{figures} (last)"))
     elif last_valid:
         rows.append(("validation bits/char", f"{last_valid['valid_bpc']:.4f} (last)"))
     rows += [
-        ("tokens/s", f"{summary['tokens_per_s']:,.0f}"),
+        (f"{summary.get('rate_unit', 'tokens')}/s", f"{summary['tokens_per_s']:,.0f}"),
         ("time", fmt_time(summary["elapsed"])),
         ("checkpoint", f"{summary['out']} (best, last)"),
     ]

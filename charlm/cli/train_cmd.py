@@ -11,6 +11,7 @@ from click.core import ParameterSource
 from rich.markup import escape
 
 from charlm.checkpoint import store as ckpt
+from charlm.classify import CLASS_WEIGHTS, FORMATS
 from charlm.cli.common import DEVICE_HELP, Duration, domain_errors, err_console, option_table
 from charlm.cli.progress import TrainDisplay
 from charlm.errors import CharlmError
@@ -69,7 +70,8 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--pretokenize", "pretokenize", click.Choice(PRETOKENIZERS), "word: whitespace (tokenized text) or punct (raw)."),
     ("--subword-vocab-size", "subword_vocab_size", click.IntRange(1), "subword: SentencePiece vocabulary size."),
     ("--subword-model", "subword_model", click.Choice(SUBWORD_MODELS), "subword: SentencePiece model type."),
-    ("--model", "model", click.Choice(MODEL_KINDS), "rnn: recurrent LM; kn: Kneser-Ney LM; tag: a tagger."),
+    ("--model", "model", click.Choice(MODEL_KINDS),
+     "rnn: a recurrent LM; kn: a Kneser-Ney LM; tag: a sequence tagger, classify: a text classifier (labelled DATA)."),
     ("--order", "order", click.IntRange(1), "kn: n-gram order [default: 7 for char, 5 for word and subword]."),
     ("--cell", "cell", click.Choice(CELLS), "Recurrent cell (rnn = Elman tanh)."),
     ("--layers", "num_layers", click.IntRange(1), "Stacked recurrent layers."),
@@ -122,6 +124,20 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--crf/--no-crf", "crf", None, "tag: a CRF over the tags [default: for span tags, not for POS]."),
     ("--embeddings", "embeddings", click.Path(path_type=str), "tag: a char-LM checkpoint to embed words (repeat)."),
     ("--baselines/--no-baselines", "baselines", None, "Score unigram and Kneser-Ney baselines first, to warn against."),
+    ("--format", "data_format", click.Choice(FORMATS), "classify: the data's format [default: by file extension]."),
+    ("--text-column", "text_column", str, "classify: CSV/JSON lines field holding the text."),
+    ("--label-column", "label_column", str, "classify: CSV/JSON lines field holding the label(s)."),
+    ("--label-separator", "label_separator", str, "classify: separates several labels in one field."),
+    ("--multi-label/--single-label", "multi_label", None,
+     "classify: several labels a text (sigmoids) [default: when some text has several]."),
+    ("--pooling", "pooling", str, "classify: mean, max, last or e.g. mean+max [default: max; LM: mean+max+last]."),
+    ("--lm-forward", "lm_forward", click.Path(exists=True, path_type=str),
+     "classify: read the text with this charlm language model's features instead of words."),
+    ("--lm-backward", "lm_backward", click.Path(exists=True, path_type=str),
+     "classify: a language model trained on reversed text, read over the text reversed."),
+    ("--finetune/--no-finetune", "finetune", None, "classify: train the language models too (default: frozen)."),
+    ("--ngrams/--no-ngrams", "ngrams", None, "classify: add a naive Bayes model of words and word pairs."),
+    ("--class-weights", "class_weights", click.Choice(CLASS_WEIGHTS), "classify: balanced weighs rare labels up."),
 ]
 # fmt: on
 

@@ -6,17 +6,20 @@ from collections.abc import Callable
 from typing import Any
 
 from charlm.errors import ConfigError
+from charlm.models.classifier import ClassifierConfig
 from charlm.models.ngram import KneserNeyConfig
 from charlm.models.protocol import LMConfig
 from charlm.models.rnn import ModelConfig
 from charlm.models.tagger import TaggerConfig
 
-# a recurrent network, or an interpolated modified Kneser-Ney n-gram model: each kind's options from their dict
-# a sequence tagger is a task of its own, not a language model (checkpoint.json says so with "task")
-_CONFIGS: dict[str, Callable[[Any], LMConfig]] = {
+# a recurrent network, an interpolated modified Kneser-Ney n-gram model, or the model of a task of its own (a
+# sequence tagger, a text classifier: not language models; checkpoint.json says so with "task"): each kind's
+# options from their dict
+_CONFIGS: dict[str, Callable[[Any], Any]] = {
     "rnn": ModelConfig.from_dict,
     "kn": KneserNeyConfig.from_dict,
     "tag": TaggerConfig.from_dict,
+    "classify": ClassifierConfig.from_dict,
 }
 MODEL_KINDS = tuple(_CONFIGS)
 

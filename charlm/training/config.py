@@ -1,7 +1,8 @@
 """A training run's options (`TrainConfig`, in sections) and the one rule for what a resume may change.
 
 `TrainConfig` holds one dataclass per section (charlm.training.sections says what each holds and why):
-`config.data`, `config.tokenizer`, `config.model`, `config.optim`, `config.run`, `config.task`. Users,
+`config.data`, `config.tokenizer`, `config.model`, `config.optim`, `config.run`, `config.task`,
+`config.classify` (a classify run's, `charlm.classify.ClassifyOptions`). Users,
 the CLI and `charlm.train` name options flat (hidden_size, lr, time_budget), so a config is built and
 changed by flat names, each routed to its section by OPTIONS:
 
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from charlm.classify import ClassifyOptions
 from charlm.errors import ConfigError
 from charlm.models import MODEL_KINDS, ModelConfig
 from charlm.training.sections import (
@@ -62,6 +64,7 @@ SECTIONS: dict[str, type[Any]] = {
     "run": RunOptions,
     "task": TaskOptions,
     "tagging": TaggingOptions,
+    "classify": ClassifyOptions,  # --model classify only (charlm.training.tasks.classify)
 }
 # The one field whose flat option name is not its own: --model is the model's kind.
 _RENAMED = {("model", "kind"): "model"}
@@ -146,6 +149,7 @@ class TrainConfig:
     run: RunOptions = field(default_factory=RunOptions)
     task: TaskOptions = field(default_factory=TaskOptions)
     tagging: TaggingOptions = field(default_factory=TaggingOptions)
+    classify: ClassifyOptions = field(default_factory=ClassifyOptions)
 
     def __post_init__(self) -> None:
         self.model_config(vocab_size=2, check_only=True)  # checks the model options early

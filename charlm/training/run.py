@@ -32,11 +32,12 @@ from charlm.training.prepare import check_out_dir, check_resume_or_overwrite
 from charlm.training.state import TrainResult
 from charlm.training.task import TaskOpener
 from charlm.training.tasks import ngram
+from charlm.training.tasks.classify_setup import open_classify
 from charlm.training.tasks.lm_setup import open_lm
 from charlm.training.tasks.tag import open_tagger
 
 # The tasks, by --model: those trained by the loop (`charlm.training.task.Task`), by their opener ...
-TASKS: dict[str, TaskOpener] = {"rnn": open_lm, "tag": open_tagger}
+TASKS: dict[str, TaskOpener] = {"rnn": open_lm, "tag": open_tagger, "classify": open_classify}
 # ... and those estimated in one pass, without it.
 ESTIMATORS: dict[str, Callable[[TrainConfig, bool, bool, Any], TrainResult]] = {"kn": ngram.estimate}
 
