@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from charlm.data import decode_text
 from charlm.errors import CorpusError
 
 FORMATS = ("tsv", "csv", "jsonl", "fasttext")
@@ -61,14 +62,7 @@ def read_text(path: str | Path) -> str:
 
 
 def decode(data: bytes, name: str) -> str:
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise CorpusError(f"{name} looks binary (NUL byte at offset {nul}); pass UTF-8 text")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorpusError(f"{name} is not valid UTF-8 (byte offset {exc.start}); save it as UTF-8") from None
-    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    return decode_text(data, name, "pass UTF-8 text")
 
 
 def guess_format(name: str, text: str, default: str | None = None) -> str:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
+from charlm.data import decode_text
 from charlm.errors import CharlmError, CorpusError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,11 +92,4 @@ def read_input(file: Path, hint: str) -> str:
         data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as exc:
         raise CorpusError(f"cannot read {name}: {exc.strerror or exc}") from None
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise CorpusError(f"{name} looks binary (NUL byte at offset {nul}); {hint}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorpusError(f"{name} is not valid UTF-8 (byte offset {exc.start}); {hint}") from None
-    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    return decode_text(data, name, hint)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from charlm.data import PUNCT_RE
+from charlm.data import PUNCT_RE, decode_text
 from charlm.errors import CorpusError
 
 COLUMNS = {"upos": 3, "xpos": 4}  # CoNLL-U's tag columns by name (0-based)
@@ -45,14 +45,7 @@ def _read(path: str | Path) -> str:
 
 def decode(data: bytes, name: str) -> str:
     """UTF-8 text with the BOM dropped and CRLF read as LF; a one-line CorpusError for binary or bad bytes."""
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise CorpusError(f"{name} looks binary (NUL byte at offset {nul}); pass a text file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CorpusError(f"{name} is not valid UTF-8 (byte offset {exc.start}); convert it to UTF-8") from None
-    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    return decode_text(data, name, "pass a UTF-8 text file")
 
 
 def sniff(text: str) -> str:
