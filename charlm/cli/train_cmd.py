@@ -204,11 +204,14 @@ def train_command(
     no_samples: bool,
     **options: Any,
 ) -> None:
-    """Train a language model on CORPUS (text files or directories).
+    """Train a language model on CORPUS (text files or directories), or with --model tag or --model classify
+    a tagger or a text classifier on labelled data.
 
     \b
-    Example:
+    Examples:
       charlm train corpora/tinyshakespeare.txt --time-budget 5m
+      charlm train corpora/ud-english-ewt/train-slice.conllu --model tag --valid corpora/ud-english-ewt/dev-slice.conllu
+      charlm train corpora/rt-polarity-sample/train.tsv --model classify --time-budget 5m
     """
     options["valid"] = tuple(options.pop("valid"))
     options["embeddings"] = tuple(options.pop("embeddings"))
