@@ -1,6 +1,6 @@
 """Sequence labelling (issue 25), run by hand, one experiment per call, each under the machine's lock:
 
-    flock -x /work/bench.lock python benchmarks/bench_tagging.py EXPERIMENT [--budget 10m] [--lms FWD BWD]
+    flock -x /work/bench.lock python benchmarks/bench_tagging.py EXPERIMENT [--budget 10m] [--lms FWD BWD] [--name RUN]
 
 Experiments (dev splits only: the test splits are held out; every run takes charlm's defaults, only the
 budget, the validation file and the LMs are given):
@@ -88,12 +88,13 @@ def main() -> None:
     ap.add_argument("--lms", nargs=2, metavar=("FWD", "BWD"), help="forward and backward char-LM checkpoints")
     ap.add_argument("--crf", choices=["both", "crf", "softmax"], default="both")
     ap.add_argument("--tagger", help="speed: the tagger checkpoint to time")
+    ap.add_argument("--name", help="ewt: run name = folder in /tmp/bench (default ewt, ewt-lm)")
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     lm_opts = [x for p in (a.lms or []) for x in ("--embeddings", p)]
     suffix = "-lm" if a.lms else ""
     if a.experiment == "ewt":
-        row = train_and_evaluate(f"ewt{suffix}", EWT / "en_ewt-ud-train.conllu", EWT / "en_ewt-ud-dev.conllu",
+        row = train_and_evaluate(a.name or f"ewt{suffix}", EWT / "en_ewt-ud-train.conllu", EWT / "en_ewt-ud-dev.conllu",
                                  a.budget, lm_opts)  # fmt: skip
         record({"experiment": "ewt-upos", **row})
     elif a.experiment == "wnut":
