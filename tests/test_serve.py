@@ -98,11 +98,10 @@ def test_streamed_pieces_join_to_the_whole_text(client, lm):
             model="tiny", prompt="a dog", max_tokens=80, seed=11, stream=True, stream_options={"include_usage": True}
         )
     )
+    # how many chunks depends on timing (pieces that wait while one is written go out together), what they join
+    # to does not
     texts = [c.choices[0].text for c in chunks if c.choices]
-    assert (
-        len(texts) > 1
-        and "".join(texts) == whole.choices[0].text == lm.generate("a dog", max_new_tokens=80, seed=11).text
-    )
+    assert "".join(texts) == whole.choices[0].text == lm.generate("a dog", max_new_tokens=80, seed=11).text
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 80
 
