@@ -11,13 +11,13 @@ from typing import Any
 import torch
 
 from charlm.api import LanguageModel
-from charlm.cli.common import console, err_console
+from charlm.cli.common import err_console
 from charlm.cli.lineinput import LineHistory, read_entry
-from charlm.cli.terminal import error, note, unescape, warn, write
+from charlm.cli.terminal import error, note, print_results, stats, unescape, warn, write
 from charlm.errors import CharlmError, ConfigError
 from charlm.fileio import atomic_write_bytes
 from charlm.models import State
-from charlm.sampling import DecodeBatch, DecodingOptions, Generation, Prompt, derived_seed, describe_unknown, warm_up
+from charlm.sampling import DecodeBatch, DecodingOptions, Prompt, derived_seed, describe_unknown, warm_up
 
 _HELP = r"""Type a prompt and press Enter; the continuation streams back. Ctrl-C stops it; Ctrl-D or /quit leaves.
   /temperature T     sampling temperature (0 = greedy)
@@ -266,8 +266,9 @@ class Repl:
         try:
             if o.effective_strategy == "beam" or o.num_samples > 1:
                 text = self.exchanges[-1] if start is not None else prompt
+                began = time.perf_counter()
                 found = self.lm.generate(text, o, seed=seed)
-                _print_all(found, o)
+                print_results(found, "", time.perf_counter() - began)
                 self._record(prompt, found.text if found else "", None, start is not None)
                 return
             self._stream_row(prompt, seed, start)
@@ -302,7 +303,9 @@ class Repl:
                     if event.done and event.result is not None:
                         self._carry = event.carry
                         self.exchanges[-1] += event.result.text
-                        _finish_line(event.result, time.perf_counter() - began)
+                        if not event.result.text.endswith("\n"):
+                            write("\n")  # the next output starts on its own line
+                        stats(event.result.num_tokens, time.perf_counter() - began, event.result)
         except KeyboardInterrupt:
             batch.cancel(row)
             self.exchanges[-1] += "".join(shown)  # what was printed stays the session's text
@@ -344,24 +347,6 @@ class Repl:
         text = "".join(e if e.endswith("\n") else e + "\n" for e in self.exchanges)  # each on its own lines
         atomic_write_bytes(path, text.encode("utf-8"))
         note(f"saved {len(text):,} characters to {path}")
-
-
-def _finish_line(r: Generation, seconds: float) -> None:
-    if not r.text.endswith("\n"):
-        write("\n")  # the next output starts on its own line
-    rate = f", {r.num_tokens / seconds:,.0f} tokens/s" if seconds > 0 else ""
-    note(f"{r.num_tokens} tokens in {seconds:.2f}s{rate}, log-prob {r.logprob:.2f}, {r.finish_reason}")
-
-
-def _print_all(found: Any, options: DecodingOptions) -> None:
-    beam = options.effective_strategy == "beam"
-    for i, r in enumerate(found, 1):
-        if beam:
-            head = f"#{i}  score {r.score:.4f}  log-prob {r.logprob:.2f}  {r.num_tokens} tokens  ({r.finish_reason})"
-        else:
-            head = f"sample {i}  log-prob {r.logprob:.2f}  {r.num_tokens} tokens  ({r.finish_reason})"
-        console.rule(head, align="left", style="dim")
-        write(r.text if r.text.endswith("\n") else r.text + "\n")
 
 
 _EXAMPLES = {

@@ -13,7 +13,7 @@ import time
 import torch
 from rich.text import Text
 
-from charlm.api import LanguageModel, Stream
+from charlm.api import Completions, LanguageModel, Stream
 from charlm.cli.common import console, err_console
 from charlm.sampling import DecodingOptions, Generation
 
@@ -60,10 +60,14 @@ def continue_text(
         return
     start = time.perf_counter()
     found = lm.generate(text, options, seed=seed)
-    elapsed = time.perf_counter() - start
+    print_results(found, prefix, time.perf_counter() - start)
+
+
+def print_results(found: Completions, prefix: str, elapsed: float) -> None:
+    """Several samples, or the n-best list, each under a rule with its figures; then the statistics."""
     if found.warning:
         warn(found.warning)
-    beam = options.effective_strategy == "beam"
+    beam = found.strategy == "beam"
     if beam and not found:
         warn("beam search found no complete hypothesis")
     for i, r in enumerate(found, 1):
@@ -75,7 +79,7 @@ def continue_text(
         body = prefix + r.text
         write(body if body.endswith("\n") else body + "\n")
     total = sum(r.num_tokens for r in found) if not beam else max((r.num_tokens for r in found), default=0)
-    _stats(total, elapsed, None)
+    stats(total, elapsed, None)
 
 
 def _print_stream(s: Stream, prefix: str) -> None:
@@ -92,10 +96,10 @@ def _print_stream(s: Stream, prefix: str) -> None:
     if not last.endswith("\n"):
         write("\n")  # the next output starts on its own line
     if s.result is not None:
-        _stats(s.result.num_tokens, time.perf_counter() - start, s.result)
+        stats(s.result.num_tokens, time.perf_counter() - start, s.result)
 
 
-def _stats(tokens: int, seconds: float, result: Generation | None) -> None:
+def stats(tokens: int, seconds: float, result: Generation | None) -> None:
     rate = f", {tokens / seconds:,.0f} tokens/s" if seconds > 0 else ""
     extra = f", log-prob {result.logprob:.2f}, {result.finish_reason}" if result is not None else ""
     note(f"{tokens} tokens in {seconds:.2f}s{rate}{extra}")
